@@ -1,0 +1,18 @@
+//! One module per subcommand: build the options, call the library, print the result.
+
+mod init;
+mod schema;
+mod validate;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate(args) => validate::exec(&args),
+        Command::Schema(args) => schema::exec(&args),
+        Command::Init(args) => init::exec(&args),
+    }
+}
