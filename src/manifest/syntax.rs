@@ -48,7 +48,13 @@ fn describe_char(c: char) -> String {
 
 /// A value shown in a message, with control characters escaped and length bounded.
 pub fn shown(text: &str) -> String {
-    let escaped: String = text.escape_debug().collect();
+    let escaped: String = text
+        .chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_default().collect(),
+            c => c.to_string(),
+        })
+        .collect();
     if escaped.chars().count() > 80 {
         let cut: String = escaped.chars().take(77).collect();
         format!("{cut}...")

@@ -192,6 +192,7 @@ fn identify(doc: &mut Doc) -> Option<Kind> {
 /// The envelope, the schema and deserialization of one document.
 fn check_document(report: &mut Report, i: usize, kind: Option<Kind>) -> Option<Typed> {
     let node = &report.docs[i].node;
+    let before = report.out.len();
     if !matches!(node.value, Value::Map(_)) {
         report.at(
             i,
@@ -242,10 +243,9 @@ fn check_document(report: &mut Report, i: usize, kind: Option<Kind>) -> Option<T
         return None;
     };
     let json = node.to_json();
-    let before = report.out.len();
     for error in validator(kind).iter_errors(&json) {
         let path = error.instance_path().as_str().to_owned();
-        if path == "/apiVersion" || path == "/kind" {
+        if path == "/apiVersion" || path == "/kind" || is_envelope_required(&error) {
             continue;
         }
         schema_error(report, i, kind, &path, &error);
@@ -261,6 +261,15 @@ fn check_document(report: &mut Report, i: usize, kind: Option<Kind>) -> Option<T
         Kind::Notifier => typed(report, i, json, Spec::Notifier),
         Kind::Workflow => typed(report, i, json, Spec::Workflow),
     }
+}
+
+/// Whether the error is a missing `apiVersion` or `kind`, already reported.
+fn is_envelope_required(error: &jsonschema::ValidationError) -> bool {
+    matches!(
+        error.kind(),
+        jsonschema::error::ValidationErrorKind::Required { property }
+            if property == "apiVersion" || property == "kind"
+    ) && error.instance_path().as_str().is_empty()
 }
 
 fn typed<S: DeserializeOwned>(
@@ -361,9 +370,12 @@ fn schema_error(
         K::Type { kind: expected } => {
             let expected = match expected {
                 TypeKind::Single(t) => type_name(&t.to_string()).to_owned(),
+                // `null` is allowed for optional fields, but saying so only confuses.
                 TypeKind::Multiple(set) => set
                     .iter()
-                    .map(|t| type_name(&t.to_string()).to_owned())
+                    .map(|t| t.to_string())
+                    .filter(|t| t != "null")
+                    .map(|t| type_name(&t).to_owned())
                     .collect::<Vec<_>>()
                     .join(" or "),
             };
@@ -456,12 +468,17 @@ fn schema_error(
                     }
                 }
                 _ => {
-                    let expected = expected_shapes(context);
+                    let (expected, words) = expected_shapes(context);
+                    let hint = instance
+                        .as_str()
+                        .and_then(|text| did_you_mean(text, words.iter().map(String::as_str)))
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
                     report.at(
                         i,
                         path,
                         format!(
-                            "expected {expected}, found {} `{}`",
+                            "expected {expected}, found {} `{}`{hint}",
                             json_type(instance),
                             shown_json(instance)
                         ),
@@ -473,21 +490,29 @@ fn schema_error(
     }
 }
 
-/// What the branches of a oneOf/anyOf accept, in words.
-fn expected_shapes(context: &[Vec<jsonschema::ValidationError<'static>>]) -> String {
+/// What the branches of a oneOf/anyOf accept, in words, and the literal words allowed.
+fn expected_shapes(context: &[Vec<jsonschema::ValidationError<'static>>]) -> (String, Vec<String>) {
     use jsonschema::error::{TypeKind, ValidationErrorKind as K};
     let mut shapes: Vec<String> = Vec::new();
+    let mut words: Vec<String> = Vec::new();
     for errors in context {
         for e in errors {
             let shape = match e.kind() {
                 K::Type {
                     kind: TypeKind::Single(t),
                 } => type_name(&t.to_string()).to_owned(),
-                K::Constant { expected_value } => format!("`{}`", shown_json(expected_value)),
-                K::Enum { options } => options
-                    .as_array()
-                    .map(|a| quoted_list(a.iter().filter_map(Json::as_str)))
-                    .unwrap_or_default(),
+                K::Constant { expected_value } => {
+                    words.extend(expected_value.as_str().map(str::to_owned));
+                    format!("`{}`", shown_json(expected_value))
+                }
+                K::Enum { options } => {
+                    let list: Vec<&str> = options
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Json::as_str).collect())
+                        .unwrap_or_default();
+                    words.extend(list.iter().map(|w| (*w).to_owned()));
+                    list.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(" or ")
+                }
                 _ => continue,
             };
             if !shapes.contains(&shape) {
@@ -495,11 +520,12 @@ fn expected_shapes(context: &[Vec<jsonschema::ValidationError<'static>>]) -> Str
             }
         }
     }
-    if shapes.is_empty() {
+    let text = if shapes.is_empty() {
         "another shape of value".to_owned()
     } else {
         shapes.join(" or ")
-    }
+    };
+    (text, words)
 }
 
 /// The property names the schema allows where an unknown field was found.
@@ -563,6 +589,8 @@ struct Index<'t> {
     /// Every resource declared, valid or not: a reference to an invalid resource is not
     /// reported again as dangling.
     declared: BTreeSet<(Kind, String)>,
+    /// The `port` of every valid app.
+    app_ports: HashMap<&'t str, Option<u16>>,
     settings: Option<&'t SettingsSpec>,
 }
 
@@ -580,6 +608,13 @@ fn check_revision(report: &mut Report, mut typed: Vec<Typed>) -> Manifests {
             .docs
             .iter()
             .filter_map(|d| d.id.as_ref().map(|id| (id.kind, id.name.clone())))
+            .collect(),
+        app_ports: typed
+            .iter()
+            .filter_map(|t| match &t.spec {
+                Spec::App(a) => Some((t.name.as_str(), a.port)),
+                _ => None,
+            })
             .collect(),
         settings: None,
     };
@@ -1070,6 +1105,12 @@ fn check_domain(
     }
     if !index.has(Kind::App, &d.app) {
         report.at(doc, "/spec/app", missing_ref(index, Kind::App, &d.app));
+    } else if d.port.is_none() && index.app_ports.get(d.app.as_str()) == Some(&None) {
+        report.at(
+            doc,
+            "/spec/app",
+            format!("App `{}` has no `port`; set the port on the app or on this domain", d.app),
+        );
     }
     report.check(doc, "/spec/path", syntax::check_url_path(&d.path));
     match &d.tls {
@@ -1558,7 +1599,9 @@ fn check_depends_on_cycles(report: &mut Report, typed: &[Typed], keep: &[bool]) 
     let mut docs: BTreeMap<&str, usize> = BTreeMap::new();
     for (n, t) in typed.iter().enumerate() {
         if let (true, Spec::App(a)) = (keep[n], &t.spec) {
-            graph.insert(&t.name, a.depends_on.iter().map(String::as_str).collect());
+            // Self-dependencies are reported on their own; keep them out of cycles.
+            let deps = a.depends_on.iter().map(String::as_str).filter(|d| *d != t.name);
+            graph.insert(&t.name, deps.collect());
             docs.insert(&t.name, t.doc);
         }
     }

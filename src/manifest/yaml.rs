@@ -395,13 +395,18 @@ impl MarkedEventReceiver for Builder {
                     anchor,
                     entries,
                     ..
-                }) => self.complete(
-                    Node {
-                        mark,
-                        value: Value::Map(entries),
-                    },
-                    anchor,
-                ),
+                }) => {
+                    // The parser marks a block mapping where its first value starts;
+                    // people expect the mapping to start at its first key.
+                    let mark = entries.first().map_or(mark, |(k, _)| k.mark.min(mark));
+                    self.complete(
+                        Node {
+                            mark,
+                            value: Value::Map(entries),
+                        },
+                        anchor,
+                    )
+                }
                 None => {}
             },
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
