@@ -46,8 +46,11 @@ pub struct ValidateArgs {
 pub struct SchemaArgs {
     /// Directory to write `<kind>.json` and `berth.json` into; without it the schema of
     /// any berth document is printed.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "reference")]
     pub out: Option<PathBuf>,
+    /// Print the manifest reference (Markdown) generated from the schemas instead.
+    #[arg(long)]
+    pub reference: bool,
 }
 
 /// `berth init`

@@ -8,6 +8,10 @@ use berth::{fsutil, manifest};
 use crate::cli::SchemaArgs;
 
 pub fn exec(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
+    if args.reference {
+        print!("{}", manifest::reference_markdown());
+        return Ok(ExitCode::SUCCESS);
+    }
     let files = manifest::schema_files();
     let Some(dir) = &args.out else {
         let (_, any) = files

@@ -8,6 +8,7 @@
 mod diagnostic;
 mod load;
 pub mod model;
+mod reference;
 mod schema;
 pub mod syntax;
 pub mod units;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 pub use diagnostic::{Diagnostic, Diagnostics, ResourceId};
 pub use load::{MAX_DOCUMENTS, MAX_FILE_BYTES, SourceFile, load_dir, load_files, read_source_dir};
 pub use model::Kind;
+pub use reference::reference_markdown;
 pub use schema::{any_document_schema, kind_schema, schema_file_name, schema_files};
 
 use model::{AppSpec, DatabaseSpec, DomainSpec, NotifierSpec, SettingsSpec, WorkflowSpec};

@@ -372,7 +372,7 @@ fn default_websecure() -> String {
 
 /// A command run without a shell: a list of words, or one string split at spaces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-#[schemars(untagged)]
+#[serde(untagged)]
 pub enum CommandLine {
     /// `nginx -s reload`
     Line(String),

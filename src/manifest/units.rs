@@ -154,7 +154,7 @@ impl fmt::Display for Size {
 #[derive(Clone)]
 pub struct Cron {
     text: String,
-    parsed: croner::Cron,
+    parsed: std::sync::Arc<croner::Cron>,
 }
 
 impl Cron {
@@ -196,7 +196,7 @@ impl FromStr for Cron {
             .map_err(|e| format!("invalid cron schedule `{text}`: {e}"))?;
         Ok(Cron {
             text: text.to_owned(),
-            parsed,
+            parsed: std::sync::Arc::new(parsed),
         })
     }
 }

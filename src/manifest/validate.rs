@@ -21,7 +21,9 @@ use super::yaml::{Mark, Node, Value};
 use super::{Manifests, Origin, Resource};
 use crate::workflow::expr::{Expr, Placeholder, placeholders};
 
-/// A typed spec of any kind.
+/// A typed spec of any kind. Short-lived (one per document during validation), so the
+/// size difference between kinds does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Spec {
     Settings(SettingsSpec),
     App(AppSpec),
@@ -511,7 +513,10 @@ fn expected_shapes(context: &[Vec<jsonschema::ValidationError<'static>>]) -> (St
                         .map(|a| a.iter().filter_map(Json::as_str).collect())
                         .unwrap_or_default();
                     words.extend(list.iter().map(|w| (*w).to_owned()));
-                    list.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(" or ")
+                    list.iter()
+                        .map(|w| format!("`{w}`"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
                 }
                 _ => continue,
             };
@@ -1109,7 +1114,10 @@ fn check_domain(
         report.at(
             doc,
             "/spec/app",
-            format!("App `{}` has no `port`; set the port on the app or on this domain", d.app),
+            format!(
+                "App `{}` has no `port`; set the port on the app or on this domain",
+                d.app
+            ),
         );
     }
     report.check(doc, "/spec/path", syntax::check_url_path(&d.path));
@@ -1600,7 +1608,11 @@ fn check_depends_on_cycles(report: &mut Report, typed: &[Typed], keep: &[bool]) 
     for (n, t) in typed.iter().enumerate() {
         if let (true, Spec::App(a)) = (keep[n], &t.spec) {
             // Self-dependencies are reported on their own; keep them out of cycles.
-            let deps = a.depends_on.iter().map(String::as_str).filter(|d| *d != t.name);
+            let deps = a
+                .depends_on
+                .iter()
+                .map(String::as_str)
+                .filter(|d| *d != t.name);
             graph.insert(&t.name, deps.collect());
             docs.insert(&t.name, t.doc);
         }

@@ -1,0 +1,184 @@
+//! The bad-manifest corpus: every case under tests/bad/ fails with exactly the
+//! diagnostics in its expected.txt, and hostile file-system layouts are refused.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use berth::manifest::{self, MAX_DOCUMENTS, MAX_FILE_BYTES};
+
+use crate::root;
+
+const APP: &str =
+    "apiVersion: berth/v1\nkind: App\nmetadata:\n  name: blog\nspec:\n  image: ghost:5.2\n";
+
+#[test]
+fn every_bad_case_fails_with_its_expected_messages() {
+    let dir = root().join("tests/bad");
+    let mut cases: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 30, "the corpus has {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let expected = fs::read_to_string(case.join("expected.txt")).unwrap();
+        assert!(
+            !expected.trim().is_empty(),
+            "{} expects no error",
+            case.display()
+        );
+        let got = match manifest::load_dir(case) {
+            Ok(_) => "(valid)\n".to_owned(),
+            Err(d) => d.to_string(),
+        };
+        if got != expected {
+            failures.push(format!(
+                "{}:\n  expected:\n{expected}  got:\n{got}",
+                case.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn an_oversize_file_is_refused_and_the_others_still_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = String::from("# padding\n");
+    while big.len() as u64 <= MAX_FILE_BYTES {
+        big.push_str("# ................................................................\n");
+    }
+    fs::write(dir.path().join("big.yaml"), &big).unwrap();
+    fs::write(
+        dir.path().join("bad.yaml"),
+        APP.replace("ghost:5.2", "Ghost"),
+    )
+    .unwrap();
+    let err = manifest::load_dir(dir.path()).unwrap_err().to_string();
+    let size = big.len();
+    assert_eq!(
+        err,
+        format!(
+            "bad.yaml:6:10: App/blog: image `Ghost` is not a valid image reference: repository \
+             names are lowercase letters, digits and `._-`, separated by `/`\n\
+             big.yaml:1:1: file is {size} bytes, over the limit of 1048576 bytes (1 MiB); split \
+             it into several files\n"
+        )
+    );
+}
+
+#[test]
+fn a_symlink_out_of_the_root_is_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret.yaml"), APP).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    symlink(
+        outside.path().join("secret.yaml"),
+        dir.path().join("app.yaml"),
+    )
+    .unwrap();
+    let err = manifest::load_dir(dir.path()).unwrap_err().to_string();
+    let target = fs::canonicalize(outside.path().join("secret.yaml")).unwrap();
+    assert_eq!(
+        err,
+        format!(
+            "app.yaml:1:1: symlink points outside the source root (to {}); copy the file into \
+             the repository instead\n",
+            target.display()
+        )
+    );
+}
+
+#[test]
+fn a_symlink_inside_the_root_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("shared")).unwrap();
+    fs::write(dir.path().join("shared/app.txt"), APP).unwrap();
+    symlink(
+        dir.path().join("shared/app.txt"),
+        dir.path().join("app.yaml"),
+    )
+    .unwrap();
+    let m = manifest::load_dir(dir.path()).unwrap();
+    assert_eq!(m.apps["blog"].spec.image, "ghost:5.2");
+}
+
+#[test]
+fn a_symlinked_directory_is_not_followed() {
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("app.yaml"), APP).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    symlink(outside.path(), dir.path().join("apps")).unwrap();
+    let err = manifest::load_dir(dir.path()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "apps:1:1: symlinked directories are not followed; move the manifests into the source root\n"
+    );
+}
+
+#[test]
+fn more_than_the_document_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = "---\nx: 1\n";
+    let per_file = 5_000;
+    for f in 0..3 {
+        fs::write(dir.path().join(format!("{f}.yaml")), doc.repeat(per_file)).unwrap();
+    }
+    let err = manifest::load_dir(dir.path()).unwrap_err();
+    let last = err.iter().last().unwrap();
+    assert_eq!(last.file, "2.yaml");
+    assert_eq!(
+        last.message,
+        format!(
+            "more than {MAX_DOCUMENTS} documents in this revision; berth reads at most {MAX_DOCUMENTS}"
+        )
+    );
+}
+
+#[test]
+fn hidden_folders_and_other_files_are_skipped_and_order_is_sorted() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join(".git")).unwrap();
+    fs::write(dir.path().join(".git/broken.yaml"), "{{{").unwrap();
+    fs::write(dir.path().join("notes.txt"), "{{{").unwrap();
+    fs::create_dir_all(dir.path().join("b")).unwrap();
+    fs::write(dir.path().join("b/app.yml"), APP).unwrap();
+    fs::write(dir.path().join("a.yaml"), APP.replace("blog", "alpha")).unwrap();
+    let m = manifest::load_dir(dir.path()).unwrap();
+    assert_eq!(m.files, 2);
+    assert_eq!(m.apps["alpha"].origin.file, "a.yaml");
+    assert_eq!(m.apps["blog"].origin.file, "b/app.yml");
+}
+
+#[test]
+fn a_bomb_fails_fast_without_eating_memory() {
+    // Nine levels of nine aliases would expand to 387 million strings.
+    let text = fs::read_to_string(root().join("tests/bad/yaml-bomb/bomb.yaml")).unwrap();
+    let (_, err) = manifest::yaml::parse_documents(&text);
+    let err = err.unwrap();
+    assert_eq!((err.mark.line, err.mark.col), (6, 8));
+    assert!(err.message.contains("alias bomb"), "{}", err.message);
+}
+
+#[test]
+fn valid_manifests_are_normalized() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("all.yaml"),
+        format!(
+            "{APP}  port: 80\n  env: {{PORT: 80, DEBUG: false, NAME: x}}\n---\n\
+             apiVersion: berth/v1\nkind: Domain\nmetadata: {{name: blog}}\n\
+             spec: {{hosts: [Bücher.Example], app: blog}}\n"
+        ),
+    )
+    .unwrap();
+    let m = manifest::load_dir(dir.path()).unwrap();
+    assert_eq!(m.domains["blog"].spec.hosts, ["xn--bcher-kva.example"]);
+    let env = &m.apps["blog"].spec.env;
+    assert_eq!(env["PORT"].0, "80");
+    assert_eq!(env["DEBUG"].0, "false");
+    assert_eq!(m.apps["blog"].spec.replicas, 1);
+    assert_eq!(m.settings().network, "berth");
+    assert!(m.settings().prune);
+}
