@@ -8,9 +8,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about, long_about = None)]
 pub struct Cli {
-    /// When to color output.
-    #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
-    pub color: Color,
     /// More log output (-v: debug, -vv: trace). `RUST_LOG` overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -67,15 +64,4 @@ pub enum Format {
     Text,
     /// For tools.
     Json,
-}
-
-/// Color choices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Color {
-    /// Color when writing to a terminal.
-    Auto,
-    /// Always color.
-    Always,
-    /// Never color.
-    Never,
 }
