@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about, long_about = None)]
 pub struct Cli {
+    /// When to color output.
+    #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
+    pub color: Color,
     /// More log output (-v: debug, -vv: trace). `RUST_LOG` overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -25,6 +28,43 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Create a state repository in DIR from the bundled template.
     Init(InitArgs),
+    /// Converge the Docker host to the manifests under PATH (--dry-run: only show the plan).
+    Apply(ApplyArgs),
+}
+
+/// `berth apply`
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// A directory of manifests, or one manifest file.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// With --dry-run: exit 0 when in sync, 2 when changes are pending, 1 on error.
+    #[arg(long)]
+    pub exit_code: bool,
+    /// Plan against an empty host without contacting Docker (implies --dry-run).
+    #[arg(long)]
+    pub offline: bool,
+    /// Keep managed objects that are no longer declared.
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Where secrets and berth's records live.
+    #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::statedir::DEFAULT)]
+    pub state_dir: PathBuf,
+    /// The name of this berth among several sharing a Docker host.
+    #[arg(long, env = "BERTH_INSTANCE", default_value = "default")]
+    pub instance: String,
+    /// Apps converged at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds a new container may take to become ready (plus its start period).
+    #[arg(long, default_value_t = 60)]
+    pub ready_timeout: u64,
 }
 
 /// `berth validate`
@@ -64,4 +104,29 @@ pub enum Format {
     Text,
     /// For tools.
     Json,
+}
+
+/// Color choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    /// Color when writing to a terminal (and NO_COLOR is not set).
+    Auto,
+    /// Always color.
+    Always,
+    /// Never color.
+    Never,
+}
+
+impl Color {
+    /// Whether to color standard output.
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
 }

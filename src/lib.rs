@@ -3,6 +3,13 @@
 //! A server's apps, domains, databases and workflows are declared as YAML manifests;
 //! berth validates them, plans the changes against what the host holds, and converges.
 
+pub mod apply;
+pub mod desired;
+pub mod drivers;
 pub mod fsutil;
 pub mod manifest;
+pub mod observe;
+pub mod plan;
+pub mod secrets;
+pub mod statedir;
 pub mod workflow;

@@ -1,5 +1,6 @@
 //! One module per subcommand: build the options, call the library, print the result.
 
+mod apply;
 mod init;
 mod schema;
 mod validate;
@@ -14,5 +15,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::exec(&args),
         Command::Schema(args) => schema::exec(&args),
         Command::Init(args) => init::exec(&args),
+        Command::Apply(args) => apply::exec(&args, cli.color.enabled()),
     }
 }

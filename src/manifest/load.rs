@@ -69,6 +69,7 @@ pub fn load_files(files: &[SourceFile]) -> Result<Manifests, Diagnostics> {
     }
     let result = validate::validate(documents).map(|mut m| {
         m.files = files.len();
+        m.digest = digest(files);
         m
     });
     match result {
@@ -79,6 +80,20 @@ pub fn load_files(files: &[SourceFile]) -> Result<Manifests, Diagnostics> {
             Err(Diagnostics::new(problems))
         }
     }
+}
+
+/// A content hash of the files: the same manifests give the same id, whatever the
+/// directory or the files' times.
+fn digest(files: &[SourceFile]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update((f.path.len() as u64).to_le_bytes());
+        hasher.update(f.path.as_bytes());
+        hasher.update((f.text.len() as u64).to_le_bytes());
+        hasher.update(f.text.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..6])
 }
 
 /// Reads every `*.yaml` and `*.yml` file under `root`, sorted, skipping hidden entries.

@@ -52,6 +52,8 @@ pub struct Resource<S> {
 pub struct Manifests {
     /// How many files the manifests were read from.
     pub files: usize,
+    /// A hash of every file's path and content: the revision id of a directory.
+    pub digest: String,
     /// The Settings document, when there is one.
     pub settings: Option<Resource<SettingsSpec>>,
     /// Apps by name.

@@ -2,6 +2,7 @@
 
 mod cli;
 mod corpus;
+mod docker;
 mod schemas;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,350 @@
+//! The desired state: a revision's manifests with secrets resolved, normalized into
+//! the container specs berth compares with what Docker holds.
+//!
+//! A [`ContainerSpec`] is what a container of an app should be, with secrets shown as
+//! `<secret:name sha256:…>`: it is hashed for the `berth.spec-hash` label, stored in the
+//! `berth.spec` label, and diffed for plans, so it never holds a secret's value.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::Manifests;
+use crate::manifest::model::{AppSpec, DeletionPolicy, Protocol, UpdateStrategy};
+use crate::secrets::{Secret, SecretError, SecretStore};
+
+/// Everything a container of an app should be; secrets appear redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    /// The image.
+    pub image: String,
+    /// The command, when the image's is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Plain environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Variables from secrets, as `<secret:name sha256:…>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
+    /// The port the app listens on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Published ports as `hostIp:host:container/protocol`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// Mounts as `source:target[:ro]` (source is a volume or a host path).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// The network joined.
+    pub network: String,
+    /// The health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+    /// CPU limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory limit in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Restart policy.
+    pub restart: String,
+    /// Extra labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// A health check in its normalized form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `http /path`, `tcp 80` or `cmd a b c`.
+    pub probe: Probe,
+    /// Milliseconds between checks.
+    pub interval_ms: u64,
+    /// Milliseconds a check may take.
+    pub timeout_ms: u64,
+    /// Failures before unhealthy.
+    pub retries: u32,
+    /// Milliseconds of grace after start.
+    pub start_period_ms: u64,
+}
+
+/// How health is probed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Probe {
+    /// An HTTP GET on the app's port, from the host.
+    Http {
+        /// The path.
+        path: String,
+        /// The port.
+        port: u16,
+    },
+    /// A TCP connection, from the host.
+    Tcp {
+        /// The port.
+        port: u16,
+    },
+    /// A command in the container (Docker's HEALTHCHECK).
+    Cmd {
+        /// The command.
+        cmd: Vec<String>,
+    },
+}
+
+impl ContainerSpec {
+    /// The canonical JSON: the `berth.spec` label and the input of the hash.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a spec serializes")
+    }
+
+    /// The SHA-256 of the canonical JSON, hex.
+    pub fn hash(&self) -> String {
+        hex::encode(Sha256::digest(self.to_json().as_bytes()))
+    }
+
+    /// A YAML rendering for people and diffs.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("a spec serializes")
+    }
+}
+
+/// A named volume an app mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredVolume {
+    /// The Docker volume's name: `<app>-<volume>`.
+    pub docker_name: String,
+    /// The volume's name in the manifest.
+    pub volume: String,
+    /// Whether removing it from the manifests deletes the data.
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// One app as berth will run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredApp {
+    /// The app's name.
+    pub name: String,
+    /// The container spec.
+    pub spec: ContainerSpec,
+    /// `spec.hash()`, computed once.
+    pub hash: String,
+    /// How many containers.
+    pub replicas: u32,
+    /// How updates replace containers.
+    pub update: UpdateStrategy,
+    /// Apps and databases it waits for.
+    pub depends_on: Vec<String>,
+    /// Its named volumes.
+    pub volumes: Vec<DesiredVolume>,
+    /// What happens to its volumes when it is removed.
+    pub deletion_policy: DeletionPolicy,
+    /// Variable name → secret, resolved, for injecting at apply time.
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+impl DesiredApp {
+    /// The name of replica `replica` (1-based): `<app>`, then `<app>-2`, `<app>-3`…
+    pub fn container_name(&self, replica: u32) -> String {
+        container_name(&self.name, replica)
+    }
+}
+
+/// The name of an app's replica (1-based).
+pub fn container_name(app: &str, replica: u32) -> String {
+    if replica <= 1 {
+        app.to_owned()
+    } else {
+        format!("{app}-{replica}")
+    }
+}
+
+/// Everything berth should converge to.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Desired {
+    /// The shared network.
+    pub network: String,
+    /// Apps by name.
+    pub apps: BTreeMap<String, DesiredApp>,
+    /// Whether to remove managed objects that are no longer declared.
+    pub prune: bool,
+    /// The revision being applied.
+    pub revision: String,
+}
+
+impl Desired {
+    /// Every secret value in use, for scrubbing text that came from outside.
+    pub fn secret_values(&self) -> Vec<Secret> {
+        self.apps
+            .values()
+            .flat_map(|a| a.secrets.values().cloned())
+            .collect()
+    }
+}
+
+/// A secret an app names that the store does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("App/{app}: env {variable}: {source}")]
+pub struct MissingSecret {
+    /// The app.
+    pub app: String,
+    /// The variable.
+    pub variable: String,
+    /// Why.
+    #[source]
+    pub source: SecretError,
+}
+
+/// Builds the desired state of a revision, resolving every secret it names.
+pub fn build(
+    manifests: &Manifests,
+    store: &SecretStore,
+    revision: &str,
+) -> Result<Desired, Vec<MissingSecret>> {
+    let settings = manifests.settings();
+    let mut missing = Vec::new();
+    let mut apps = BTreeMap::new();
+    for (name, app) in &manifests.apps {
+        let mut secrets = BTreeMap::new();
+        for (variable, secret) in &app.spec.secret_env {
+            match store.get(secret) {
+                Ok(s) => {
+                    secrets.insert(variable.clone(), s);
+                }
+                Err(source) => missing.push(MissingSecret {
+                    app: name.clone(),
+                    variable: variable.clone(),
+                    source,
+                }),
+            }
+        }
+        apps.insert(
+            name.clone(),
+            desired_app(name, &app.spec, &settings.network, secrets),
+        );
+    }
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    Ok(Desired {
+        network: settings.network.clone(),
+        apps,
+        prune: settings.prune,
+        revision: revision.to_owned(),
+    })
+}
+
+fn desired_app(
+    name: &str,
+    app: &AppSpec,
+    network: &str,
+    secrets: BTreeMap<String, Secret>,
+) -> DesiredApp {
+    let volumes: Vec<DesiredVolume> = app
+        .volumes
+        .iter()
+        .filter_map(|v| {
+            v.name.as_ref().map(|volume| DesiredVolume {
+                docker_name: format!("{name}-{volume}"),
+                volume: volume.clone(),
+                deletion_policy: app.deletion_policy,
+            })
+        })
+        .collect();
+    let mounts = app
+        .volumes
+        .iter()
+        .map(|v| {
+            let source = match (&v.name, &v.host_path) {
+                (Some(volume), _) => format!("{name}-{volume}"),
+                (None, Some(path)) => path.clone(),
+                (None, None) => String::new(),
+            };
+            let ro = if v.read_only { ":ro" } else { "" };
+            format!("{source}:{}{ro}", v.mount)
+        })
+        .collect();
+    let ports = app
+        .ports
+        .iter()
+        .map(|p| {
+            let proto = match p.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+            };
+            format!(
+                "{}:{}:{}/{proto}",
+                p.host_ip.as_deref().unwrap_or("0.0.0.0"),
+                p.host.unwrap_or(p.container),
+                p.container
+            )
+        })
+        .collect();
+    let health = app.health.as_ref().map(|h| {
+        let probe = match (&h.http, h.tcp, &h.cmd) {
+            (Some(path), _, _) => Probe::Http {
+                path: path.clone(),
+                port: app.port.unwrap_or(80),
+            },
+            (None, Some(port), _) => Probe::Tcp { port },
+            (None, None, cmd) => Probe::Cmd {
+                cmd: cmd.clone().unwrap_or_default(),
+            },
+        };
+        HealthCheck {
+            probe,
+            interval_ms: h.interval.get().as_millis() as u64,
+            timeout_ms: h.timeout.get().as_millis() as u64,
+            retries: h.retries,
+            start_period_ms: h.start_period.get().as_millis() as u64,
+        }
+    });
+    let spec = ContainerSpec {
+        image: app.image.clone(),
+        command: app.command.clone(),
+        env: app
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect(),
+        secret_env: secrets
+            .iter()
+            .map(|(k, s)| (k.clone(), s.redacted()))
+            .collect(),
+        port: app.port,
+        ports,
+        volumes: mounts,
+        network: network.to_owned(),
+        health,
+        cpus: app.resources.as_ref().and_then(|r| r.cpus),
+        memory: app
+            .resources
+            .as_ref()
+            .and_then(|r| r.memory)
+            .map(|m| m.bytes()),
+        restart: serde_json::to_value(app.restart)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        labels: app.labels.clone(),
+        user: app.user.clone(),
+    };
+    let hash = spec.hash();
+    DesiredApp {
+        name: name.to_owned(),
+        hash,
+        spec,
+        replicas: app.replicas,
+        update: app.update,
+        depends_on: app.depends_on.clone(),
+        volumes,
+        deletion_policy: app.deletion_policy,
+        secrets,
+    }
+}

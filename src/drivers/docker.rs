@@ -1,0 +1,679 @@
+//! The Docker driver: the [`DockerApi`] trait berth uses, and its bollard implementation
+//! (the only file that imports bollard).
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HealthConfig,
+    HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptions, ListVolumesOptions,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::{Stream, StreamExt};
+
+/// A failure talking to the Docker daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The daemon could not be reached at all.
+    #[error(
+        "cannot reach the Docker daemon ({detail}); is it running, and may this user use \
+         its socket? Set DOCKER_HOST to use another daemon, or pass --offline to plan \
+         against an empty host"
+    )]
+    Unreachable {
+        /// What the client said.
+        detail: String,
+    },
+    /// One call failed.
+    #[error("failed to {op} {target}: {message}")]
+    Call {
+        /// What berth was doing ("create container").
+        op: &'static str,
+        /// On what ("blog").
+        target: String,
+        /// The daemon's answer.
+        message: String,
+        /// The HTTP status, when the daemon answered.
+        status: Option<u16>,
+    },
+}
+
+impl DockerError {
+    /// Whether the daemon said the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            DockerError::Call {
+                status: Some(404),
+                ..
+            }
+        )
+    }
+
+    /// Whether the daemon said the name is already in use.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            DockerError::Call {
+                status: Some(409),
+                ..
+            }
+        )
+    }
+}
+
+/// A container as listed (no inspect needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Its id.
+    pub id: String,
+    /// Its name, without the leading `/`.
+    pub name: String,
+    /// Its image as the daemon reports it.
+    pub image: String,
+    /// `running`, `exited`, `created`…
+    pub state: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A network as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInfo {
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A volume as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a running container looks like from inside: state, health, address.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerState {
+    /// Whether the process runs.
+    pub running: bool,
+    /// Whether it exited and Docker is restarting it.
+    pub restarting: bool,
+    /// How often Docker has restarted it.
+    pub restart_count: i64,
+    /// When the current process started.
+    pub started_at: String,
+    /// Docker's health status (`starting`, `healthy`, `unhealthy`) when it has a check.
+    pub health: Option<String>,
+    /// The exit code when stopped.
+    pub exit_code: Option<i64>,
+    /// The container's address on each network.
+    pub addresses: BTreeMap<String, String>,
+}
+
+/// A port published on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// The container port.
+    pub container: u16,
+    /// The host port.
+    pub host: u16,
+    /// The host address, empty for all.
+    pub host_ip: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// A mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    /// A volume name, or a host path for binds.
+    pub source: String,
+    /// The path in the container.
+    pub target: String,
+    /// Whether `source` is a host path.
+    pub bind: bool,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// A Docker health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    /// The command, exec form.
+    pub cmd: Vec<String>,
+    /// Nanoseconds between checks.
+    pub interval_ns: i64,
+    /// Nanoseconds a check may take.
+    pub timeout_ns: i64,
+    /// Failures before unhealthy.
+    pub retries: i64,
+    /// Grace period in nanoseconds.
+    pub start_period_ns: i64,
+}
+
+/// Everything needed to create a container.
+#[derive(Clone, PartialEq)]
+pub struct ContainerConfig {
+    /// The container's name.
+    pub name: String,
+    /// The image.
+    pub image: String,
+    /// The command, when the image's is replaced.
+    pub command: Option<Vec<String>>,
+    /// `KEY=value` pairs, secrets resolved.
+    pub env: Vec<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// The network to join.
+    pub network: String,
+    /// Names other containers on the network reach it by.
+    pub aliases: Vec<String>,
+    /// Mounts.
+    pub mounts: Vec<MountSpec>,
+    /// Published ports.
+    pub ports: Vec<PortSpec>,
+    /// Docker's health check, when berth sets one.
+    pub health: Option<HealthSpec>,
+    /// CPU limit in billionths of a CPU.
+    pub nano_cpus: Option<i64>,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// `unless-stopped`, `always`, `on-failure`, `no`.
+    pub restart: String,
+    /// The user.
+    pub user: Option<String>,
+}
+
+impl std::fmt::Debug for ContainerConfig {
+    // The environment holds resolved secrets: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerConfig")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("env", &format!("<{} variables>", self.env.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Progress of an image pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullProgress {
+    /// What the daemon says it is doing.
+    pub status: String,
+    /// Bytes done in the current layer.
+    pub current: u64,
+    /// Bytes in the current layer.
+    pub total: u64,
+}
+
+/// A daemon event about a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// `die`, `destroy`, `oom`, `start`…
+    pub action: String,
+    /// The container's id.
+    pub id: String,
+    /// The container's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A stream of container events.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEvent, DockerError>> + Send>>;
+
+/// What berth needs from a Docker daemon.
+#[async_trait]
+pub trait DockerApi: Send + Sync {
+    /// Checks the daemon answers.
+    async fn ping(&self) -> Result<(), DockerError>;
+    /// Every container, in any state.
+    async fn list_containers(&self) -> Result<Vec<ContainerInfo>, DockerError>;
+    /// Every network.
+    async fn list_networks(&self) -> Result<Vec<NetworkInfo>, DockerError>;
+    /// Every volume.
+    async fn list_volumes(&self) -> Result<Vec<VolumeInfo>, DockerError>;
+    /// Creates a bridge network.
+    async fn create_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError>;
+    /// Removes a network.
+    async fn remove_network(&self, name: &str) -> Result<(), DockerError>;
+    /// Creates a named volume.
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError>;
+    /// Removes a volume.
+    async fn remove_volume(&self, name: &str) -> Result<(), DockerError>;
+    /// Whether the image is present locally.
+    async fn image_exists(&self, image: &str) -> Result<bool, DockerError>;
+    /// Pulls an image, reporting progress.
+    async fn pull_image(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<(), DockerError>;
+    /// Creates a container; returns its id.
+    async fn create_container(&self, config: &ContainerConfig) -> Result<String, DockerError>;
+    /// Starts a container.
+    async fn start_container(&self, id: &str) -> Result<(), DockerError>;
+    /// Stops a container, killing it after `timeout_secs`.
+    async fn stop_container(&self, id: &str, timeout_secs: i32) -> Result<(), DockerError>;
+    /// Removes a container, running or not.
+    async fn remove_container(&self, id: &str) -> Result<(), DockerError>;
+    /// Renames a container.
+    async fn rename_container(&self, id: &str, name: &str) -> Result<(), DockerError>;
+    /// A container's state, health and addresses.
+    async fn container_state(&self, id: &str) -> Result<ContainerState, DockerError>;
+    /// Container events for objects with `label` (such as `berth.managed=true`).
+    fn container_events(&self, label: &str) -> EventStream;
+}
+
+/// The real daemon, through bollard.
+pub struct BollardDocker {
+    client: Docker,
+}
+
+fn call_error(op: &'static str, target: &str, e: bollard::errors::Error) -> DockerError {
+    use bollard::errors::Error as E;
+    match e {
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } => DockerError::Call {
+            op,
+            target: target.to_owned(),
+            message,
+            status: Some(status_code),
+        },
+        E::HyperResponseError { .. } | E::IOError { .. } | E::RequestTimeoutError => {
+            DockerError::Unreachable {
+                detail: e.to_string(),
+            }
+        }
+        other => DockerError::Call {
+            op,
+            target: target.to_owned(),
+            message: other.to_string(),
+            status: None,
+        },
+    }
+}
+
+fn labels_of(map: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
+    map.unwrap_or_default().into_iter().collect()
+}
+
+impl BollardDocker {
+    /// Connects to the daemon named by `DOCKER_HOST`, or the local socket, and agrees
+    /// on an API version both speak.
+    pub async fn connect() -> Result<BollardDocker, DockerError> {
+        let client = Docker::connect_with_defaults().map_err(|e| DockerError::Unreachable {
+            detail: e.to_string(),
+        })?;
+        let client = client
+            .negotiate_version()
+            .await
+            .map_err(|e| DockerError::Unreachable {
+                detail: e.to_string(),
+            })?;
+        Ok(BollardDocker { client })
+    }
+}
+
+#[async_trait]
+impl DockerApi for BollardDocker {
+    async fn ping(&self) -> Result<(), DockerError> {
+        self.client
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| DockerError::Unreachable {
+                detail: e.to_string(),
+            })
+    }
+
+    async fn list_containers(&self) -> Result<Vec<ContainerInfo>, DockerError> {
+        let options = ListContainersOptionsBuilder::default().all(true).build();
+        let list = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| call_error("list", "containers", e))?;
+        Ok(list
+            .into_iter()
+            .map(|c| ContainerInfo {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                state: match c.state {
+                    Some(ContainerSummaryStateEnum::EMPTY) | None => String::new(),
+                    Some(s) => s.to_string(),
+                },
+                labels: labels_of(c.labels),
+            })
+            .collect())
+    }
+
+    async fn list_networks(&self) -> Result<Vec<NetworkInfo>, DockerError> {
+        let list = self
+            .client
+            .list_networks(None::<ListNetworksOptions>)
+            .await
+            .map_err(|e| call_error("list", "networks", e))?;
+        Ok(list
+            .into_iter()
+            .map(|n| NetworkInfo {
+                name: n.name.unwrap_or_default(),
+                labels: labels_of(n.labels),
+            })
+            .collect())
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<VolumeInfo>, DockerError> {
+        let list = self
+            .client
+            .list_volumes(None::<ListVolumesOptions>)
+            .await
+            .map_err(|e| call_error("list", "volumes", e))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeInfo {
+                name: v.name,
+                labels: v.labels.into_iter().collect(),
+            })
+            .collect())
+    }
+
+    async fn create_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError> {
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".to_owned()),
+            attachable: Some(true),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.client
+            .create_network(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| call_error("create network", name, e))
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), DockerError> {
+        self.client
+            .remove_network(name)
+            .await
+            .map_err(|e| call_error("remove network", name, e))
+    }
+
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError> {
+        let request = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.client
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| call_error("create volume", name, e))
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), DockerError> {
+        self.client
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+            .map_err(|e| call_error("remove volume", name, e))
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
+        match self.client.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = call_error("inspect image", image, e);
+                if e.is_not_found() { Ok(false) } else { Err(e) }
+            }
+        }
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<(), DockerError> {
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let mut stream = self.client.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| call_error("pull image", image, e))?;
+            if let Some(detail) = info.error_detail {
+                return Err(DockerError::Call {
+                    op: "pull image",
+                    target: image.to_owned(),
+                    message: detail.message.unwrap_or_default(),
+                    status: None,
+                });
+            }
+            let (current, total) = info
+                .progress_detail
+                .map(|p| (p.current.unwrap_or(0), p.total.unwrap_or(0)))
+                .unwrap_or((0, 0));
+            progress(PullProgress {
+                status: info.status.unwrap_or_default(),
+                current: u64::try_from(current).unwrap_or(0),
+                total: u64::try_from(total).unwrap_or(0),
+            });
+        }
+        Ok(())
+    }
+
+    async fn create_container(&self, config: &ContainerConfig) -> Result<String, DockerError> {
+        let mounts = config
+            .mounts
+            .iter()
+            .map(|m| Mount {
+                target: Some(m.target.clone()),
+                source: Some(m.source.clone()),
+                typ: Some(if m.bind {
+                    MountType::BIND
+                } else {
+                    MountType::VOLUME
+                }),
+                read_only: Some(m.read_only),
+                ..Default::default()
+            })
+            .collect();
+        let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        let mut exposed: Vec<String> = Vec::new();
+        for p in &config.ports {
+            let key = format!("{}/{}", p.container, p.protocol);
+            exposed.push(key.clone());
+            port_bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: Some(p.host_ip.clone()),
+                    host_port: Some(p.host.to_string()),
+                });
+        }
+        let restart = match config.restart.as_str() {
+            "always" => RestartPolicyNameEnum::ALWAYS,
+            "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+            "no" => RestartPolicyNameEnum::NO,
+            _ => RestartPolicyNameEnum::UNLESS_STOPPED,
+        };
+        let host_config = HostConfig {
+            mounts: Some(mounts),
+            port_bindings: Some(port_bindings),
+            restart_policy: Some(RestartPolicy {
+                name: Some(restart),
+                maximum_retry_count: None,
+            }),
+            nano_cpus: config.nano_cpus,
+            memory: config.memory,
+            network_mode: Some(config.network.clone()),
+            ..Default::default()
+        };
+        let endpoint = EndpointSettings {
+            aliases: Some(config.aliases.clone()),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(config.image.clone()),
+            cmd: config.command.clone(),
+            env: Some(config.env.clone()),
+            labels: Some(config.labels.clone().into_iter().collect()),
+            user: config.user.clone(),
+            exposed_ports: Some(exposed),
+            healthcheck: config.health.as_ref().map(|h| HealthConfig {
+                test: Some(
+                    std::iter::once("CMD".to_owned())
+                        .chain(h.cmd.iter().cloned())
+                        .collect(),
+                ),
+                interval: Some(h.interval_ns),
+                timeout: Some(h.timeout_ns),
+                retries: Some(h.retries),
+                start_period: Some(h.start_period_ns),
+                ..Default::default()
+            }),
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(config.network.clone(), endpoint)])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&config.name)
+            .build();
+        self.client
+            .create_container(Some(options), body)
+            .await
+            .map(|r| r.id)
+            .map_err(|e| call_error("create container", &config.name, e))
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), DockerError> {
+        self.client
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| call_error("start container", id, e))
+    }
+
+    async fn stop_container(&self, id: &str, timeout_secs: i32) -> Result<(), DockerError> {
+        let options = StopContainerOptionsBuilder::default()
+            .t(timeout_secs)
+            .build();
+        match self.client.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(call_error("stop container", id, e)),
+        }
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), DockerError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        self.client
+            .remove_container(id, Some(options))
+            .await
+            .map_err(|e| call_error("remove container", id, e))
+    }
+
+    async fn rename_container(&self, id: &str, name: &str) -> Result<(), DockerError> {
+        let options = RenameContainerOptionsBuilder::default().name(name).build();
+        self.client
+            .rename_container(id, options)
+            .await
+            .map_err(|e| call_error("rename container", id, e))
+    }
+
+    async fn container_state(&self, id: &str) -> Result<ContainerState, DockerError> {
+        let inspect = self
+            .client
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| call_error("inspect container", id, e))?;
+        let restart_count = inspect.restart_count.unwrap_or(0);
+        let state = inspect.state.unwrap_or_default();
+        let health = state.health.and_then(|h| match h.status {
+            Some(HealthStatusEnum::EMPTY | HealthStatusEnum::NONE) | None => None,
+            Some(s) => Some(s.to_string()),
+        });
+        let addresses = inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, e)| {
+                e.ip_address
+                    .filter(|ip| !ip.is_empty())
+                    .map(|ip| (name, ip))
+            })
+            .collect();
+        Ok(ContainerState {
+            running: state.running.unwrap_or(false),
+            restarting: state.restarting.unwrap_or(false),
+            restart_count,
+            started_at: state.started_at.unwrap_or_default(),
+            health,
+            exit_code: state.exit_code,
+            addresses,
+        })
+    }
+
+    fn container_events(&self, label: &str) -> EventStream {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("label".to_owned(), vec![label.to_owned()]),
+        ]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        let stream = self.client.events(Some(options)).map(|item| {
+            item.map_err(|e| call_error("watch", "events", e))
+                .map(|ev| {
+                    let actor = ev.actor.unwrap_or_default();
+                    ContainerEvent {
+                        action: ev.action.unwrap_or_default(),
+                        id: actor.id.unwrap_or_default(),
+                        labels: labels_of(actor.attributes),
+                    }
+                })
+        });
+        Box::pin(stream)
+    }
+}

@@ -1,0 +1,4 @@
+//! Drivers: the only code that touches the world (the Docker daemon, proxy files,
+//! database servers). Each is a trait with one real implementation.
+
+pub mod docker;

@@ -1,0 +1,214 @@
+//! The secret store and redaction: secrets are read from `<state-dir>/secrets/<name>`
+//! or `BERTH_SECRET_<NAME>`, and wherever a value could be shown they appear only as
+//! `<secret:name sha256:1a2b3c4d>`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::manifest::syntax;
+
+/// Why a secret could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// Neither the file nor the variable exists.
+    #[error(
+        "secret `{name}` is not in the secret store: write it to {file} (mode 0600) or set \
+         {var}"
+    )]
+    Missing {
+        /// The secret's name.
+        name: String,
+        /// Where its file would be.
+        file: String,
+        /// The environment variable that would hold it.
+        var: String,
+    },
+    /// The name is not a valid secret name.
+    #[error("invalid secret name: {0}")]
+    InvalidName(String),
+    /// The file exists but could not be read.
+    #[error("failed to read secret `{name}` from {file}: {source}")]
+    Read {
+        /// The secret's name.
+        name: String,
+        /// Its file.
+        file: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// A secret's value. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    name: String,
+    value: String,
+}
+
+impl Secret {
+    /// The value, for injecting where it is used (never for printing).
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// The secret's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The first 8 hex digits of the value's SHA-256: a change is visible, the value not.
+    pub fn short_hash(&self) -> String {
+        short_hash(&self.value)
+    }
+
+    /// How the secret is shown anywhere: `<secret:name sha256:1a2b3c4d>`.
+    pub fn redacted(&self) -> String {
+        format!("<secret:{} sha256:{}>", self.name, self.short_hash())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// The first 8 hex digits of the SHA-256 of `text`.
+pub fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    hex::encode(&digest[..4])
+}
+
+/// Where secrets are read from.
+#[derive(Debug, Clone)]
+pub struct SecretStore {
+    dir: PathBuf,
+}
+
+impl SecretStore {
+    /// The store under `<state_dir>/secrets`.
+    pub fn new(state_dir: &Path) -> SecretStore {
+        SecretStore {
+            dir: state_dir.join("secrets"),
+        }
+    }
+
+    /// The environment variable that may hold secret `name`.
+    pub fn variable(name: &str) -> String {
+        format!("BERTH_SECRET_{}", name.to_uppercase().replace('-', "_"))
+    }
+
+    /// Reads secret `name`: the environment variable wins over the file, so that a
+    /// deployment can override a stored value without touching the disk. A trailing
+    /// newline in the file is dropped (editors add one).
+    pub fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        syntax::check_name(name).map_err(SecretError::InvalidName)?;
+        let var = Self::variable(name);
+        if let Ok(value) = std::env::var(&var) {
+            return Ok(Secret {
+                name: name.to_owned(),
+                value,
+            });
+        }
+        let file = self.dir.join(name);
+        match std::fs::read_to_string(&file) {
+            Ok(mut value) => {
+                if value.ends_with('\n') {
+                    value.pop();
+                    if value.ends_with('\r') {
+                        value.pop();
+                    }
+                }
+                Ok(Secret {
+                    name: name.to_owned(),
+                    value,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SecretError::Missing {
+                name: name.to_owned(),
+                file: file.display().to_string(),
+                var,
+            }),
+            Err(source) => Err(SecretError::Read {
+                name: name.to_owned(),
+                file: file.display().to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Replaces every occurrence of each secret's value in `text` with its redaction: the
+/// last line of defence for text that came from outside (a daemon's error message).
+pub fn redact_all(text: &str, secrets: &[Secret]) -> String {
+    let mut out = text.to_owned();
+    for s in secrets {
+        if s.value.len() >= 4 {
+            out = out.replace(&s.value, &s.redacted());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_read_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(
+            dir.path().join("secrets/mail-password"),
+            "hunter2-hunter2\n",
+        )
+        .unwrap();
+        let store = SecretStore::new(dir.path());
+        let s = store.get("mail-password").unwrap();
+        assert_eq!(s.expose(), "hunter2-hunter2");
+        let shown = format!("{s} {s:?}");
+        assert!(!shown.contains("hunter2"));
+        assert_eq!(
+            s.redacted(),
+            format!(
+                "<secret:mail-password sha256:{}>",
+                short_hash("hunter2-hunter2")
+            )
+        );
+        assert_eq!(
+            redact_all("oops hunter2-hunter2 leaked", std::slice::from_ref(&s)),
+            format!("oops {} leaked", s.redacted())
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_says_where_to_put_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SecretStore::new(dir.path())
+            .get("api-token")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("secret `api-token` is not in the secret store"),
+            "{err}"
+        );
+        assert!(err.contains("BERTH_SECRET_API_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn names_cannot_escape_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            SecretStore::new(dir.path()).get("../etc/passwd"),
+            Err(SecretError::InvalidName(_))
+        ));
+    }
+}
