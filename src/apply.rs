@@ -113,6 +113,8 @@ pub enum Progress {
     },
     /// An image is being pulled.
     Pull {
+        /// The app that needs it.
+        app: String,
         /// The image.
         image: String,
         /// The daemon's report.
@@ -141,6 +143,7 @@ pub async fn apply(
     let mut outcomes: BTreeMap<usize, Outcome> = BTreeMap::new();
     let ctx = Ctx {
         desired,
+        images_present: tokio::sync::Mutex::new(BTreeSet::new()),
         docker: docker.as_ref(),
         options,
         on_progress: on_progress.clone(),
@@ -223,6 +226,7 @@ pub async fn apply(
 
 struct Ctx<'a> {
     desired: &'a Desired,
+    images_present: tokio::sync::Mutex<BTreeSet<String>>,
     docker: &'a dyn DockerApi,
     options: &'a ApplyOptions,
     on_progress: OnProgress,
@@ -262,7 +266,7 @@ impl Ctx<'_> {
                 .iter()
                 .any(|s| matches!(s, Step::Run { .. } | Step::Replace { .. }));
             if needs_image {
-                if let Err(e) = self.ensure_image(&app.spec.image).await {
+                if let Err(e) = self.ensure_image(&app.name, &app.spec.image).await {
                     return self.finish(a, Status::Failed(self.scrub(&e)));
                 }
             }
@@ -281,26 +285,36 @@ impl Ctx<'_> {
         redact_all(message, &self.desired.secret_values())
     }
 
-    async fn ensure_image(&self, image: &str) -> Result<(), String> {
-        if self
+    async fn ensure_image(&self, app: &str, image: &str) -> Result<(), String> {
+        // Apps often share an image: ask the daemon once per apply.
+        if self.images_present.lock().await.contains(image) {
+            return Ok(());
+        }
+        let present = self
             .docker
             .image_exists(image)
             .await
-            .map_err(|e| e.to_string())?
-        {
-            return Ok(());
+            .map_err(|e| e.to_string())?;
+        if !present {
+            let on_progress = self.on_progress.clone();
+            let name = image.to_owned();
+            let app = app.to_owned();
+            let report = move |p: PullProgress| {
+                on_progress(Progress::Pull {
+                    app: app.clone(),
+                    image: name.clone(),
+                    progress: p,
+                });
+            };
+            self.docker.pull_image(image, &report).await.map_err(|e| {
+                format!(
+                    "{e}; the image is neither on this host nor pullable: build or load it \
+                     here, or check the registry and its credentials"
+                )
+            })?;
         }
-        let on_progress = self.on_progress.clone();
-        let name = image.to_owned();
-        let report = move |p: PullProgress| {
-            on_progress(Progress::Pull {
-                image: name.clone(),
-                progress: p,
-            });
-        };
-        self.docker.pull_image(image, &report).await.map_err(|e| {
-            format!("{e}; the image is neither on this host nor pullable: build or load it here, or check the registry and its credentials")
-        })
+        self.images_present.lock().await.insert(image.to_owned());
+        Ok(())
     }
 
     async fn step(&self, step: &Step) -> Result<(), String> {
@@ -499,14 +513,15 @@ impl Ctx<'_> {
                         false
                     }
                     // No health check anywhere: ready once the same process has kept
-                    // running for a second (a crash loop restarts it in between).
+                    // running for half a second (a crash loop restarts it within 100 ms,
+                    // which changes its start time and restart count).
                     None => {
                         if first_start.as_deref() != Some(state.started_at.as_str()) {
                             first_start = Some(state.started_at.clone());
                             running_polls = 0;
                         }
                         running_polls += 1;
-                        running_polls > 4
+                        running_polls > 2
                     }
                 },
             };

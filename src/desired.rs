@@ -201,43 +201,61 @@ pub struct MissingSecret {
     pub source: SecretError,
 }
 
-/// Builds the desired state of a revision, resolving every secret it names.
+/// Builds the desired state of a revision, resolving every secret it names; any
+/// secret missing from the store is an error (nothing can be applied without it).
 pub fn build(
     manifests: &Manifests,
     store: &SecretStore,
     revision: &str,
 ) -> Result<Desired, Vec<MissingSecret>> {
+    match build_lenient(manifests, store, revision) {
+        (desired, missing) if missing.is_empty() => Ok(desired),
+        (_, missing) => Err(missing),
+    }
+}
+
+/// Builds the desired state even when secrets are missing (a dry run on a laptop has
+/// no secret store): each missing one shows as `<secret:name unavailable>`, and is
+/// returned so the caller can say its changes cannot be seen.
+pub fn build_lenient(
+    manifests: &Manifests,
+    store: &SecretStore,
+    revision: &str,
+) -> (Desired, Vec<MissingSecret>) {
     let settings = manifests.settings();
     let mut missing = Vec::new();
     let mut apps = BTreeMap::new();
     for (name, app) in &manifests.apps {
         let mut secrets = BTreeMap::new();
+        let mut shown = BTreeMap::new();
         for (variable, secret) in &app.spec.secret_env {
             match store.get(secret) {
                 Ok(s) => {
+                    shown.insert(variable.clone(), s.redacted());
                     secrets.insert(variable.clone(), s);
                 }
-                Err(source) => missing.push(MissingSecret {
-                    app: name.clone(),
-                    variable: variable.clone(),
-                    source,
-                }),
+                Err(source) => {
+                    shown.insert(variable.clone(), format!("<secret:{secret} unavailable>"));
+                    missing.push(MissingSecret {
+                        app: name.clone(),
+                        variable: variable.clone(),
+                        source,
+                    });
+                }
             }
         }
         apps.insert(
             name.clone(),
-            desired_app(name, &app.spec, &settings.network, secrets),
+            desired_app(name, &app.spec, &settings.network, secrets, shown),
         );
     }
-    if !missing.is_empty() {
-        return Err(missing);
-    }
-    Ok(Desired {
+    let desired = Desired {
         network: settings.network.clone(),
         apps,
         prune: settings.prune,
         revision: revision.to_owned(),
-    })
+    };
+    (desired, missing)
 }
 
 fn desired_app(
@@ -245,6 +263,7 @@ fn desired_app(
     app: &AppSpec,
     network: &str,
     secrets: BTreeMap<String, Secret>,
+    shown_secrets: BTreeMap<String, String>,
 ) -> DesiredApp {
     let volumes: Vec<DesiredVolume> = app
         .volumes
@@ -313,10 +332,7 @@ fn desired_app(
             .iter()
             .map(|(k, v)| (k.clone(), v.0.clone()))
             .collect(),
-        secret_env: secrets
-            .iter()
-            .map(|(k, s)| (k.clone(), s.redacted()))
-            .collect(),
+        secret_env: shown_secrets,
         port: app.port,
         ports,
         volumes: mounts,

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use crate::desired::ContainerSpec;
 use crate::drivers::docker::{DockerApi, DockerError};
 use crate::manifest::model::DeletionPolicy;
@@ -40,7 +42,8 @@ pub fn owner_labels(instance: &str, kind: &str, name: &str) -> BTreeMap<String, 
 }
 
 /// A container berth owns.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObservedContainer {
     /// Its id.
     pub id: String,
@@ -53,15 +56,18 @@ pub struct ObservedContainer {
     /// The spec hash it was created with.
     pub hash: String,
     /// The spec it was created with, when its label could be read.
+    #[serde(default)]
     pub spec: Option<ContainerSpec>,
     /// `running`, `exited`…
     pub state: String,
     /// What pruning does to its app's volumes.
+    #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }
 
 /// A volume berth owns.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObservedVolume {
     /// The Docker name.
     pub name: String,
@@ -72,7 +78,8 @@ pub struct ObservedVolume {
 }
 
 /// What the daemon holds, as far as berth is concerned.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Observed {
     /// Containers owned by this instance.
     pub containers: Vec<ObservedContainer>,

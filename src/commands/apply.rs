@@ -32,11 +32,34 @@ pub fn exec(args: &ApplyArgs, color: bool) -> anyhow::Result<ExitCode> {
         bail!("--exit-code goes with --dry-run");
     }
     let state = StateDir::new(&args.state_dir);
-    let desired =
-        desired::build(&manifests, &state.secrets(), &manifests.digest).map_err(|missing| {
-            let lines: Vec<String> = missing.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!("{}\nnothing was applied", lines.join("\n"))
-        })?;
+    let (desired, missing) =
+        desired::build_lenient(&manifests, &state.secrets(), &manifests.digest);
+    if !missing.is_empty() {
+        let lines: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        if !(args.dry_run || args.offline) {
+            bail!("{}\nnothing was applied", lines.join("\n"));
+        }
+        for line in lines {
+            eprintln!("warning: {line}; the plan cannot show changes of its value");
+        }
+    }
+    // Say plainly what this version does not converge yet, rather than skip it quietly.
+    let unapplied: Vec<String> = [
+        ("Domain", manifests.domains.len()),
+        ("Database", manifests.databases.len()),
+        ("Notifier", manifests.notifiers.len()),
+        ("Workflow", manifests.workflows.len()),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{n} {k}"))
+    .collect();
+    if !unapplied.is_empty() {
+        eprintln!(
+            "note: {} validated but not converged by apply in this version",
+            unapplied.join(", ")
+        );
+    }
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     runtime.block_on(run(args, color, manifests.settings().prune, desired, state))
 }
@@ -156,9 +179,13 @@ impl Printer {
             Progress::Waiting { container } => {
                 self.line(format!("container {container}: waiting until ready"));
             }
-            Progress::Pull { image, progress } => {
+            Progress::Pull {
+                app,
+                image,
+                progress,
+            } => {
                 let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
-                let bar = pulls.entry(image.clone()).or_insert_with(|| {
+                let bar = pulls.entry(app).or_insert_with(|| {
                     if self.terminal {
                         let bar = self.bars.add(ProgressBar::new(progress.total.max(1)));
                         bar.set_style(

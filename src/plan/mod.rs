@@ -60,7 +60,11 @@ pub enum Op {
 
 /// One concrete change, executed by apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "step", rename_all = "camelCase")]
+#[serde(
+    tag = "step",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Step {
     /// Create the shared network.
     CreateNetwork {
@@ -301,8 +305,9 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
             if conflicted_apps.contains(&name) && a.op != Op::Conflict {
                 a.op = Op::Conflict;
                 a.steps.clear();
-                a.reasons
-                    .push("blocked by a volume berth does not own".into());
+                a.diff = None;
+                a.reasons =
+                    vec!["blocked: one of its volumes exists and is not managed by berth".into()];
             }
             a.round = round;
             actions.push(a);
@@ -310,7 +315,14 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
     }
 
     // Prune what is owned but no longer declared.
-    if options.prune {
+    if !options.prune {
+        for name in by_app.keys() {
+            let mut a = Action::new(Target::App, name, Op::Noop);
+            a.reasons
+                .push("no longer declared; kept (pruning is off)".into());
+            actions.push(a);
+        }
+    } else {
         for (name, containers) in by_app {
             let mut a = Action::new(Target::App, name, Op::Delete);
             a.reasons.push("no longer declared".into());
@@ -525,6 +537,10 @@ fn plan_app(app: &DesiredApp, current: &[&ObservedContainer], observed: &Observe
             }
             reasons.push(format!("container {canonical} is {} (drift)", keep.state));
         }
+    }
+    let replaces = a.steps.iter().any(|s| matches!(s, Step::Replace { .. }));
+    if app.update == UpdateStrategy::StartFirst && !start_first && replaces {
+        reasons.push("stop-first: its host ports cannot be bound twice".into());
     }
     if !a.steps.is_empty() {
         a.op = Op::Update;

@@ -18,28 +18,17 @@ use crate::root;
 fn image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let ctx = tempfile::tempdir().unwrap();
-        let src = root().join("tests/image");
-        fs::copy(src.join("Dockerfile"), ctx.path().join("Dockerfile")).unwrap();
-        fs::create_dir_all(ctx.path().join("www/cgi-bin")).unwrap();
-        fs::copy(
-            src.join("www/index.html"),
-            ctx.path().join("www/index.html"),
-        )
-        .unwrap();
-        fs::copy(
-            src.join("www/cgi-bin/env"),
-            ctx.path().join("www/cgi-bin/env"),
-        )
-        .unwrap();
-        fs::copy("/bin/busybox", ctx.path().join("busybox"))
-            .expect("/bin/busybox (Debian's busybox-static) is needed to build the test image");
-        let tag = format!("berth-test/busybox:{}", std::process::id());
-        let out = docker(&["build", "-q", "-t", &tag, ctx.path().to_str().unwrap()]);
+        // One tag for every run: the content is the same, so nothing accumulates.
+        let tag = "berth-test/busybox:latest".to_owned();
+        let out = Command::new("bash")
+            .arg(root().join("tests/image/build.sh"))
+            .arg(&tag)
+            .output()
+            .expect("bash runs");
         assert!(
             out.status.success(),
-            "docker build: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "building the test image: {}",
+            text(&out)
         );
         tag
     })
@@ -597,16 +586,33 @@ fn an_unknown_secret_is_a_clear_error_naming_app_and_secret() {
             "  secretEnv: {MAIL_PASSWORD: mail-password}\n",
         ),
     );
-    let out = s.berth(&["apply", "--dry-run"]);
+    let name = s.name("web");
+    let message = format!(
+        "App/{name}: env MAIL_PASSWORD: secret `mail-password` is not in the secret store: \
+         write it to {}/secrets/mail-password (mode 0600) or set BERTH_SECRET_MAIL_PASSWORD",
+        s.state.path().display()
+    );
+    let out = s.berth(&["apply"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let name = s.name("web");
+    assert!(err.contains(&message), "{err}");
+    assert!(err.contains("nothing was applied"), "{err}");
+    assert!(
+        !docker(&["inspect", &name]).status.success(),
+        "nothing was created"
+    );
+
+    // A dry run (on a laptop, say) still shows the plan, and says what it cannot see.
+    let out = s.berth(&["apply", "--dry-run", "--color", "never"]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
-            "App/{name}: env MAIL_PASSWORD: secret `mail-password` is not in the secret store"
+            "warning: {message}; the plan cannot show changes of its value"
         )),
         "{err}"
     );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("+ create app {name}")));
 }
 
 #[test]
@@ -623,7 +629,8 @@ fn an_unreachable_daemon_is_a_clear_error_and_offline_plans_anyway() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("error: cannot reach the Docker daemon"),
+        err.lines()
+            .any(|l| l.starts_with("error: cannot reach the Docker daemon")),
         "{err}"
     );
     assert!(err.contains("--offline"), "{err}");
@@ -645,4 +652,89 @@ fn an_unreachable_daemon_is_a_clear_error_and_offline_plans_anyway() {
         text.ends_with("Plan: 2 to create, 0 to update, 0 to delete, 0 unchanged.\n"),
         "{text}"
     );
+}
+
+#[test]
+fn an_image_that_cannot_be_had_fails_that_app_only() {
+    let s = Scenario::new();
+    let missing = format!("berth-test/absent:{}", s.prefix);
+    s.write("web.yaml", &s.app("web", &missing, "  port: 80\n"));
+    s.write("api.yaml", &s.app("api", image(), "  port: 80\n"));
+    let out = s.berth(&["apply"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "app {}: FAILED: failed to pull image {missing}: ",
+            s.name("web")
+        )),
+        "{t}"
+    );
+    assert!(t.contains("build or load it here"), "{t}");
+    assert!(t.contains("Applied: 2 changed, 1 failed."), "{t}");
+    assert_eq!(s.inspect(&s.name("api"))["State"]["Running"], true);
+}
+
+#[test]
+fn the_driver_streams_events_of_managed_containers() {
+    use berth::drivers::docker::{BollardDocker, ContainerConfig, DockerApi};
+    use futures_util::StreamExt;
+
+    let s = Scenario::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let docker = BollardDocker::connect().await.unwrap();
+        let network = format!("{}-net", s.prefix);
+        let mut labels = berth::observe::owner_labels(&s.prefix, "network", "test");
+        docker.create_network(&network, &labels).await.unwrap();
+        let mut events = docker.container_events(&format!("berth.instance={}", s.prefix));
+        // The stream subscribes when first polled: keep polling it from a task.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<
+            Result<berth::drivers::docker::ContainerEvent, berth::drivers::docker::DockerError>,
+        >();
+        tokio::spawn(async move {
+            while let Some(ev) = events.next().await {
+                if tx.send(ev).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        labels.insert("berth.kind".into(), "app".into());
+        let config = ContainerConfig {
+            name: s.name("web"),
+            image: image().to_owned(),
+            command: None,
+            env: vec![],
+            labels,
+            network,
+            aliases: vec![],
+            mounts: vec![],
+            ports: vec![],
+            health: None,
+            nano_cpus: None,
+            memory: None,
+            restart: "no".into(),
+            user: None,
+        };
+        let id = docker.create_container(&config).await.unwrap();
+        docker.start_container(&id).await.unwrap();
+        docker.remove_container(&id).await.unwrap();
+        let mut seen = Vec::new();
+        let wait = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(ev) = rx.recv().await {
+                let ev = ev.unwrap();
+                assert_eq!(ev.id, id);
+                assert_eq!(ev.labels.get("berth.instance"), Some(&s.prefix));
+                seen.push(ev.action.clone());
+                if ev.action == "destroy" {
+                    break;
+                }
+            }
+        });
+        wait.await.expect("a destroy event within 20 s");
+        for action in ["create", "start", "die", "destroy"] {
+            assert!(seen.iter().any(|a| a == action), "{action} not in {seen:?}");
+        }
+    });
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod corpus;
 mod docker;
+mod planner;
 mod schemas;
 
 use std::path::{Path, PathBuf};
