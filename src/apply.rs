@@ -17,7 +17,11 @@ use crate::desired::{Desired, DesiredApp, Probe, container_name};
 use crate::drivers::docker::{
     ContainerConfig, DockerApi, DockerError, HealthSpec, MountSpec, PortSpec, PullProgress,
 };
-use crate::observe::{self, DELETION_POLICY, REPLICA, REVISION, SPEC, SPEC_HASH, VOLUME};
+use crate::drivers::nginx::Change;
+use crate::drivers::proxy::ProxyDriver;
+use crate::observe::{
+    self, DELETION_POLICY, HOST_PORT, REPLICA, REVISION, SPEC, SPEC_HASH, VOLUME,
+};
 use crate::plan::{Action, Op, Plan, Step, Target};
 use crate::secrets::redact_all;
 
@@ -30,6 +34,8 @@ pub struct ApplyOptions {
     pub concurrency: usize,
     /// How long a new container may take to become ready (plus its start period).
     pub ready_timeout: Duration,
+    /// The reverse proxy domains are written for.
+    pub proxy: ProxyDriver,
 }
 
 impl Default for ApplyOptions {
@@ -38,6 +44,7 @@ impl Default for ApplyOptions {
             instance: "default".to_owned(),
             concurrency: 8,
             ready_timeout: Duration::from_secs(60),
+            proxy: ProxyDriver::None,
         }
     }
 }
@@ -153,7 +160,7 @@ pub async fn apply(
     // Networks and volumes, in order.
     let mut infra_failed = false;
     for (i, a) in plan.actions.iter().enumerate() {
-        if a.target == Target::App || is_prune(a) {
+        if matches!(a.target, Target::App | Target::Domain) || is_prune(a) {
             continue;
         }
         let o = ctx.run(a).await;
@@ -207,6 +214,57 @@ pub async fn apply(
                 failed_apps.insert(o.name.clone());
             }
             outcomes.insert(i, o);
+        }
+    }
+
+    // Proxy files: written (and checked) and removed in one batch, one reload.
+    let mut changes = BTreeMap::new();
+    let mut domain_actions = BTreeMap::new();
+    for (i, a) in plan.actions.iter().enumerate() {
+        if a.target != Target::Domain {
+            continue;
+        }
+        for step in &a.steps {
+            let change = match step {
+                Step::WriteProxyFile { domain } => match desired.proxy_files.get(domain) {
+                    Some(content) => Change::Write(content.clone()),
+                    None => continue,
+                },
+                Step::RemoveProxyFile { .. } => Change::Remove,
+                _ => continue,
+            };
+            changes.insert(a.name.clone(), change);
+            domain_actions.insert(a.name.clone(), i);
+        }
+        if a.steps.is_empty() {
+            outcomes.insert(i, ctx.run(a).await);
+        }
+    }
+    if !changes.is_empty() {
+        for a in plan
+            .actions
+            .iter()
+            .filter(|a| domain_actions.contains_key(&a.name) && a.target == Target::Domain)
+        {
+            (on_progress)(Progress::Started {
+                target: a.target,
+                name: a.name.clone(),
+            });
+        }
+        let proxy = options.proxy.clone();
+        let results = tokio::task::spawn_blocking(move || proxy.apply(&changes))
+            .await
+            .unwrap_or_default();
+        for (domain, i) in domain_actions {
+            let a = &plan.actions[i];
+            let status = match results.get(&domain) {
+                Some(Ok(())) => Status::Done,
+                Some(Err(e)) => {
+                    Status::Failed(format!("{e}; the live config is unchanged (degraded)"))
+                }
+                None => Status::Failed("the proxy did not report on this domain".into()),
+            };
+            outcomes.insert(i, ctx.finish(a, status));
         }
     }
 
@@ -388,6 +446,8 @@ impl Ctx<'_> {
                 d.rename_container(id, to).await.map_err(|e| e.to_string())
             }
             Step::Remove { id, .. } => self.remove(id).await,
+            // Proxy files are written in one batch (see `apply`).
+            Step::WriteProxyFile { .. } | Step::RemoveProxyFile { .. } => Ok(()),
         }
     }
 
@@ -534,7 +594,7 @@ impl Ctx<'_> {
                     (self.options.ready_timeout.as_millis() as u64 + grace) / 1000
                 ));
             }
-            sleep(Duration::from_millis(250)).await;
+            sleep(Duration::from_millis(200)).await;
         }
     }
 }
@@ -599,6 +659,9 @@ pub fn container_config(
         crate::manifest::model::DeletionPolicy::Retain => "retain",
     };
     labels.insert(DELETION_POLICY.to_owned(), policy.to_owned());
+    if let Some(port) = app.host_port {
+        labels.insert(HOST_PORT.to_owned(), port.to_string());
+    }
     for (k, v) in &spec.labels {
         labels.insert(k.clone(), v.clone());
     }

@@ -10,8 +10,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::drivers::proxy::ProxyDriver;
 use crate::manifest::Manifests;
 use crate::manifest::model::{AppSpec, DeletionPolicy, Protocol, UpdateStrategy};
+use crate::observe::Observed;
+use crate::routes::{self, Route};
 use crate::secrets::{Secret, SecretError, SecretStore};
 
 /// Everything a container of an app should be; secrets appear redacted.
@@ -147,6 +150,8 @@ pub struct DesiredApp {
     pub deletion_policy: DeletionPolicy,
     /// Variable name → secret, resolved, for injecting at apply time.
     pub secrets: BTreeMap<String, Secret>,
+    /// The host port the proxy reaches it on, when the proxy runs on the host.
+    pub host_port: Option<u16>,
 }
 
 impl DesiredApp {
@@ -176,6 +181,10 @@ pub struct Desired {
     pub prune: bool,
     /// The revision being applied.
     pub revision: String,
+    /// Routes by domain.
+    pub routes: BTreeMap<String, Route>,
+    /// The proxy file of each domain, rendered.
+    pub proxy_files: BTreeMap<String, String>,
 }
 
 impl Desired {
@@ -254,6 +263,8 @@ pub fn build_lenient(
         apps,
         prune: settings.prune,
         revision: revision.to_owned(),
+        routes: BTreeMap::new(),
+        proxy_files: BTreeMap::new(),
     };
     (desired, missing)
 }
@@ -362,5 +373,71 @@ fn desired_app(
         volumes,
         deletion_policy: app.deletion_policy,
         secrets,
+        host_port: None,
+    }
+}
+
+impl Desired {
+    /// Adds the routes: allocates host ports to the apps the proxy reaches on the host
+    /// (publishing them on 127.0.0.1, which changes their specs), resolves each Domain
+    /// and renders its proxy file. `listening` holds the host's listening ports;
+    /// `tokens` the private domains' tokens; `secret_file` where a secret-backed
+    /// certificate is written.
+    pub fn add_routes(
+        &mut self,
+        manifests: &Manifests,
+        observed: &Observed,
+        listening: &std::collections::BTreeSet<u16>,
+        tokens: &BTreeMap<String, String>,
+        secret_file: &dyn Fn(&str) -> String,
+        proxy: &ProxyDriver,
+    ) -> Result<(), String> {
+        let settings = manifests.settings();
+        let apps: std::collections::BTreeSet<String> = routes::host_port_apps(manifests)
+            .into_iter()
+            .filter(|a| self.apps.contains_key(a))
+            .collect();
+        // Ports held by the apps' own containers are theirs, not in use by others.
+        let own: std::collections::BTreeSet<u16> = apps
+            .iter()
+            .filter_map(|a| observed.host_ports.get(a).copied())
+            .collect();
+        let used = observed
+            .published_ports
+            .iter()
+            .chain(listening)
+            .copied()
+            .filter(|p| !own.contains(p))
+            .collect();
+        let current: BTreeMap<String, u16> = observed
+            .host_ports
+            .iter()
+            .filter(|(a, _)| apps.contains(*a))
+            .map(|(a, p)| (a.clone(), *p))
+            .collect();
+        let ports = crate::ports::allocate(&apps, &current, &used, settings.host_ports)?;
+        for (name, host_port) in &ports {
+            let Some(app) = self.apps.get_mut(name) else {
+                continue;
+            };
+            let target = manifests
+                .domains
+                .values()
+                .find(|d| d.spec.app == *name)
+                .and_then(|d| d.spec.port)
+                .or(app.spec.port)
+                .unwrap_or(80);
+            app.spec
+                .ports
+                .push(format!("127.0.0.1:{host_port}:{target}/tcp"));
+            app.host_port = Some(*host_port);
+            app.hash = app.spec.hash();
+        }
+        self.routes = routes::routes_for(manifests, &ports, tokens, secret_file)?;
+        for (domain, route) in &self.routes {
+            self.proxy_files
+                .insert(domain.clone(), proxy.render(route)?);
+        }
+        Ok(())
     }
 }

@@ -10,6 +10,8 @@ pub mod fsutil;
 pub mod manifest;
 pub mod observe;
 pub mod plan;
+pub mod ports;
+pub mod routes;
 pub mod secrets;
 pub mod statedir;
 pub mod workflow;

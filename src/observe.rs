@@ -30,6 +30,8 @@ pub const REPLICA: &str = "berth.replica";
 pub const DELETION_POLICY: &str = "berth.deletion-policy";
 /// For volumes: the volume's name in the manifest.
 pub const VOLUME: &str = "berth.volume";
+/// For apps the proxy reaches on the host: the host port allocated to them.
+pub const HOST_PORT: &str = "berth.host-port";
 
 /// The labels every object of `kind` owned by `name` carries.
 pub fn owner_labels(instance: &str, kind: &str, name: &str) -> BTreeMap<String, String> {
@@ -95,6 +97,12 @@ pub struct Observed {
     pub foreign_volumes: BTreeSet<String>,
     /// Apps berth has applied before (so a missing one is drift, not new).
     pub applied_apps: BTreeSet<String>,
+    /// The host port each app's containers record.
+    pub host_ports: BTreeMap<String, u16>,
+    /// Host ports published by any container.
+    pub published_ports: BTreeSet<u16>,
+    /// The proxy files on disk named like berth's: domain → (state, content).
+    pub proxy_files: BTreeMap<String, (crate::routes::FileState, String)>,
 }
 
 fn owned(labels: &BTreeMap<String, String>, instance: &str) -> bool {
@@ -118,7 +126,12 @@ pub async fn observe(docker: &dyn DockerApi, instance: &str) -> Result<Observed,
     )?;
     let mut observed = Observed::default();
     for c in containers {
+        observed.published_ports.extend(c.published.iter().copied());
         if owned(&c.labels, instance) && c.labels.get(KIND).map(String::as_str) == Some("app") {
+            if let Some(port) = c.labels.get(HOST_PORT).and_then(|p| p.parse().ok()) {
+                let app = c.labels.get(NAME).cloned().unwrap_or_default();
+                observed.host_ports.insert(app, port);
+            }
             observed.containers.push(ObservedContainer {
                 app: c.labels.get(NAME).cloned().unwrap_or_default(),
                 replica: c

@@ -146,6 +146,48 @@ impl SecretStore {
     }
 }
 
+impl SecretStore {
+    /// Reads secret `name`, or generates it (32 random hex digits) and stores it with
+    /// mode 0600 when it does not exist yet: generated once, kept for good.
+    pub fn get_or_generate(&self, name: &str) -> Result<Secret, SecretError> {
+        match self.get(name) {
+            Err(SecretError::Missing { file, .. }) => {
+                let value = random_token().map_err(|source| SecretError::Read {
+                    name: name.to_owned(),
+                    file: file.clone(),
+                    source,
+                })?;
+                std::fs::create_dir_all(&self.dir)
+                    .and_then(|()| {
+                        crate::fsutil::write_atomic_mode(
+                            Path::new(&file),
+                            value.as_bytes(),
+                            Some(0o600),
+                        )
+                    })
+                    .map_err(|source| SecretError::Read {
+                        name: name.to_owned(),
+                        file,
+                        source,
+                    })?;
+                Ok(Secret {
+                    name: name.to_owned(),
+                    value,
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+/// 16 random bytes from the kernel, as hex.
+fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
 /// Replaces every occurrence of each secret's value in `text` with its redaction: the
 /// last line of defence for text that came from outside (a daemon's error message).
 pub fn redact_all(text: &str, secrets: &[Secret]) -> String {

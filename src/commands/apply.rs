@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use berth::apply::{self, ApplyOptions, Progress, Status};
 use berth::drivers::docker::{BollardDocker, DockerApi};
+use berth::drivers::proxy::ProxyDriver;
 use berth::observe::{self, Observed};
 use berth::plan::{self, PlanOptions};
 use berth::statedir::StateDir;
@@ -45,7 +46,6 @@ pub fn exec(args: &ApplyArgs, color: bool) -> anyhow::Result<ExitCode> {
     }
     // Say plainly what this version does not converge yet, rather than skip it quietly.
     let unapplied: Vec<String> = [
-        ("Domain", manifests.domains.len()),
         ("Database", manifests.databases.len()),
         ("Notifier", manifests.notifiers.len()),
         ("Workflow", manifests.workflows.len()),
@@ -61,16 +61,19 @@ pub fn exec(args: &ApplyArgs, color: bool) -> anyhow::Result<ExitCode> {
         );
     }
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
-    runtime.block_on(run(args, color, manifests.settings().prune, desired, state))
+    runtime.block_on(run(args, color, &manifests, desired, state))
 }
 
 async fn run(
     args: &ApplyArgs,
     color: bool,
-    prune: bool,
-    desired: desired::Desired,
+    manifests: &manifest::Manifests,
+    mut desired: desired::Desired,
     state: StateDir,
 ) -> anyhow::Result<ExitCode> {
+    let settings = manifests.settings();
+    let prune = settings.prune;
+    let proxy = ProxyDriver::from_settings(&settings);
     let (docker, observed): (Option<Arc<dyn DockerApi>>, Observed) = if args.offline {
         (None, Observed::default())
     } else {
@@ -79,6 +82,39 @@ async fn run(
         observed.applied_apps = state.applied().apps;
         (Some(docker), observed)
     };
+    let mut observed = observed;
+    if !args.offline {
+        observed.proxy_files = proxy
+            .observe()
+            .context("failed to read the proxy's config directory")?;
+    }
+    let writes = !(args.dry_run || args.offline);
+    let tokens = private_tokens(manifests, &state, writes)?;
+    let tls_dir = state.path().join("tls");
+    let secret_file = |name: &str| {
+        tls_dir
+            .join(format!("{name}.pem"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    if writes {
+        write_tls_secrets(manifests, &state, &tls_dir)?;
+    }
+    let listening = if args.offline {
+        Default::default()
+    } else {
+        berth::ports::listening()
+    };
+    desired
+        .add_routes(
+            manifests,
+            &observed,
+            &listening,
+            &tokens,
+            &secret_file,
+            &proxy,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let plan = plan::plan(
         &desired,
         &observed,
@@ -107,6 +143,7 @@ async fn run(
         instance: args.instance.clone(),
         concurrency: args.concurrency,
         ready_timeout: Duration::from_secs(args.ready_timeout),
+        proxy: proxy.clone(),
     };
     let printer = Printer::new(args.output == Format::Text);
     let on_progress: apply::OnProgress = Arc::new(move |p| printer.show(p));
@@ -123,6 +160,16 @@ async fn run(
     }
 
     let failures = report.failures();
+    if args.output == Format::Text {
+        for (domain, token) in &tokens {
+            if let Some(route) = desired.routes.get(domain) {
+                println!(
+                    "Domain/{domain}: private URL http://{}/p/{token}/",
+                    route.hosts[0]
+                );
+            }
+        }
+    }
     match args.output {
         Format::Json => println!(
             "{}",
@@ -224,4 +271,68 @@ impl Printer {
             }
         }
     }
+}
+
+/// The tokens of private domains: generated once into the secret store when applying;
+/// a dry run shows a placeholder for a token that does not exist yet.
+fn private_tokens(
+    manifests: &manifest::Manifests,
+    state: &StateDir,
+    generate: bool,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let store = state.secrets();
+    let mut tokens = std::collections::BTreeMap::new();
+    for (name, d) in &manifests.domains {
+        if !d.spec.private {
+            continue;
+        }
+        let secret = private_token_secret(name);
+        let token = if generate {
+            store.get_or_generate(&secret)?.expose().to_owned()
+        } else {
+            match store.get(&secret) {
+                Ok(s) => s.expose().to_owned(),
+                Err(_) => "token-generated-on-apply".to_owned(),
+            }
+        };
+        tokens.insert(name.clone(), token);
+    }
+    Ok(tokens)
+}
+
+/// The secret holding a private domain's token.
+fn private_token_secret(domain: &str) -> String {
+    let name = format!("private-{domain}");
+    if name.len() <= 63 {
+        name
+    } else {
+        format!("private-{}", &berth::secrets::short_hash(domain))
+    }
+}
+
+/// Writes certificates and keys kept as secrets to files the proxy can read (0600).
+fn write_tls_secrets(
+    manifests: &manifest::Manifests,
+    state: &StateDir,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use berth::manifest::model::Tls;
+    let store = state.secrets();
+    for d in manifests.domains.values() {
+        if let Tls::Secrets {
+            certificate_secret,
+            key_secret,
+        } = &d.spec.tls
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("failed to create {}", dir.display()))?;
+            for name in [certificate_secret, key_secret] {
+                let secret = store.get(name)?;
+                let path = dir.join(format!("{name}.pem"));
+                berth::fsutil::write_atomic_mode(&path, secret.expose().as_bytes(), Some(0o600))
+                    .with_context(|| format!("failed to write {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -82,6 +82,8 @@ pub struct ContainerInfo {
     pub state: String,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// The host ports it publishes.
+    pub published: Vec<u16>,
 }
 
 /// A network as listed.
@@ -368,6 +370,12 @@ impl DockerApi for BollardDocker {
                     Some(s) => s.to_string(),
                 },
                 labels: labels_of(c.labels),
+                published: c
+                    .ports
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|p| p.public_port)
+                    .collect(),
             })
             .collect())
     }

@@ -2,3 +2,6 @@
 //! database servers). Each is a trait with one real implementation.
 
 pub mod docker;
+pub mod nginx;
+pub mod proxy;
+pub mod traefik;

@@ -229,6 +229,10 @@ pub struct NginxProxy {
     /// The directory nginx includes `*.conf` from. Default: `/etc/nginx/conf.d`.
     #[serde(default = "default_nginx_dir")]
     pub config_dir: String,
+    /// The main configuration file, the one that includes `configDir`: changes are
+    /// checked against a copy of it. Default: `/etc/nginx/nginx.conf`.
+    #[serde(default = "default_nginx_main")]
+    pub main_config: String,
     /// The command that checks a configuration (the file to check is appended after
     /// `-c`). Default: `nginx -t`.
     #[serde(default = "default_nginx_test")]
@@ -248,6 +252,7 @@ impl Default for NginxProxy {
     fn default() -> Self {
         NginxProxy {
             config_dir: default_nginx_dir(),
+            main_config: default_nginx_main(),
             test: default_nginx_test(),
             reload: default_nginx_reload(),
             listen: Listen::default(),
@@ -258,6 +263,10 @@ impl Default for NginxProxy {
 
 fn default_nginx_dir() -> String {
     "/etc/nginx/conf.d".to_owned()
+}
+
+fn default_nginx_main() -> String {
+    "/etc/nginx/nginx.conf".to_owned()
 }
 
 fn default_nginx_test() -> CommandLine {

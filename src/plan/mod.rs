@@ -19,6 +19,7 @@ pub use render::render_text;
 use crate::desired::{Desired, DesiredApp, container_name};
 use crate::manifest::model::{DeletionPolicy, UpdateStrategy};
 use crate::observe::{Observed, ObservedContainer};
+use crate::routes::FileState;
 
 /// What kind of object an action is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -30,6 +31,8 @@ pub enum Target {
     Volume,
     /// An app's containers.
     App,
+    /// A domain's proxy file.
+    Domain,
 }
 
 impl std::fmt::Display for Target {
@@ -38,6 +41,7 @@ impl std::fmt::Display for Target {
             Target::Network => "network",
             Target::Volume => "volume",
             Target::App => "app",
+            Target::Domain => "domain",
         })
     }
 }
@@ -134,6 +138,16 @@ pub enum Step {
         id: String,
         /// Its name.
         name: String,
+    },
+    /// Write a domain's proxy file (checked first, then moved into place).
+    WriteProxyFile {
+        /// The domain.
+        domain: String,
+    },
+    /// Remove a domain's proxy file.
+    RemoveProxyFile {
+        /// The domain.
+        domain: String,
     },
 }
 
@@ -314,6 +328,52 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
         }
     }
 
+    // Proxy files, after the apps they route to.
+    let last_round = actions.iter().map(|a| a.round).max().unwrap_or(0);
+    for (domain, content) in &desired.proxy_files {
+        let mut a = Action::new(Target::Domain, domain, Op::Noop);
+        a.round = last_round + 1;
+        let route = desired.routes.get(domain);
+        match observed.proxy_files.get(domain) {
+            None => {
+                a.op = Op::Create;
+                if let Some(r) = route {
+                    a.reasons.push(format!(
+                        "new route {} at {} → {}",
+                        r.hosts.join(", "),
+                        r.public_path(),
+                        r.upstream.address()
+                    ));
+                }
+            }
+            Some((FileState::Foreign, _)) => {
+                a.op = Op::Conflict;
+                a.reasons.push(
+                    "its proxy file exists and was not written by berth (no berth header); \
+                     move it away or rename the domain"
+                        .into(),
+                );
+            }
+            Some((state, current)) if current != content || *state == FileState::Edited => {
+                a.op = Op::Update;
+                if *state == FileState::Edited {
+                    a.drift = true;
+                    a.reasons.push("proxy file edited by hand (drift)".into());
+                } else {
+                    a.reasons.push("proxy config changed".into());
+                }
+                a.diff = Some(unified_diff(current, content));
+            }
+            Some(_) => {}
+        }
+        if matches!(a.op, Op::Create | Op::Update) {
+            a.steps.push(Step::WriteProxyFile {
+                domain: domain.clone(),
+            });
+        }
+        actions.push(a);
+    }
+
     // Prune what is owned but no longer declared.
     if !options.prune {
         for name in by_app.keys() {
@@ -364,6 +424,16 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
                 let mut a = Action::new(Target::Volume, &v.name, Op::Noop);
                 a.reasons
                     .push("no longer declared; data kept (deletionPolicy: retain)".into());
+                actions.push(a);
+            }
+        }
+        for (domain, (state, _)) in &observed.proxy_files {
+            if *state != FileState::Foreign && !desired.proxy_files.contains_key(domain) {
+                let mut a = Action::new(Target::Domain, domain, Op::Delete);
+                a.reasons.push("no longer declared".into());
+                a.steps.push(Step::RemoveProxyFile {
+                    domain: domain.clone(),
+                });
                 actions.push(a);
             }
         }

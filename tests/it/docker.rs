@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::root;
 
 /// The test image, built once per run; its tag is unique to this process.
-fn image() -> &'static str {
+pub fn image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
         // One tag for every run: the content is the same, so nothing accumulates.
@@ -34,14 +34,14 @@ fn image() -> &'static str {
     })
 }
 
-fn docker(args: &[&str]) -> Output {
+pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
         .output()
         .expect("the docker CLI runs")
 }
 
-fn text(out: &Output) -> String {
+pub fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -52,15 +52,15 @@ fn text(out: &Output) -> String {
 const SECRET: &str = "s3cr3t-value-4f9a2b";
 
 /// One isolated berth instance: its manifests, state directory and names.
-struct Scenario {
-    prefix: String,
+pub struct Scenario {
+    pub prefix: String,
     manifests: tempfile::TempDir,
     state: tempfile::TempDir,
     extra_images: Vec<String>,
 }
 
 impl Scenario {
-    fn new() -> Scenario {
+    pub fn new() -> Scenario {
         static N: AtomicUsize = AtomicUsize::new(0);
         let prefix = format!(
             "bt{}x{}",
@@ -86,27 +86,31 @@ impl Scenario {
         s
     }
 
-    fn name(&self, app: &str) -> String {
+    pub fn state_path(&self) -> &std::path::Path {
+        self.state.path()
+    }
+
+    pub fn name(&self, app: &str) -> String {
         format!("{}-{app}", self.prefix)
     }
 
-    fn write(&self, file: &str, content: &str) {
+    pub fn write(&self, file: &str, content: &str) {
         fs::write(self.manifests.path().join(file), content).unwrap();
     }
 
-    fn remove(&self, file: &str) {
+    pub fn remove(&self, file: &str) {
         fs::remove_file(self.manifests.path().join(file)).unwrap();
     }
 
     /// An app manifest with the test image.
-    fn app(&self, app: &str, image: &str, extra: &str) -> String {
+    pub fn app(&self, app: &str, image: &str, extra: &str) -> String {
         format!(
             "apiVersion: berth/v1\nkind: App\nmetadata: {{name: {}}}\nspec:\n  image: {image}\n{extra}",
             self.name(app)
         )
     }
 
-    fn berth(&self, args: &[&str]) -> Output {
+    pub fn berth(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(args)
             .arg(self.manifests.path())
@@ -117,19 +121,19 @@ impl Scenario {
             .expect("berth runs")
     }
 
-    fn apply(&self) -> String {
+    pub fn apply(&self) -> String {
         let out = self.berth(&["apply"]);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(0), "apply failed:\n{t}");
         t
     }
 
-    fn dry_run(&self) -> (Option<i32>, String) {
+    pub fn dry_run(&self) -> (Option<i32>, String) {
         let out = self.berth(&["apply", "--dry-run", "--exit-code", "--color", "never"]);
         (out.status.code(), text(&out))
     }
 
-    fn inspect(&self, container: &str) -> Value {
+    pub fn inspect(&self, container: &str) -> Value {
         let out = docker(&["inspect", container]);
         assert!(
             out.status.success(),
@@ -649,7 +653,11 @@ fn an_unreachable_daemon_is_a_clear_error_and_offline_plans_anyway() {
         "{text}"
     );
     assert!(
-        text.ends_with("Plan: 2 to create, 0 to update, 0 to delete, 0 unchanged.\n"),
+        text.contains("+ create domain site: new route example.net, www.example.net, xn--bcher-kva.example.net at / → site:80\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("Plan: 3 to create, 0 to update, 0 to delete, 0 unchanged.\n"),
         "{text}"
     );
 }

@@ -3,7 +3,9 @@
 mod cli;
 mod corpus;
 mod docker;
+mod nginx;
 mod planner;
+mod routing;
 mod schemas;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,83 @@
+//! The proxy in use, from the settings: nginx, Traefik or none.
+
+use std::collections::BTreeMap;
+
+use crate::drivers::nginx::{Change, Nginx};
+use crate::drivers::traefik::Traefik;
+use crate::manifest::model::{Proxy, SettingsSpec};
+use crate::routes::{FileState, Route};
+
+/// The configured reverse proxy.
+#[derive(Debug, Clone)]
+pub enum ProxyDriver {
+    /// nginx.
+    Nginx(Nginx),
+    /// Traefik.
+    Traefik(Traefik),
+    /// No proxy.
+    None,
+}
+
+impl ProxyDriver {
+    /// The proxy the settings describe.
+    pub fn from_settings(settings: &SettingsSpec) -> ProxyDriver {
+        match &settings.proxy {
+            Proxy::Nginx(n) => ProxyDriver::Nginx(Nginx {
+                config_dir: n.config_dir.clone().into(),
+                main_config: n.main_config.clone().into(),
+                test: n.test.words(),
+                reload: n.reload.words(),
+                http_port: n.listen.http,
+                https_port: n.listen.https,
+            }),
+            Proxy::Traefik(t) => ProxyDriver::Traefik(Traefik {
+                dynamic_dir: t.dynamic_dir.clone().into(),
+                web: t.entry_points.web.clone(),
+                websecure: t.entry_points.websecure.clone(),
+                cert_resolver: t.cert_resolver.clone(),
+            }),
+            Proxy::None => ProxyDriver::None,
+        }
+    }
+
+    /// A route's file.
+    pub fn render(&self, route: &Route) -> Result<String, String> {
+        match self {
+            ProxyDriver::Nginx(n) => n.render(route),
+            ProxyDriver::Traefik(t) => t.render(route),
+            ProxyDriver::None => Err(format!(
+                "Domain/{}: Settings has no proxy (kind: none)",
+                route.domain
+            )),
+        }
+    }
+
+    /// The file name of a domain.
+    pub fn file_name(&self, domain: &str) -> String {
+        match self {
+            ProxyDriver::Traefik(_) => Traefik::file_name(domain),
+            _ => Nginx::file_name(domain),
+        }
+    }
+
+    /// The files named like berth's on disk.
+    pub fn observe(&self) -> std::io::Result<BTreeMap<String, (FileState, String)>> {
+        match self {
+            ProxyDriver::Nginx(n) => n.observe(),
+            ProxyDriver::Traefik(t) => t.observe(),
+            ProxyDriver::None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Writes and removes files; each domain's result.
+    pub fn apply(
+        &self,
+        changes: &BTreeMap<String, Change>,
+    ) -> BTreeMap<String, Result<(), String>> {
+        match self {
+            ProxyDriver::Nginx(n) => n.apply(changes),
+            ProxyDriver::Traefik(t) => t.apply(changes),
+            ProxyDriver::None => BTreeMap::new(),
+        }
+    }
+}

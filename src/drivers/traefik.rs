@@ -1,0 +1,169 @@
+//! The Traefik driver: one dynamic file per domain (`berth-<domain>.yml`) in the file
+//! provider's directory, written atomically; Traefik reloads it by itself. Only the
+//! common subset of the file provider's schema is written, so every file validates
+//! against the published schema.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::{Map, Value, json};
+
+use crate::drivers::nginx::{Change, observe_dir};
+use crate::fsutil;
+use crate::routes::{self, FileState, Route, RouteTls, Upstream};
+
+const COMMENT: &str = "#";
+
+/// Where Traefik reads its dynamic configuration and what it calls things.
+#[derive(Debug, Clone)]
+pub struct Traefik {
+    /// The file provider's directory.
+    pub dynamic_dir: PathBuf,
+    /// The plain HTTP entry point.
+    pub web: String,
+    /// The HTTPS entry point.
+    pub websecure: String,
+    /// The certificate resolver for ACME domains.
+    pub cert_resolver: Option<String>,
+}
+
+impl Traefik {
+    /// The file of a domain.
+    pub fn file_name(domain: &str) -> String {
+        format!("berth-{domain}.yml")
+    }
+
+    /// The dynamic configuration of a route, as JSON (what the schema checks).
+    pub fn config(&self, route: &Route) -> Result<Value, String> {
+        route.check()?;
+        let id = format!("berth-{}", route.domain);
+        let hosts: Vec<String> = route.hosts.iter().map(|h| format!("Host(`{h}`)")).collect();
+        let mut rule = if hosts.len() == 1 {
+            hosts[0].clone()
+        } else {
+            format!("({})", hosts.join(" || "))
+        };
+        let prefix = route.public_path();
+        if prefix != "/" {
+            rule = format!("{rule} && PathPrefix(`{prefix}`)");
+        }
+        let mut middlewares = Map::new();
+        let mut chain: Vec<String> = Vec::new();
+        if let Some(token) = &route.private_token {
+            let name = format!("{id}-private");
+            middlewares.insert(
+                name.clone(),
+                json!({"stripPrefix": {"prefixes": [format!("/p/{token}")]}}),
+            );
+            chain.push(name);
+        }
+        if !route.headers.is_empty() {
+            let name = format!("{id}-headers");
+            middlewares.insert(
+                name.clone(),
+                json!({"headers": {"customResponseHeaders": route.headers}}),
+            );
+            chain.push(name);
+        }
+        if let Some(max) = route.max_body {
+            let name = format!("{id}-body");
+            middlewares.insert(
+                name.clone(),
+                json!({"buffering": {"maxRequestBodyBytes": max}}),
+            );
+            chain.push(name);
+        }
+        let url = match &route.upstream {
+            Upstream::HostPort { port } => format!("http://127.0.0.1:{port}"),
+            Upstream::Container { host, port } => format!("http://{host}:{port}"),
+        };
+        let mut routers = Map::new();
+        let mut config = json!({});
+        let tls_on = !matches!(route.tls, RouteTls::Off);
+        if tls_on {
+            let tls = match (&route.tls, &self.cert_resolver) {
+                (RouteTls::Acme, Some(resolver)) => json!({"certResolver": resolver}),
+                _ => json!({}),
+            };
+            routers.insert(
+                id.clone(),
+                json!({"entryPoints": [self.websecure], "rule": rule, "service": id, "middlewares": chain, "tls": tls}),
+            );
+        }
+        if tls_on && route.redirect_https {
+            let name = format!("{id}-redirect");
+            middlewares.insert(
+                name.clone(),
+                json!({"redirectScheme": {"scheme": "https", "permanent": true}}),
+            );
+            routers.insert(
+                format!("{id}-http"),
+                json!({"entryPoints": [self.web], "rule": rule, "service": id, "middlewares": [name]}),
+            );
+        } else {
+            routers.insert(
+                format!("{id}-http"),
+                json!({"entryPoints": [self.web], "rule": rule, "service": id, "middlewares": chain}),
+            );
+        }
+        let mut http = json!({
+            "routers": routers,
+            "services": {id.clone(): {"loadBalancer": {"servers": [{"url": url}]}}},
+        });
+        if !middlewares.is_empty() {
+            http["middlewares"] = Value::Object(middlewares);
+        }
+        config["http"] = http;
+        if let RouteTls::Files { certificate, key } = &route.tls {
+            config["tls"] = json!({"certificates": [{"certFile": certificate, "keyFile": key}]});
+        }
+        // Empty middleware lists are noise.
+        if let Some(rs) = config["http"]["routers"].as_object_mut() {
+            for r in rs.values_mut() {
+                if r["middlewares"].as_array().is_some_and(Vec::is_empty) {
+                    r.as_object_mut().map(|o| o.remove("middlewares"));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Renders a route as a Traefik dynamic file (header line included).
+    pub fn render(&self, route: &Route) -> Result<String, String> {
+        let config = self.config(route)?;
+        let body = serde_yaml::to_string(&config).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{}{body}",
+            routes::header(COMMENT, &route.domain, &body)
+        ))
+    }
+
+    /// The managed files in the dynamic directory: domain → (state, content).
+    pub fn observe(&self) -> std::io::Result<BTreeMap<String, (FileState, String)>> {
+        observe_dir(&self.dynamic_dir, COMMENT, "berth-", ".yml")
+    }
+
+    /// Writes or removes each domain's file.
+    pub fn apply(
+        &self,
+        changes: &BTreeMap<String, Change>,
+    ) -> BTreeMap<String, Result<(), String>> {
+        changes
+            .iter()
+            .map(|(domain, change)| {
+                let path = self.dynamic_dir.join(Self::file_name(domain));
+                let result = match change {
+                    Change::Write(content) => fsutil::write_atomic(&path, content.as_bytes()),
+                    Change::Remove => match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                        other => other,
+                    },
+                };
+                (
+                    domain.clone(),
+                    result.map_err(|e| format!("failed to write {}: {e}", path.display())),
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,346 @@
+//! Desired routes: each Domain resolved against its app and the settings into what a
+//! proxy must do — hosts, path, upstream, TLS, redirect, private prefix, headers.
+//! Renderers (nginx, Traefik) turn a [`Route`] into a file; they check every value
+//! again so that nothing can break out of a directive.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::manifest::model::{Proxy, Tls, Upstream as UpstreamMode};
+use crate::manifest::{Manifests, syntax};
+
+/// Where the proxy sends traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Upstream {
+    /// `127.0.0.1:<port>`: the app publishes a host port (proxy on the host).
+    HostPort {
+        /// The host port.
+        port: u16,
+    },
+    /// `<app>:<port>` on the shared network (proxy in a container).
+    Container {
+        /// The app's network alias.
+        host: String,
+        /// The app's port.
+        port: u16,
+    },
+}
+
+impl Upstream {
+    /// `host:port`.
+    pub fn address(&self) -> String {
+        match self {
+            Upstream::HostPort { port } => format!("127.0.0.1:{port}"),
+            Upstream::Container { host, port } => format!("{host}:{port}"),
+        }
+    }
+}
+
+/// How a route serves HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum RouteTls {
+    /// Plain HTTP only.
+    Off,
+    /// Certificate and key files on the proxy's host.
+    Files {
+        /// PEM certificate chain.
+        certificate: String,
+        /// PEM private key.
+        key: String,
+    },
+    /// A certificate from ACME (Traefik's resolver, or berth's client for nginx).
+    Acme,
+}
+
+/// One Domain, ready to render.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// The Domain's name.
+    pub domain: String,
+    /// Host names in ASCII (punycode), the main one first.
+    pub hosts: Vec<String>,
+    /// The path prefix (`/` for everything).
+    pub path: String,
+    /// Where traffic goes.
+    pub upstream: Upstream,
+    /// HTTPS.
+    pub tls: RouteTls,
+    /// Redirect HTTP to HTTPS.
+    pub redirect_https: bool,
+    /// For private domains: the token of the `/p/<token>/` prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_token: Option<String>,
+    /// Extra response headers.
+    pub headers: BTreeMap<String, String>,
+    /// Largest request body in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body: Option<u64>,
+}
+
+impl Route {
+    /// The path the app is served under: `/p/<token>/` for private domains.
+    pub fn public_path(&self) -> String {
+        match &self.private_token {
+            Some(token) => format!("/p/{token}/"),
+            None => self.path.clone(),
+        }
+    }
+
+    /// Checks every value a renderer writes: a value that could break out of its
+    /// directive is refused here even if validation let it through.
+    pub fn check(&self) -> Result<(), String> {
+        let fail = |m: String| Err(format!("Domain/{}: refusing to render: {m}", self.domain));
+        if let Err(m) = syntax::check_name(&self.domain) {
+            return fail(m);
+        }
+        if self.hosts.is_empty() {
+            return fail("no host".into());
+        }
+        for h in &self.hosts {
+            match syntax::normalize_host(h) {
+                Ok(n) if n == *h => {}
+                Ok(_) => return fail(format!("host `{}` is not normalized", syntax::shown(h))),
+                Err(m) => return fail(m),
+            }
+        }
+        if let Err(m) = syntax::check_url_path(&self.path) {
+            return fail(m);
+        }
+        if let Some(t) = &self.private_token {
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return fail("the private token must be letters, digits and `-`".into());
+            }
+        }
+        if let Upstream::Container { host, .. } = &self.upstream {
+            if let Err(m) = syntax::check_name(host) {
+                return fail(m);
+            }
+        }
+        if let RouteTls::Files { certificate, key } = &self.tls {
+            for p in [certificate, key] {
+                if let Err(m) = syntax::check_fs_path(p) {
+                    return fail(m);
+                }
+            }
+        }
+        for (name, value) in &self.headers {
+            if let Err(m) = syntax::check_header_name(name).and(syntax::check_header_value(value)) {
+                return fail(m);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first line of every proxy file berth writes: names the domain and hashes the
+/// rest, so a file edited by hand is recognised (and rewritten) and a file without it
+/// is never touched.
+pub fn header(comment: &str, domain: &str, body: &str) -> String {
+    format!(
+        "{comment} berth: Domain/{domain} sha256:{} (managed by berth: edits are reverted)\n",
+        body_hash(body)
+    )
+}
+
+fn body_hash(body: &str) -> String {
+    hex::encode(&Sha256::digest(body.as_bytes())[..8])
+}
+
+/// What a proxy file on disk is, as far as berth is concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FileState {
+    /// Written by berth for this domain and unchanged since.
+    Intact,
+    /// Written by berth but edited since (drift).
+    Edited,
+    /// Not written by berth: never touched.
+    Foreign,
+}
+
+/// Reads the header of a proxy file's text.
+pub fn file_state(comment: &str, domain: &str, text: &str) -> FileState {
+    let Some((first, body)) = text.split_once('\n') else {
+        return FileState::Foreign;
+    };
+    let prefix = format!("{comment} berth: Domain/{domain} sha256:");
+    match first.strip_prefix(&prefix) {
+        Some(rest) if rest.split_whitespace().next() == Some(&body_hash(body)) => FileState::Intact,
+        Some(_) => FileState::Edited,
+        None => FileState::Foreign,
+    }
+}
+
+/// Which apps the proxy reaches through a host port (proxy on the host).
+pub fn host_port_apps(manifests: &Manifests) -> std::collections::BTreeSet<String> {
+    let settings = manifests.settings();
+    let on_host = match &settings.proxy {
+        Proxy::Nginx(n) => n.upstream == UpstreamMode::HostPort,
+        Proxy::Traefik(t) => t.upstream == UpstreamMode::HostPort,
+        Proxy::None => false,
+    };
+    if !on_host {
+        return Default::default();
+    }
+    manifests
+        .domains
+        .values()
+        .map(|d| d.spec.app.clone())
+        .collect()
+}
+
+/// Resolves every Domain into a route. `host_ports` holds the port of each app in
+/// [`host_port_apps`]; `tokens` the token of each private domain; `secret_file` maps a
+/// secret-backed certificate to the file it is written to.
+pub fn routes_for(
+    manifests: &Manifests,
+    host_ports: &BTreeMap<String, u16>,
+    tokens: &BTreeMap<String, String>,
+    secret_file: &dyn Fn(&str) -> String,
+) -> Result<BTreeMap<String, Route>, String> {
+    let mut out = BTreeMap::new();
+    for (name, d) in &manifests.domains {
+        let app = manifests
+            .apps
+            .get(&d.spec.app)
+            .ok_or_else(|| format!("Domain/{name}: no App named `{}`", d.spec.app))?;
+        let port = d
+            .spec
+            .port
+            .or(app.spec.port)
+            .ok_or_else(|| format!("Domain/{name}: App `{}` has no port", d.spec.app))?;
+        let upstream = match host_ports.get(&d.spec.app) {
+            Some(hp) => Upstream::HostPort { port: *hp },
+            None => Upstream::Container {
+                host: d.spec.app.clone(),
+                port,
+            },
+        };
+        let tls = match &d.spec.tls {
+            Tls::Off | Tls::Acme { acme: false } => RouteTls::Off,
+            Tls::Acme { acme: true } => RouteTls::Acme,
+            Tls::Files { certificate, key } => RouteTls::Files {
+                certificate: certificate.clone(),
+                key: key.clone(),
+            },
+            Tls::Secrets {
+                certificate_secret,
+                key_secret,
+            } => RouteTls::Files {
+                certificate: secret_file(certificate_secret),
+                key: secret_file(key_secret),
+            },
+        };
+        let redirect_https = d
+            .spec
+            .redirect_https
+            .unwrap_or(!matches!(tls, RouteTls::Off))
+            && !matches!(tls, RouteTls::Off);
+        let route = Route {
+            domain: name.clone(),
+            hosts: d.spec.hosts.clone(),
+            path: d.spec.path.clone(),
+            upstream,
+            tls,
+            redirect_https,
+            private_token: if d.spec.private {
+                Some(
+                    tokens
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| format!("Domain/{name}: its private token is missing"))?,
+                )
+            } else {
+                None
+            },
+            headers: d.spec.headers.clone(),
+            max_body: d.spec.max_body_size.map(|s| s.bytes()),
+        };
+        route.check()?;
+        out.insert(name.clone(), route);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn route() -> Route {
+        Route {
+            domain: "blog".into(),
+            hosts: vec!["blog.example.com".into(), "www.blog.example.com".into()],
+            path: "/".into(),
+            upstream: Upstream::HostPort { port: 8001 },
+            tls: RouteTls::Off,
+            redirect_https: false,
+            private_token: None,
+            headers: BTreeMap::new(),
+            max_body: None,
+        }
+    }
+
+    #[test]
+    fn headers_recognise_intact_edited_and_foreign_files() {
+        let body = "server {}\n";
+        let text = format!("{}{body}", header("#", "blog", body));
+        assert_eq!(file_state("#", "blog", &text), FileState::Intact);
+        assert_eq!(
+            file_state("#", "blog", &text.replace("{}", "{ }")),
+            FileState::Edited
+        );
+        assert_eq!(file_state("#", "blog", body), FileState::Foreign);
+        assert_eq!(file_state("#", "shop", &text), FileState::Foreign);
+    }
+
+    #[test]
+    fn hostile_values_are_refused_by_the_renderer_check() {
+        type Mutation = Box<dyn Fn(&mut Route)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("`;`", Box::new(|r| r.hosts[0] = "a.com;".into())),
+            ("`}`", Box::new(|r| r.hosts[0] = "a.com}".into())),
+            ("a newline", Box::new(|r| r.hosts[0] = "a.com\nb".into())),
+            ("a space", Box::new(|r| r.path = "/a b".into())),
+            ("`;`", Box::new(|r| r.path = "/a;b".into())),
+            (
+                "`$`",
+                Box::new(|r| {
+                    r.headers.insert("X-A".into(), "$host".into());
+                }),
+            ),
+            (
+                "not normalized",
+                Box::new(|r| r.hosts[0] = "Blog.example.com".into()),
+            ),
+            (
+                "letters, digits",
+                Box::new(|r| r.private_token = Some("a/b".into())),
+            ),
+            (
+                "`;`",
+                Box::new(|r| {
+                    r.tls = RouteTls::Files {
+                        certificate: "/a;b".into(),
+                        key: "/k".into(),
+                    }
+                }),
+            ),
+        ];
+        for (want, mutate) in cases {
+            let mut r = route();
+            mutate(&mut r);
+            let err = r.check().unwrap_err();
+            assert!(err.contains(want), "{want}: {err}");
+            assert!(
+                err.starts_with("Domain/blog: refusing to render: "),
+                "{err}"
+            );
+        }
+        assert!(route().check().is_ok());
+    }
+}

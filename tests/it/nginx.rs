@@ -1,0 +1,356 @@
+//! Domains through a real nginx (Debian's), started here on loopback ports with its
+//! own prefix, in front of apps on the real Docker daemon.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::docker::{Scenario, docker, image, text};
+
+/// An nginx of the test's own: prefix, config directory, two loopback ports.
+struct Nginx {
+    dir: tempfile::TempDir,
+    http: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nginx {
+    fn start() -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let http = free_port();
+        let p = dir.path().display();
+        fs::create_dir(dir.path().join("conf.d")).unwrap();
+        fs::write(
+            dir.path().join("nginx.conf"),
+            format!(
+                "pid {p}/nginx.pid;\nerror_log {p}/error.log;\nworker_processes 1;\nuser root;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  \
+                 server {{ listen {http} default_server; return 404; }}\n  include {p}/conf.d/*.conf;\n}}\n"
+            ),
+        )
+        .unwrap();
+        let n = Nginx { dir, http };
+        let out = Command::new("nginx")
+            .args(n.args())
+            .output()
+            .expect("nginx runs (Debian's nginx package)");
+        assert!(out.status.success(), "nginx: {}", text(&out));
+        n
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("nginx.conf")
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "-p".into(),
+            self.dir.path().display().to_string(),
+            "-c".into(),
+            self.conf().display().to_string(),
+        ]
+    }
+
+    /// The Settings document that points berth at this nginx.
+    fn settings(&self, network: &str) -> String {
+        let p = self.dir.path().display();
+        // A range of the test's own, so that parallel tests never pick the same port.
+        static SLOT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let slot = SLOT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let from = 20000 + (std::process::id() % 100) as u16 * 200 + slot * 20;
+        format!(
+            "apiVersion: berth/v1\nkind: Settings\nmetadata: {{name: host}}\nspec:\n  network: {network}\n  \
+             hostPorts: {{from: {from}, to: {}}}\n  proxy:\n    kind: nginx\n    configDir: {p}/conf.d\n    \
+             mainConfig: {p}/nginx.conf\n    test: [nginx, -t, -p, {p}]\n    \
+             reload: [nginx, -p, {p}, -c, {p}/nginx.conf, -s, reload]\n    listen: {{http: {}, https: {}}}\n",
+            from + 19,
+            self.http,
+            free_port()
+        )
+    }
+
+    /// GET `path` with a Host header until the status is `want` (nginx reloads in the
+    /// background) or five seconds pass; returns the last answer.
+    fn get(&self, host: &str, path: &str, want: u16) -> (u16, String) {
+        let mut last = (0, String::new());
+        for _ in 0..25 {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.http)) {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+                let mut body = String::new();
+                let _ = s.read_to_string(&mut body);
+                let status = body
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                last = (status, body);
+                if status == want {
+                    return last;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        last
+    }
+
+    fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.dir.path().join("conf.d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let mut args = self.args();
+        args.extend(["-s".into(), "stop".into()]);
+        let _ = Command::new("nginx").args(args).output();
+    }
+}
+
+fn domain(name: &str, app: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: berth/v1\nkind: Domain\nmetadata: {{name: {name}}}\nspec:\n  app: {app}\n{extra}"
+    )
+}
+
+#[test]
+fn a_domain_routes_its_hosts_to_the_app_through_nginx() {
+    let nginx = Nginx::start();
+    let s = Scenario::new();
+    s.write(
+        "settings.yaml",
+        &nginx.settings(&format!("{}-net", s.prefix)),
+    );
+    let web = s.name("web");
+    s.write(
+        "web.yaml",
+        &s.app("web", image(), "  port: 80\n  env: {PAGE: routed}\n"),
+    );
+    s.write(
+        "domain.yaml",
+        &domain(
+            &web,
+            &web,
+            "  hosts: [web.example.test, www.web.example.test]\n",
+        ),
+    );
+    let out = s.apply();
+    assert!(
+        out.contains(&format!(
+            "+ create domain {web}: new route web.example.test, www.web.example.test at / → 127.0.0.1:"
+        )),
+        "{out}"
+    );
+
+    let (status, body) = nginx.get("web.example.test", "/", 200);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("hello from the berth test image"), "{body}");
+    assert_eq!(
+        nginx.get("www.web.example.test", "/cgi-bin/env", 200).0,
+        200
+    );
+    assert_eq!(nginx.get("other.example.test", "/", 404).0, 404);
+    assert_eq!(nginx.files(), [format!("berth-{web}.conf")]);
+    let container = s.inspect(&web);
+    let port = container["Config"]["Labels"]["berth.host-port"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = nginx.get("web.example.test", "/", 200);
+    assert_eq!(status, 200);
+    let (code, plan) = s.dry_run();
+    assert_eq!(code, Some(0), "in sync after apply:\n{plan}");
+
+    // New hosts and a path change the routing.
+    s.write(
+        "domain.yaml",
+        &domain(
+            &web,
+            &web,
+            "  hosts: [new.example.test]\n  path: /cgi-bin\n",
+        ),
+    );
+    let (code, plan) = s.dry_run();
+    assert_eq!(code, Some(2));
+    assert!(
+        plan.contains(&format!("~ update domain {web}: proxy config changed")),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("-    server_name web.example.test www.web.example.test;\n")
+            && plan.contains("+    server_name new.example.test;\n")
+            && plan.contains("+    location /cgi-bin {\n"),
+        "{plan}"
+    );
+    s.apply();
+    assert_eq!(nginx.get("web.example.test", "/", 404).0, 404);
+    assert_eq!(
+        nginx.get("new.example.test", "/", 404).0,
+        404,
+        "only /cgi-bin is routed"
+    );
+    assert!(
+        nginx
+            .get("new.example.test", "/cgi-bin/env", 200)
+            .1
+            .contains("PAGE=routed")
+    );
+    assert_eq!(
+        s.inspect(&web)["Config"]["Labels"]["berth.host-port"],
+        port.as_str(),
+        "the host port is stable"
+    );
+
+    // A file edited by hand is drift.
+    let file = nginx.dir.path().join(format!("conf.d/berth-{web}.conf"));
+    let edited = fs::read_to_string(&file)
+        .unwrap()
+        .replace("proxy_http_version 1.1;", "proxy_http_version 1.0;");
+    fs::write(&file, edited).unwrap();
+    let (code, plan) = s.dry_run();
+    assert_eq!(code, Some(2));
+    assert!(
+        plan.contains(&format!(
+            "~ update domain {web}: proxy file edited by hand (drift)"
+        )),
+        "{plan}"
+    );
+    s.apply();
+
+    // Removing the domain removes its file.
+    s.remove("domain.yaml");
+    s.apply();
+    assert!(nginx.files().is_empty(), "{:?}", nginx.files());
+    assert_eq!(nginx.get("new.example.test", "/cgi-bin/env", 404).0, 404);
+}
+
+#[test]
+fn a_private_domain_answers_only_under_its_token() {
+    let nginx = Nginx::start();
+    let s = Scenario::new();
+    s.write(
+        "settings.yaml",
+        &nginx.settings(&format!("{}-net", s.prefix)),
+    );
+    let web = s.name("web");
+    s.write("web.yaml", &s.app("web", image(), "  port: 80\n"));
+    s.write(
+        "domain.yaml",
+        &domain(
+            &web,
+            &web,
+            "  hosts: [private.example.test]\n  private: true\n",
+        ),
+    );
+    let out = s.apply();
+    let secret = s.state_path().join(format!("secrets/private-{web}"));
+    let token = fs::read_to_string(&secret).unwrap();
+    assert_eq!(token.len(), 32);
+    assert!(
+        out.contains(&format!(
+            "Domain/{web}: private URL http://private.example.test/p/{token}/"
+        )),
+        "{out}"
+    );
+    let (status, body) = nginx.get("private.example.test", &format!("/p/{token}/"), 200);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("hello from the berth test image"));
+    assert_eq!(nginx.get("private.example.test", "/", 404).0, 404);
+    assert_eq!(
+        nginx.get("private.example.test", "/p/wrongtoken/", 404).0,
+        404
+    );
+    // The token is generated once.
+    s.apply();
+    assert_eq!(fs::read_to_string(&secret).unwrap(), token);
+}
+
+#[test]
+fn a_config_nginx_rejects_never_goes_live_and_others_still_converge() {
+    let nginx = Nginx::start();
+    let s = Scenario::new();
+    s.write(
+        "settings.yaml",
+        &nginx.settings(&format!("{}-net", s.prefix)),
+    );
+    let web = s.name("web");
+    let api = s.name("api");
+    s.write("web.yaml", &s.app("web", image(), "  port: 80\n"));
+    s.write("api.yaml", &s.app("api", image(), "  port: 80\n"));
+    s.write(
+        "good.yaml",
+        &domain(&api, &api, "  hosts: [good.example.test]\n"),
+    );
+    s.write(
+        "bad.yaml",
+        &domain(&web, &web, "  hosts: [bad.example.test]\n  tls: {certificate: /nonexistent/cert.pem, key: /nonexistent/key.pem}\n"),
+    );
+    let out = s.berth(&["apply"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "domain {web}: FAILED: nginx rejected the config: "
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains("/nonexistent/cert.pem"),
+        "nginx's own message: {t}"
+    );
+    assert!(t.contains("the live config is unchanged (degraded)"), "{t}");
+    assert_eq!(nginx.files(), [format!("berth-{api}.conf")]);
+    assert_eq!(nginx.get("good.example.test", "/", 200).0, 200);
+    // nginx itself is still running the good config.
+    assert_eq!(nginx.get("bad.example.test", "/", 404).0, 404);
+}
+
+#[test]
+fn a_foreign_file_with_berths_name_is_a_conflict() {
+    let nginx = Nginx::start();
+    let s = Scenario::new();
+    s.write(
+        "settings.yaml",
+        &nginx.settings(&format!("{}-net", s.prefix)),
+    );
+    let web = s.name("web");
+    let foreign = nginx.dir.path().join(format!("conf.d/berth-{web}.conf"));
+    fs::write(&foreign, "# mine\n").unwrap();
+    s.write("web.yaml", &s.app("web", image(), "  port: 80\n"));
+    s.write(
+        "domain.yaml",
+        &domain(&web, &web, "  hosts: [mine.example.test]\n"),
+    );
+    let (code, plan) = s.dry_run();
+    assert_eq!(code, Some(1), "{plan}");
+    assert!(
+        plan.contains(&format!(
+            "! conflict domain {web}: its proxy file exists and was not written by berth"
+        )),
+        "{plan}"
+    );
+    let out = s.berth(&["apply"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        fs::read_to_string(&foreign).unwrap(),
+        "# mine\n",
+        "never touched"
+    );
+    let _ = docker(&["ps"]);
+}
