@@ -680,7 +680,8 @@ fn check_revision(report: &mut Report, mut typed: Vec<Typed>) -> Manifests {
         }
     }
     check_depends_on_cycles(report, &typed, &keep);
-    check_host_clashes(report, &typed, &normalized_hosts);
+    let per_host = matches!(settings.proxy, Proxy::Nginx(_));
+    check_host_clashes(report, &typed, &normalized_hosts, per_host);
     check_published_ports(report, &typed, &keep);
 
     let mut manifests = Manifests::default();
@@ -1647,16 +1648,37 @@ fn check_depends_on_cycles(report: &mut Report, typed: &[Typed], keep: &[bool]) 
     }
 }
 
-fn check_host_clashes(report: &mut Report, typed: &[Typed], hosts: &[Option<Vec<String>>]) {
+/// Two domains may not claim the same host and path. With nginx, whose server blocks
+/// are per host and whose files are per domain, a host belongs to one domain only.
+fn check_host_clashes(
+    report: &mut Report,
+    typed: &[Typed],
+    hosts: &[Option<Vec<String>>],
+    per_host: bool,
+) {
     let mut claimed: BTreeMap<(String, String), (&str, usize)> = BTreeMap::new();
     for (n, t) in typed.iter().enumerate() {
         let (Some(list), Spec::Domain(d)) = (&hosts[n], &t.spec) else {
             continue;
         };
-        let path = d.path.trim_end_matches('/').to_lowercase();
+        let path = if per_host {
+            String::new()
+        } else {
+            d.path.trim_end_matches('/').to_lowercase()
+        };
         for (h, host) in list.iter().enumerate() {
             let key = (host.to_lowercase(), path.clone());
             match claimed.get(&key) {
+                Some((other, _)) if *other != t.name && per_host => {
+                    report.at(
+                        t.doc,
+                        &format!("/spec/hosts/{h}"),
+                        format!(
+                            "host `{host}` is already served by Domain `{other}`; with nginx a \
+                             host belongs to one Domain (route its paths in the app, or use Traefik)"
+                        ),
+                    );
+                }
                 Some((other, _)) if *other != t.name => {
                     let shown_path = if path.is_empty() { "/" } else { &path };
                     report.at(

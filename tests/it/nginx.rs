@@ -14,6 +14,7 @@ use crate::docker::{Scenario, docker, image, text};
 struct Nginx {
     dir: tempfile::TempDir,
     http: u16,
+    https: u16,
 }
 
 fn free_port() -> u16 {
@@ -40,7 +41,11 @@ impl Nginx {
             ),
         )
         .unwrap();
-        let n = Nginx { dir, http };
+        let n = Nginx {
+            dir,
+            http,
+            https: free_port(),
+        };
         let out = Command::new("nginx")
             .args(n.args())
             .output()
@@ -76,33 +81,12 @@ impl Nginx {
              reload: [nginx, -p, {p}, -c, {p}/nginx.conf, -s, reload]\n    listen: {{http: {}, https: {}}}\n",
             from + 19,
             self.http,
-            free_port()
+            self.https
         )
     }
 
-    /// GET `path` with a Host header until the status is `want` (nginx reloads in the
-    /// background) or five seconds pass; returns the last answer.
     fn get(&self, host: &str, path: &str, want: u16) -> (u16, String) {
-        let mut last = (0, String::new());
-        for _ in 0..25 {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.http)) {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-                let mut body = String::new();
-                let _ = s.read_to_string(&mut body);
-                let status = body
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
-                last = (status, body);
-                if status == want {
-                    return last;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        last
+        get(self.http, host, path, want)
     }
 
     fn files(&self) -> Vec<String> {
@@ -121,6 +105,31 @@ impl Drop for Nginx {
         args.extend(["-s".into(), "stop".into()]);
         let _ = Command::new("nginx").args(args).output();
     }
+}
+
+/// GET `path` with a Host header until the status is `want` (nginx reloads in the
+/// background) or five seconds pass; returns the last answer.
+fn get(port: u16, host: &str, path: &str, want: u16) -> (u16, String) {
+    let mut last = (0, String::new());
+    for _ in 0..25 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            let status = body
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            last = (status, body);
+            if status == want {
+                return last;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    last
 }
 
 fn domain(name: &str, app: &str, extra: &str) -> String {
@@ -353,4 +362,190 @@ fn a_foreign_file_with_berths_name_is_a_conflict() {
         "never touched"
     );
     let _ = docker(&["ps"]);
+}
+
+/// nginx inside Docker on the apps' network, reaching them by container name.
+struct NginxContainer {
+    name: String,
+    http: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for NginxContainer {
+    fn drop(&mut self) {
+        docker(&["rm", "-f", &self.name]);
+    }
+}
+
+#[test]
+fn a_proxy_in_docker_reaches_apps_by_container_name() {
+    let s = Scenario::new();
+    let network = format!("{}-net", s.prefix);
+    // The proxy's network exists before berth: apps join it, berth leaves it alone.
+    assert!(docker(&["network", "create", &network]).status.success());
+    let out = Command::new("bash")
+        .arg(crate::root().join("tests/image/build-nginx.sh"))
+        .arg("berth-test/nginx:latest")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().display().to_string();
+    fs::create_dir(dir.path().join("conf.d")).unwrap();
+    fs::write(
+        dir.path().join("nginx.conf"),
+        format!(
+            "pid {p}/nginx.pid;\nerror_log {p}/error.log;\nuser root;\nevents {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  \
+             server {{ listen 8080 default_server; return 404; }}\n  include {p}/conf.d/*.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+    let proxy = NginxContainer {
+        name: format!("{}-proxy", s.prefix),
+        http: free_port(),
+        _dir: dir,
+    };
+    let out = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &proxy.name,
+        "--network",
+        &network,
+        "-v",
+        &format!("{p}:{p}"),
+        "-p",
+        &format!("127.0.0.1:{}:8080", proxy.http),
+        "berth-test/nginx:latest",
+        "-c",
+        &format!("{p}/nginx.conf"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let exec = |args: &str| format!("[docker, exec, {}, /usr/sbin/nginx, {args}]", proxy.name);
+    s.write(
+        "settings.yaml",
+        &format!(
+            "apiVersion: berth/v1\nkind: Settings\nmetadata: {{name: host}}\nspec:\n  network: {network}\n  proxy:\n    \
+             kind: nginx\n    upstream: network\n    configDir: {p}/conf.d\n    mainConfig: {p}/nginx.conf\n    \
+             test: {}\n    reload: {}\n    listen: {{http: 8080, https: 8443}}\n",
+            exec("-t"),
+            exec(&format!("-c, {p}/nginx.conf, -s, reload"))
+        ),
+    );
+    let web = s.name("web");
+    s.write(
+        "web.yaml",
+        &s.app("web", image(), "  port: 80\n  env: {PAGE: by-name}\n"),
+    );
+    s.write(
+        "domain.yaml",
+        &domain(&web, &web, "  hosts: [named.example.test]\n"),
+    );
+    let out = s.apply();
+    assert!(
+        out.contains(&format!("new route named.example.test at / → {web}:80")),
+        "{out}"
+    );
+    assert!(
+        s.inspect(&web)["HostConfig"]["PortBindings"]
+            .as_object()
+            .is_none_or(|m| m.is_empty()),
+        "no host port"
+    );
+    let (status, body) = get(proxy.http, "named.example.test", "/cgi-bin/env", 200);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("PAGE=by-name"), "{body}");
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "5"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn tls_from_files_and_from_secrets_with_a_redirect_to_https() {
+    let nginx = Nginx::start();
+    let s = Scenario::new();
+    s.write(
+        "settings.yaml",
+        &nginx.settings(&format!("{}-net", s.prefix)),
+    );
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=tls.example.test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "{}", text(&out));
+    fs::copy(&cert, s.state_path().join("secrets/site-cert")).unwrap();
+    fs::copy(&key, s.state_path().join("secrets/site-key")).unwrap();
+    let web = s.name("web");
+    let api = s.name("api");
+    s.write("web.yaml", &s.app("web", image(), "  port: 80\n"));
+    s.write(
+        "files.yaml",
+        &domain(
+            &web,
+            &web,
+            &format!(
+                "  hosts: [tls.example.test]\n  tls: {{certificate: {}, key: {}}}\n",
+                cert.display(),
+                key.display()
+            ),
+        ),
+    );
+    s.write(
+        "secrets.yaml",
+        &domain(&api, &web, "  hosts: [secret-tls.example.test]\n  tls: {certificateSecret: site-cert, keySecret: site-key}\n  redirectHttps: false\n"),
+    );
+    s.apply();
+    let (status, body) = nginx.get("tls.example.test", "/", 301);
+    assert_eq!(status, 301, "{body}");
+    assert!(
+        body.contains(&format!(
+            "Location: https://tls.example.test:{}/",
+            nginx.https
+        )),
+        "{body}"
+    );
+    let resolve = |host: &str| format!("{host}:{}:127.0.0.1", nginx.https);
+    let page = curl(&[
+        "--resolve",
+        &resolve("tls.example.test"),
+        &format!("https://tls.example.test:{}/", nginx.https),
+    ]);
+    assert!(page.contains("hello from the berth test image"), "{page}");
+    // From secrets: written 0600 under the state directory, no redirect asked for.
+    let written = s.state_path().join("tls/site-key.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&written).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(nginx.get("secret-tls.example.test", "/", 200).0, 200);
+    let page = curl(&[
+        "--resolve",
+        &resolve("secret-tls.example.test"),
+        &format!("https://secret-tls.example.test:{}/", nginx.https),
+    ]);
+    assert!(page.contains("hello from the berth test image"), "{page}");
 }
