@@ -30,6 +30,28 @@ pub enum Command {
     Init(InitArgs),
     /// Converge the Docker host to the manifests under PATH (--dry-run: only show the plan).
     Apply(ApplyArgs),
+    /// Keep the host converged to a source of manifests, continuously.
+    Run(RunArgs),
+}
+
+/// `berth run`
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Where the manifests are: a directory (watched for changes).
+    #[arg(long)]
+    pub source: String,
+    /// Where secrets and berth's records live.
+    #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::statedir::DEFAULT)]
+    pub state_dir: PathBuf,
+    /// The name of this berth among several sharing a Docker host.
+    #[arg(long, env = "BERTH_INSTANCE", default_value = "default")]
+    pub instance: String,
+    /// Apps converged at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds a new container may take to become ready (plus its start period).
+    #[arg(long, default_value_t = 60)]
+    pub ready_timeout: u64,
 }
 
 /// `berth apply`

@@ -4,6 +4,7 @@
 //! berth validates them, plans the changes against what the host holds, and converges.
 
 pub mod apply;
+pub mod controller;
 pub mod desired;
 pub mod drivers;
 pub mod fsutil;
@@ -11,7 +12,9 @@ pub mod manifest;
 pub mod observe;
 pub mod plan;
 pub mod ports;
+pub mod reconcile;
 pub mod routes;
 pub mod secrets;
+pub mod source;
 pub mod statedir;
 pub mod workflow;

@@ -8,11 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use berth::apply::{self, ApplyOptions, Progress, Status};
 use berth::drivers::docker::{BollardDocker, DockerApi};
-use berth::drivers::proxy::ProxyDriver;
-use berth::observe::{self, Observed};
-use berth::plan::{self, PlanOptions};
+use berth::manifest;
+use berth::plan;
+use berth::reconcile::{self, PassOptions};
 use berth::statedir::StateDir;
-use berth::{desired, manifest};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::cli::{ApplyArgs, Format};
@@ -33,17 +32,6 @@ pub fn exec(args: &ApplyArgs, color: bool) -> anyhow::Result<ExitCode> {
         bail!("--exit-code goes with --dry-run");
     }
     let state = StateDir::new(&args.state_dir);
-    let (desired, missing) =
-        desired::build_lenient(&manifests, &state.secrets(), &manifests.digest);
-    if !missing.is_empty() {
-        let lines: Vec<String> = missing.iter().map(ToString::to_string).collect();
-        if !(args.dry_run || args.offline) {
-            bail!("{}\nnothing was applied", lines.join("\n"));
-        }
-        for line in lines {
-            eprintln!("warning: {line}; the plan cannot show changes of its value");
-        }
-    }
     // Say plainly what this version does not converge yet, rather than skip it quietly.
     let unapplied: Vec<String> = [
         ("Database", manifests.databases.len()),
@@ -61,71 +49,41 @@ pub fn exec(args: &ApplyArgs, color: bool) -> anyhow::Result<ExitCode> {
         );
     }
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
-    runtime.block_on(run(args, color, &manifests, desired, state))
+    runtime.block_on(run(args, color, &manifests, state))
 }
 
 async fn run(
     args: &ApplyArgs,
     color: bool,
     manifests: &manifest::Manifests,
-    mut desired: desired::Desired,
     state: StateDir,
 ) -> anyhow::Result<ExitCode> {
-    let settings = manifests.settings();
-    let prune = settings.prune;
-    let proxy = ProxyDriver::from_settings(&settings);
-    let (docker, observed): (Option<Arc<dyn DockerApi>>, Observed) = if args.offline {
-        (None, Observed::default())
+    let docker: Option<Arc<dyn DockerApi>> = if args.offline {
+        None
     } else {
-        let docker: Arc<dyn DockerApi> = Arc::new(BollardDocker::connect().await?);
-        let mut observed = observe::observe(docker.as_ref(), &args.instance).await?;
-        observed.applied_apps = state.applied().apps;
-        (Some(docker), observed)
+        Some(Arc::new(BollardDocker::connect().await?))
     };
-    let mut observed = observed;
-    if !args.offline {
-        observed.proxy_files = proxy
-            .observe()
-            .context("failed to read the proxy's config directory")?;
+    let options = PassOptions {
+        instance: args.instance.clone(),
+        apply: !(args.dry_run || args.offline),
+        no_prune: args.no_prune,
+    };
+    let prepared = reconcile::prepare(
+        manifests,
+        &manifests.digest,
+        &state,
+        docker.as_deref(),
+        &options,
+    )
+    .await?;
+    for missing in &prepared.missing_secrets {
+        eprintln!("warning: {missing}; the plan cannot show changes of its value");
     }
-    let writes = !(args.dry_run || args.offline);
-    let tokens = private_tokens(manifests, &state, writes)?;
-    let tls_dir = state.path().join("tls");
-    let secret_file = |name: &str| {
-        tls_dir
-            .join(format!("{name}.pem"))
-            .to_string_lossy()
-            .into_owned()
-    };
-    if writes {
-        write_tls_secrets(manifests, &state, &tls_dir)?;
-    }
-    let listening = if args.offline {
-        Default::default()
-    } else {
-        berth::ports::listening()
-    };
-    desired
-        .add_routes(
-            manifests,
-            &observed,
-            &listening,
-            &tokens,
-            &secret_file,
-            &proxy,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let plan = plan::plan(
-        &desired,
-        &observed,
-        PlanOptions {
-            prune: prune && !args.no_prune,
-        },
-    );
-    let Some(docker) = docker.filter(|_| !args.dry_run) else {
+    let plan = &prepared.plan;
+    let Some(docker) = docker.filter(|_| options.apply) else {
         match args.output {
-            Format::Text => print!("{}", plan::render_text(&plan, color)),
-            Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            Format::Text => print!("{}", plan::render_text(plan, color)),
+            Format::Json => println!("{}", serde_json::to_string_pretty(plan)?),
         }
         let code = match (args.exit_code, plan.summary) {
             (false, _) => 0,
@@ -137,32 +95,22 @@ async fn run(
     };
 
     if args.output == Format::Text {
-        print!("{}", plan::render_text(&plan, color));
+        print!("{}", plan::render_text(plan, color));
     }
-    let options = ApplyOptions {
+    let apply_options = ApplyOptions {
         instance: args.instance.clone(),
         concurrency: args.concurrency,
         ready_timeout: Duration::from_secs(args.ready_timeout),
-        proxy: proxy.clone(),
+        ..ApplyOptions::default()
     };
     let printer = Printer::new(args.output == Format::Text);
     let on_progress: apply::OnProgress = Arc::new(move |p| printer.show(p));
-    let report = apply::apply(&plan, &desired, docker, &options, on_progress).await;
-
-    let mut applied = state.applied();
-    applied.apps.retain(|a| desired.apps.contains_key(a));
-    applied.apps.extend(report.converged_apps());
-    if let Err(e) = state.save_applied(&applied) {
-        tracing::warn!(
-            "failed to record the applied apps in {}: {e}",
-            state.path().display()
-        );
-    }
+    let report = reconcile::execute(&prepared, &state, docker, apply_options, on_progress).await;
 
     let failures = report.failures();
     if args.output == Format::Text {
-        for (domain, token) in &tokens {
-            if let Some(route) = desired.routes.get(domain) {
+        for (domain, token) in &prepared.tokens {
+            if let Some(route) = prepared.desired.routes.get(domain) {
                 println!(
                     "Domain/{domain}: private URL http://{}/p/{token}/",
                     route.hosts[0]
@@ -271,68 +219,4 @@ impl Printer {
             }
         }
     }
-}
-
-/// The tokens of private domains: generated once into the secret store when applying;
-/// a dry run shows a placeholder for a token that does not exist yet.
-fn private_tokens(
-    manifests: &manifest::Manifests,
-    state: &StateDir,
-    generate: bool,
-) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let store = state.secrets();
-    let mut tokens = std::collections::BTreeMap::new();
-    for (name, d) in &manifests.domains {
-        if !d.spec.private {
-            continue;
-        }
-        let secret = private_token_secret(name);
-        let token = if generate {
-            store.get_or_generate(&secret)?.expose().to_owned()
-        } else {
-            match store.get(&secret) {
-                Ok(s) => s.expose().to_owned(),
-                Err(_) => "token-generated-on-apply".to_owned(),
-            }
-        };
-        tokens.insert(name.clone(), token);
-    }
-    Ok(tokens)
-}
-
-/// The secret holding a private domain's token.
-fn private_token_secret(domain: &str) -> String {
-    let name = format!("private-{domain}");
-    if name.len() <= 63 {
-        name
-    } else {
-        format!("private-{}", &berth::secrets::short_hash(domain))
-    }
-}
-
-/// Writes certificates and keys kept as secrets to files the proxy can read (0600).
-fn write_tls_secrets(
-    manifests: &manifest::Manifests,
-    state: &StateDir,
-    dir: &std::path::Path,
-) -> anyhow::Result<()> {
-    use berth::manifest::model::Tls;
-    let store = state.secrets();
-    for d in manifests.domains.values() {
-        if let Tls::Secrets {
-            certificate_secret,
-            key_secret,
-        } = &d.spec.tls
-        {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("failed to create {}", dir.display()))?;
-            for name in [certificate_secret, key_secret] {
-                let secret = store.get(name)?;
-                let path = dir.join(format!("{name}.pem"));
-                berth::fsutil::write_atomic_mode(&path, secret.expose().as_bytes(), Some(0o600))
-                    .with_context(|| format!("failed to write {}", path.display()))?;
-            }
-        }
-    }
-    Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod apply;
 mod init;
+mod run;
 mod schema;
 mod validate;
 
@@ -16,5 +17,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema(args) => schema::exec(&args),
         Command::Init(args) => init::exec(&args),
         Command::Apply(args) => apply::exec(&args, cli.color.enabled()),
+        Command::Run(args) => run::exec(&args),
     }
 }

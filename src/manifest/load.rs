@@ -84,7 +84,7 @@ pub fn load_files(files: &[SourceFile]) -> Result<Manifests, Diagnostics> {
 
 /// A content hash of the files: the same manifests give the same id, whatever the
 /// directory or the files' times.
-fn digest(files: &[SourceFile]) -> String {
+pub fn digest(files: &[SourceFile]) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     for f in files {

@@ -18,7 +18,10 @@ pub mod yaml;
 use std::collections::BTreeMap;
 
 pub use diagnostic::{Diagnostic, Diagnostics, ResourceId};
-pub use load::{MAX_DOCUMENTS, MAX_FILE_BYTES, SourceFile, load_dir, load_files, read_source_dir};
+pub use load::{
+    MAX_DOCUMENTS, MAX_FILE_BYTES, SourceFile, digest as files_digest, load_dir, load_files,
+    read_source_dir,
+};
 pub use model::Kind;
 pub use reference::reference_markdown;
 pub use schema::{any_document_schema, kind_schema, schema_file_name, schema_files};

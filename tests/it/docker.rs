@@ -90,6 +90,10 @@ impl Scenario {
         self.state.path()
     }
 
+    pub fn manifests_path(&self) -> &std::path::Path {
+        self.manifests.path()
+    }
+
     pub fn name(&self, app: &str) -> String {
         format!("{}-{app}", self.prefix)
     }

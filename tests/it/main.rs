@@ -6,6 +6,7 @@ mod docker;
 mod nginx;
 mod planner;
 mod routing;
+mod run;
 mod schemas;
 
 use std::path::{Path, PathBuf};

@@ -132,6 +132,17 @@ fn get(port: u16, host: &str, path: &str, want: u16) -> (u16, String) {
     last
 }
 
+/// A scenario whose Settings point berth at a fresh nginx of its own.
+fn with_nginx() -> (Nginx, Scenario) {
+    let nginx = Nginx::start();
+    let s = Scenario::new();
+    s.write(
+        "settings.yaml",
+        &nginx.settings(&format!("{}-net", s.prefix)),
+    );
+    (nginx, s)
+}
+
 fn domain(name: &str, app: &str, extra: &str) -> String {
     format!(
         "apiVersion: berth/v1\nkind: Domain\nmetadata: {{name: {name}}}\nspec:\n  app: {app}\n{extra}"
@@ -140,12 +151,7 @@ fn domain(name: &str, app: &str, extra: &str) -> String {
 
 #[test]
 fn a_domain_routes_its_hosts_to_the_app_through_nginx() {
-    let nginx = Nginx::start();
-    let s = Scenario::new();
-    s.write(
-        "settings.yaml",
-        &nginx.settings(&format!("{}-net", s.prefix)),
-    );
+    let (nginx, s) = with_nginx();
     let web = s.name("web");
     s.write(
         "web.yaml",
@@ -251,12 +257,7 @@ fn a_domain_routes_its_hosts_to_the_app_through_nginx() {
 
 #[test]
 fn a_private_domain_answers_only_under_its_token() {
-    let nginx = Nginx::start();
-    let s = Scenario::new();
-    s.write(
-        "settings.yaml",
-        &nginx.settings(&format!("{}-net", s.prefix)),
-    );
+    let (nginx, s) = with_nginx();
     let web = s.name("web");
     s.write("web.yaml", &s.app("web", image(), "  port: 80\n"));
     s.write(
@@ -292,12 +293,7 @@ fn a_private_domain_answers_only_under_its_token() {
 
 #[test]
 fn a_config_nginx_rejects_never_goes_live_and_others_still_converge() {
-    let nginx = Nginx::start();
-    let s = Scenario::new();
-    s.write(
-        "settings.yaml",
-        &nginx.settings(&format!("{}-net", s.prefix)),
-    );
+    let (nginx, s) = with_nginx();
     let web = s.name("web");
     let api = s.name("api");
     s.write("web.yaml", &s.app("web", image(), "  port: 80\n"));
@@ -332,12 +328,7 @@ fn a_config_nginx_rejects_never_goes_live_and_others_still_converge() {
 
 #[test]
 fn a_foreign_file_with_berths_name_is_a_conflict() {
-    let nginx = Nginx::start();
-    let s = Scenario::new();
-    s.write(
-        "settings.yaml",
-        &nginx.settings(&format!("{}-net", s.prefix)),
-    );
+    let (nginx, s) = with_nginx();
     let web = s.name("web");
     let foreign = nginx.dir.path().join(format!("conf.d/berth-{web}.conf"));
     fs::write(&foreign, "# mine\n").unwrap();
@@ -469,12 +460,7 @@ fn curl(args: &[&str]) -> String {
 
 #[test]
 fn tls_from_files_and_from_secrets_with_a_redirect_to_https() {
-    let nginx = Nginx::start();
-    let s = Scenario::new();
-    s.write(
-        "settings.yaml",
-        &nginx.settings(&format!("{}-net", s.prefix)),
-    );
+    let (nginx, s) = with_nginx();
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
     let out = Command::new("openssl")

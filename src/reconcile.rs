@@ -1,0 +1,223 @@
+//! One reconcile pass, shared by `berth apply` and the controller: from valid manifests
+//! to the desired state (secrets, host ports, routes), the observed state (Docker and
+//! proxy files), the plan, and — when asked — its execution.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::apply::{self, ApplyOptions, OnProgress, Report};
+use crate::desired::{self, Desired, MissingSecret};
+use crate::drivers::docker::{DockerApi, DockerError};
+use crate::drivers::proxy::ProxyDriver;
+use crate::manifest::Manifests;
+use crate::manifest::model::Tls;
+use crate::observe::{self, Observed};
+use crate::plan::{self, Plan, PlanOptions};
+use crate::secrets::SecretError;
+use crate::statedir::StateDir;
+
+/// Why a pass could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// Secrets the manifests name are missing; nothing can be applied without them.
+    #[error("{}\nnothing was applied", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    MissingSecrets(Vec<MissingSecret>),
+    /// The daemon failed.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// A secret could not be read or generated.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The proxy's files could not be read or written.
+    #[error("{0}")]
+    Proxy(String),
+}
+
+/// How a pass is planned.
+#[derive(Debug, Clone)]
+pub struct PassOptions {
+    /// The berth instance.
+    pub instance: String,
+    /// Whether this pass will apply: generates private tokens and writes TLS secrets
+    /// to files; without it missing secrets only warn.
+    pub apply: bool,
+    /// `--no-prune`.
+    pub no_prune: bool,
+}
+
+/// A planned pass.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The desired state, routes included.
+    pub desired: Desired,
+    /// The plan.
+    pub plan: Plan,
+    /// The proxy the routes are for.
+    pub proxy: ProxyDriver,
+    /// Private domains' tokens.
+    pub tokens: BTreeMap<String, String>,
+    /// Secrets missing from the store (only when not applying).
+    pub missing_secrets: Vec<MissingSecret>,
+}
+
+/// Plans a pass. With `docker: None` the host is taken as empty (`--offline`).
+pub async fn prepare(
+    manifests: &Manifests,
+    revision: &str,
+    state: &StateDir,
+    docker: Option<&dyn DockerApi>,
+    options: &PassOptions,
+) -> Result<Prepared, ReconcileError> {
+    let settings = manifests.settings();
+    let (mut desired, missing) = desired::build_lenient(manifests, &state.secrets(), revision);
+    if options.apply && !missing.is_empty() {
+        return Err(ReconcileError::MissingSecrets(missing));
+    }
+    let proxy = ProxyDriver::from_settings(&settings);
+    let mut observed = Observed::default();
+    if let Some(docker) = docker {
+        observed = observe::observe(docker, &options.instance).await?;
+        observed.applied_apps = state.applied().apps;
+        observed.proxy_files = proxy
+            .observe()
+            .map_err(|e| ReconcileError::Proxy(format!("failed to read the proxy's files: {e}")))?;
+    }
+    let tokens = private_tokens(manifests, state, options.apply)?;
+    let tls_dir = state.path().join("tls");
+    if options.apply {
+        write_tls_secrets(manifests, state, &tls_dir)?;
+    }
+    let secret_file = |name: &str| {
+        tls_dir
+            .join(format!("{name}.pem"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let listening = if docker.is_some() {
+        crate::ports::listening()
+    } else {
+        Default::default()
+    };
+    desired
+        .add_routes(
+            manifests,
+            &observed,
+            &listening,
+            &tokens,
+            &secret_file,
+            &proxy,
+        )
+        .map_err(ReconcileError::Proxy)?;
+    let plan = plan::plan(
+        &desired,
+        &observed,
+        PlanOptions {
+            prune: settings.prune && !options.no_prune,
+        },
+    );
+    Ok(Prepared {
+        desired,
+        plan,
+        proxy,
+        tokens,
+        missing_secrets: missing,
+    })
+}
+
+/// Executes a prepared plan and records which apps are now as declared.
+pub async fn execute(
+    prepared: &Prepared,
+    state: &StateDir,
+    docker: Arc<dyn DockerApi>,
+    mut options: ApplyOptions,
+    on_progress: OnProgress,
+) -> Report {
+    options.proxy = prepared.proxy.clone();
+    let report = apply::apply(
+        &prepared.plan,
+        &prepared.desired,
+        docker,
+        &options,
+        on_progress,
+    )
+    .await;
+    let mut applied = state.applied();
+    applied
+        .apps
+        .retain(|a| prepared.desired.apps.contains_key(a));
+    applied.apps.extend(report.converged_apps());
+    if let Err(e) = state.save_applied(&applied) {
+        tracing::warn!(
+            "failed to record the applied apps in {}: {e}",
+            state.path().display()
+        );
+    }
+    report
+}
+
+/// The tokens of private domains: generated once into the secret store when applying;
+/// a plan shows a placeholder for a token that does not exist yet.
+fn private_tokens(
+    manifests: &Manifests,
+    state: &StateDir,
+    generate: bool,
+) -> Result<BTreeMap<String, String>, SecretError> {
+    let store = state.secrets();
+    let mut tokens = BTreeMap::new();
+    for (name, d) in &manifests.domains {
+        if !d.spec.private {
+            continue;
+        }
+        let secret = private_token_secret(name);
+        let token = if generate {
+            store.get_or_generate(&secret)?.expose().to_owned()
+        } else {
+            match store.get(&secret) {
+                Ok(s) => s.expose().to_owned(),
+                Err(_) => "token-generated-on-apply".to_owned(),
+            }
+        };
+        tokens.insert(name.clone(), token);
+    }
+    Ok(tokens)
+}
+
+/// The secret holding a private domain's token.
+fn private_token_secret(domain: &str) -> String {
+    let name = format!("private-{domain}");
+    if name.len() <= 63 {
+        name
+    } else {
+        format!("private-{}", crate::secrets::short_hash(domain))
+    }
+}
+
+/// Writes certificates and keys kept as secrets to files the proxy can read (0600).
+fn write_tls_secrets(
+    manifests: &Manifests,
+    state: &StateDir,
+    dir: &Path,
+) -> Result<(), ReconcileError> {
+    let store = state.secrets();
+    for d in manifests.domains.values() {
+        if let Tls::Secrets {
+            certificate_secret,
+            key_secret,
+        } = &d.spec.tls
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                ReconcileError::Proxy(format!("failed to create {}: {e}", dir.display()))
+            })?;
+            for name in [certificate_secret, key_secret] {
+                let secret = store.get(name)?;
+                let path = dir.join(format!("{name}.pem"));
+                crate::fsutil::write_atomic_mode(&path, secret.expose().as_bytes(), Some(0o600))
+                    .map_err(|e| {
+                        ReconcileError::Proxy(format!("failed to write {}: {e}", path.display()))
+                    })?;
+            }
+        }
+    }
+    Ok(())
+}

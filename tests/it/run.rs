@@ -1,0 +1,148 @@
+//! `berth run` with a directory source against the real daemon: a change converges,
+//! an invalid revision applies nothing, a container removed by hand is repaired
+//! without waiting for the resync timer, SIGTERM stops it cleanly.
+
+use std::fs;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::docker::{Scenario, docker, image};
+
+struct Controller {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Controller {
+    fn start(s: &Scenario) -> Controller {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("run.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["run", "--source"])
+            .arg(s.manifests_path())
+            .arg("--state-dir")
+            .arg(s.state_path())
+            .args(["--instance", &s.prefix, "--ready-timeout", "20"])
+            .env("RUST_LOG", "berth=info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("berth run starts");
+        Controller {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `secs` for `check`; panics with `what` and the controller's log.
+fn eventually(c: &Controller, secs: u64, what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what} within {secs}s; berth run said:\n{}", c.log());
+}
+
+fn env_of(name: &str) -> String {
+    let out = docker(&["inspect", "-f", "{{json .Config.Env}}", name]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn running(name: &str) -> bool {
+    let out = docker(&["inspect", "-f", "{{.State.Running}}", name]);
+    String::from_utf8_lossy(&out.stdout).trim() == "true"
+}
+
+#[test]
+fn the_controller_converges_changes_stalls_on_bad_ones_and_repairs_drift() {
+    let s = Scenario::new();
+    let web = s.name("web");
+    s.write(
+        "web.yaml",
+        &s.app("web", image(), "  port: 80\n  env: {PAGE: one}\n"),
+    );
+    let mut c = Controller::start(&s);
+    eventually(&c, 40, "the app runs", || running(&web));
+
+    // A change to a file converges.
+    s.write(
+        "web.yaml",
+        &s.app("web", image(), "  port: 80\n  env: {PAGE: two}\n"),
+    );
+    eventually(&c, 40, "the new env is live", || {
+        env_of(&web).contains("PAGE=two")
+    });
+
+    // An invalid revision: nothing of it is applied, the last good one stays live.
+    s.write(
+        "web.yaml",
+        &s.app(
+            "web",
+            image(),
+            "  port: 80\n  env: {PAGE: three}\n  imgae: typo\n",
+        ),
+    );
+    eventually(&c, 20, "the invalid revision is reported", || {
+        c.log().contains("revision is invalid")
+    });
+    assert!(
+        c.log()
+            .contains("unknown field `imgae`; did you mean `image`?"),
+        "{}",
+        c.log()
+    );
+    assert!(env_of(&web).contains("PAGE=two"));
+    assert!(running(&web));
+    s.write(
+        "web.yaml",
+        &s.app("web", image(), "  port: 80\n  env: {PAGE: four}\n"),
+    );
+    eventually(&c, 40, "the fixed revision is live", || {
+        env_of(&web).contains("PAGE=four")
+    });
+
+    // Removed by hand: repaired at once, long before the 5 minute resync.
+    assert!(docker(&["rm", "-f", &web]).status.success());
+    eventually(&c, 30, "the container is repaired", || running(&web));
+
+    // SIGTERM stops it cleanly.
+    let pid = c.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = c.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "berth run did not stop:\n{}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}: {}", c.log());
+    assert!(c.log().contains("stopped"), "{}", c.log());
+}
