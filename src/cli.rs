@@ -52,6 +52,12 @@ pub struct RunArgs {
     /// Seconds a new container may take to become ready (plus its start period).
     #[arg(long, default_value_t = 60)]
     pub ready_timeout: u64,
+    /// Address of the read-only status server.
+    #[arg(long, default_value = "127.0.0.1:9470")]
+    pub listen: String,
+    /// A bearer token the status server requires (all but /healthz).
+    #[arg(long, env = "BERTH_STATUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `berth apply`

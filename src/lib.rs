@@ -17,4 +17,5 @@ pub mod routes;
 pub mod secrets;
 pub mod source;
 pub mod statedir;
+pub mod status;
 pub mod workflow;

@@ -11,6 +11,7 @@ use berth::controller::{Controller, ControllerOptions};
 use berth::drivers::docker::{BollardDocker, DockerApi};
 use berth::source::dir::DirSource;
 use berth::statedir::StateDir;
+use berth::status::{self, StatusStore};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -52,12 +53,27 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
             },
             debounce: Duration::from_millis(300),
         };
-        tracing::info!(source = %root.display(), instance = %args.instance, "berth run");
+        let status = StatusStore::open(&args.state_dir);
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", args.listen))?;
+        let server = axum::serve(listener, status::http::app(status.clone(), args.token.clone()));
+        let mut server_stop = stopped.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = server_stop.changed().await;
+            };
+            if let Err(e) = server.with_graceful_shutdown(shutdown).await {
+                tracing::error!("status server failed: {e}");
+            }
+        });
+        tracing::info!(source = %root.display(), instance = %args.instance, listen = %args.listen, "berth run");
         Controller::new(
             DirSource::new(root),
             StateDir::new(&args.state_dir),
             docker,
             options,
+            status,
         )
         .run(stopped)
         .await

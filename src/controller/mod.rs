@@ -21,6 +21,7 @@ use crate::manifest;
 use crate::reconcile::{self, PassOptions};
 use crate::source::dir::DirSource;
 use crate::statedir::StateDir;
+use crate::status::{self, PassRecord, StatusStore};
 use backoff::{Backoff, jitter};
 
 /// What started a pass.
@@ -74,6 +75,7 @@ pub struct Controller {
     state: StateDir,
     docker: Arc<dyn DockerApi>,
     options: ControllerOptions,
+    status: StatusStore,
 }
 
 impl Controller {
@@ -83,12 +85,14 @@ impl Controller {
         state: StateDir,
         docker: Arc<dyn DockerApi>,
         options: ControllerOptions,
+        status: StatusStore,
     ) -> Controller {
         Controller {
             source,
             state,
             docker,
             options,
+            status,
         }
     }
 
@@ -139,7 +143,11 @@ impl Controller {
         let mut trigger = Trigger::Start;
         loop {
             let span = info_span!("pass", trigger = ?trigger);
+            let started = Instant::now();
             let outcome = self.pass(stalled_on.as_deref()).instrument(span).await;
+            if let Some(outcome) = &outcome {
+                self.record(&trigger, outcome, started.elapsed());
+            }
             let resync = self.resync();
             let wait = match &outcome {
                 Some(PassOutcome::Synced { revision, changes }) => {
@@ -174,6 +182,56 @@ impl Controller {
         }
         info!("stopped");
         Ok(())
+    }
+
+    /// Writes a pass's result into the status store.
+    fn record(&self, trigger: &Trigger, outcome: &PassOutcome, took: Duration) {
+        let (result, event) = match outcome {
+            PassOutcome::Synced { revision, changes } if *changes > 0 => (
+                "Synced",
+                Some((
+                    "Deployed",
+                    format!("deployed {revision} ({changes} changes)"),
+                )),
+            ),
+            PassOutcome::Synced { .. } => ("Synced", None),
+            PassOutcome::Stalled { revision, message } => (
+                "Stalled",
+                Some((
+                    "SyncFailed",
+                    format!("revision {revision} is invalid: {message}"),
+                )),
+            ),
+            PassOutcome::Transient(message) => ("Failed", Some(("SyncFailed", message.clone()))),
+        };
+        self.status.update(|st| {
+            st.source = self.source.root().display().to_string();
+            if let PassOutcome::Synced { revision, .. } = outcome {
+                st.revision_observed = Some(revision.clone());
+                st.revision_applied = Some(revision.clone());
+                st.last_success = Some(status::now());
+            }
+            if let PassOutcome::Stalled { revision, .. } = outcome {
+                st.revision_observed = Some(revision.clone());
+            }
+            // A failure is an event once; it repeats only when it changes.
+            if let Some((reason, message)) = event {
+                let repeated = st
+                    .events
+                    .back()
+                    .is_some_and(|e| e.reason == reason && e.message == message);
+                if !repeated {
+                    st.push_event(reason, message);
+                }
+            }
+            *st.passes.entry(result.to_owned()).or_default() += 1;
+            st.last_pass = Some(PassRecord {
+                trigger: format!("{trigger:?}"),
+                result: result.to_owned(),
+                duration_ms: took.as_millis() as u64,
+                finished_at: status::now(),
+            });
+        });
     }
 
     fn resync(&self) -> Duration {
@@ -222,6 +280,20 @@ impl Controller {
             Err(e) => return Some(PassOutcome::Transient(e.to_string())),
         };
         let changes = prepared.plan.changes().count();
+        self.status.update(|st| {
+            st.plan = (changes > 0).then(|| crate::plan::render_text(&prepared.plan, false));
+            for a in &prepared.plan.actions {
+                if a.op == crate::plan::Op::Noop {
+                    let kind = kind_of(a.target);
+                    let message = if a.reasons.is_empty() {
+                        "as declared".to_owned()
+                    } else {
+                        a.reasons.join("; ")
+                    };
+                    st.set_resource(kind, &a.name, true, "Unchanged", &message, None);
+                }
+            }
+        });
         if !auto_apply {
             info!(plan = %prepared.plan.summary, "autoApply is off: run `berth apply` to apply");
             return Some(PassOutcome::Synced {
@@ -248,6 +320,36 @@ impl Controller {
             }),
         )
         .await;
+        self.status.update(|st| {
+            for (o, a) in report.outcomes.iter().zip(&prepared.plan.actions) {
+                let kind = kind_of(o.target);
+                let action = Some(format!("{:?}: {}", a.op, a.reasons.join("; ")).to_lowercase());
+                match &o.result {
+                    crate::apply::Status::Done => st.set_resource(
+                        kind,
+                        &o.name,
+                        a.op != crate::plan::Op::Delete,
+                        "Applied",
+                        "as declared",
+                        action,
+                    ),
+                    crate::apply::Status::Unchanged => {}
+                    crate::apply::Status::Failed(m) => {
+                        st.set_resource(kind, &o.name, false, "ApplyFailed", m, action)
+                    }
+                    crate::apply::Status::Skipped(m) => {
+                        st.set_resource(kind, &o.name, false, "DependencyFailed", m, action)
+                    }
+                    crate::apply::Status::Conflict(m) => {
+                        st.set_resource(kind, &o.name, false, "Conflict", m, action)
+                    }
+                }
+                if a.op == crate::plan::Op::Delete && o.result == crate::apply::Status::Done {
+                    st.resources.remove(&format!("{kind}/{}", o.name));
+                }
+            }
+            st.plan = None;
+        });
         if report.failures() > 0 {
             let failed: Vec<String> = report
                 .outcomes
@@ -265,5 +367,14 @@ impl Controller {
             revision: revision.id,
             changes,
         })
+    }
+}
+
+fn kind_of(target: crate::plan::Target) -> &'static str {
+    match target {
+        crate::plan::Target::App => "App",
+        crate::plan::Target::Domain => "Domain",
+        crate::plan::Target::Volume => "Volume",
+        crate::plan::Target::Network => "Network",
     }
 }

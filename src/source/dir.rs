@@ -23,6 +23,11 @@ impl DirSource {
         }
     }
 
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Reads the current revision.
     pub fn read(&self) -> Revision {
         let (files, problems) = manifest::read_source_dir(&self.root);

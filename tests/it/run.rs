@@ -11,6 +11,7 @@ use crate::docker::{Scenario, docker, image};
 struct Controller {
     child: Child,
     log: std::path::PathBuf,
+    port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -18,12 +19,18 @@ impl Controller {
     fn start(s: &Scenario) -> Controller {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("run.log");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["run", "--source"])
             .arg(s.manifests_path())
             .arg("--state-dir")
             .arg(s.state_path())
             .args(["--instance", &s.prefix, "--ready-timeout", "20"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "berth=info")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
@@ -32,12 +39,26 @@ impl Controller {
         Controller {
             child,
             log,
+            port,
             _dir: dir,
         }
     }
 
     fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The status endpoint's JSON at `path`.
+    fn api(&self, path: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return serde_json::Value::Null;
+        };
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -80,6 +101,16 @@ fn the_controller_converges_changes_stalls_on_bad_ones_and_repairs_drift() {
     );
     let mut c = Controller::start(&s);
     eventually(&c, 40, "the app runs", || running(&web));
+    eventually(&c, 10, "the status shows the app ready", || {
+        let r = c.api(&format!("/api/v1/resources/App/{web}"));
+        r["conditions"][0]["type"] == "Ready" && r["conditions"][0]["status"] == true
+    });
+    let status = c.api("/api/v1/status");
+    let applied = status["revisionApplied"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(applied.len(), 12, "{status}");
 
     // A change to a file converges.
     s.write(
@@ -110,6 +141,22 @@ fn the_controller_converges_changes_stalls_on_bad_ones_and_repairs_drift() {
     );
     assert!(env_of(&web).contains("PAGE=two"));
     assert!(running(&web));
+    let status = c.api("/api/v1/status");
+    assert_ne!(
+        status["revisionObserved"], status["revisionApplied"],
+        "{status}"
+    );
+    let failures: Vec<_> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "SyncFailed")
+        .collect();
+    assert_eq!(failures.len(), 1, "one SyncFailed event: {status}");
+    assert!(
+        failures[0]["message"].as_str().unwrap().contains("imgae"),
+        "{status}"
+    );
     s.write(
         "web.yaml",
         &s.app("web", image(), "  port: 80\n  env: {PAGE: four}\n"),

@@ -1,0 +1,320 @@
+//! The read-only HTTP server (axum): health, status JSON, Prometheus metrics and a page
+//! a person reads at a glance. An optional bearer token guards everything but /healthz.
+
+use std::fmt::Write as _;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use super::{Status, StatusStore};
+
+#[derive(Clone)]
+struct AppState {
+    store: StatusStore,
+    token: Option<String>,
+}
+
+/// The router; tests call it without a socket.
+pub fn app(store: StatusStore, token: Option<String>) -> Router {
+    let state = AppState { store, token };
+    let guarded = Router::new()
+        .route("/", get(page))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/resources", get(resources))
+        .route("/api/v1/resources/{kind}/{name}", get(resource))
+        .route("/api/v1/plan", get(plan))
+        .route("/api/v1/events", get(events))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), bearer));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(guarded)
+        .with_state(state)
+}
+
+/// Compares in constant time (for the length of `expected`).
+fn same(expected: &[u8], given: &[u8]) -> bool {
+    let mut diff = expected.len() ^ given.len();
+    for (i, e) in expected.iter().enumerate() {
+        diff |= usize::from(e ^ given.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+async fn bearer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same(token.as_bytes(), given.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(json!({"error": "a valid bearer token is required"})),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.store.snapshot().last_pass {
+        Some(_) => (StatusCode::OK, "ready\n").into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no pass has finished yet\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn status(State(s): State<AppState>) -> Json<Status> {
+    Json(s.store.snapshot())
+}
+
+async fn resources(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let snapshot = s.store.snapshot();
+    Json(json!({"resources": snapshot.resources.values().collect::<Vec<_>>()}))
+}
+
+async fn resource(
+    State(s): State<AppState>,
+    Path((kind, name)): Path<(String, String)>,
+) -> Response {
+    let snapshot = s.store.snapshot();
+    let found = snapshot
+        .resources
+        .values()
+        .find(|r| r.kind.eq_ignore_ascii_case(&kind) && r.name == name);
+    match found {
+        Some(r) => Json(r.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no resource {kind}/{name}")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn plan(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let snapshot = s.store.snapshot();
+    Json(json!({"revision": snapshot.revision_observed, "plan": snapshot.plan}))
+}
+
+async fn events(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({"events": s.store.snapshot().events}))
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let st = s.store.snapshot();
+    let mut out = String::new();
+    out.push_str("# HELP berth_passes_total Reconcile passes by result.\n# TYPE berth_passes_total counter\n");
+    for (result, n) in &st.passes {
+        let _ = writeln!(out, "berth_passes_total{{result=\"{result}\"}} {n}");
+    }
+    if let Some(p) = &st.last_pass {
+        out.push_str("# HELP berth_pass_duration_seconds Duration of the last pass.\n# TYPE berth_pass_duration_seconds gauge\n");
+        let _ = writeln!(
+            out,
+            "berth_pass_duration_seconds {}",
+            p.duration_ms as f64 / 1000.0
+        );
+    }
+    out.push_str("# HELP berth_resources Resources by their Ready condition.\n# TYPE berth_resources gauge\n");
+    let ready = st
+        .resources
+        .values()
+        .filter(|r| r.conditions.iter().any(|c| c.kind == "Ready" && c.status))
+        .count();
+    let _ = writeln!(out, "berth_resources{{condition=\"ready\"}} {ready}");
+    let _ = writeln!(
+        out,
+        "berth_resources{{condition=\"not_ready\"}} {}",
+        st.resources.len() - ready
+    );
+    if let Some(t) = st
+        .last_success
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+    {
+        let secs = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        out.push_str("# HELP berth_last_success_timestamp_seconds When a pass last succeeded.\n# TYPE berth_last_success_timestamp_seconds gauge\n");
+        let _ = writeln!(out, "berth_last_success_timestamp_seconds {secs}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn page(State(s): State<AppState>) -> Html<String> {
+    let st = s.store.snapshot();
+    let mut rows = String::new();
+    for r in st.resources.values() {
+        let ready = r.conditions.iter().find(|c| c.kind == "Ready");
+        let (mark, class) = match ready {
+            Some(c) if c.status => ("Ready", "ok"),
+            _ => ("Not ready", "bad"),
+        };
+        let message = ready.map(|c| c.message.as_str()).unwrap_or_default();
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{mark}</td><td>{}</td><td>{}</td></tr>",
+            escape(&r.kind),
+            escape(&r.name),
+            escape(message),
+            escape(r.last_action.as_deref().unwrap_or("")),
+        );
+    }
+    let mut events = String::new();
+    for e in st.events.iter().rev().take(20) {
+        let _ = write!(
+            events,
+            "<li><time>{}</time> <b>{}</b> {}</li>",
+            escape(&e.time),
+            escape(&e.reason),
+            escape(&e.message)
+        );
+    }
+    let last = st.last_pass.as_ref().map_or("no pass yet".to_owned(), |p| {
+        format!(
+            "{} ({} ms, {}, at {})",
+            p.result, p.duration_ms, p.trigger, p.finished_at
+        )
+    });
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>berth</title>\
+         <meta http-equiv=\"refresh\" content=\"10\"><style>body{{font:14px system-ui;margin:2em}}\
+         table{{border-collapse:collapse}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}\
+         .ok{{color:#070}}.bad{{color:#b00}}pre{{background:#f6f6f6;padding:1em}}</style></head><body>\
+         <h1>berth</h1><p>Source <code>{}</code> — revision applied <code>{}</code>, observed <code>{}</code>. \
+         Last pass: {}.</p><h2>Resources</h2><table><tr><th>Kind</th><th>Name</th><th>State</th><th>Message</th>\
+         <th>Last action</th></tr>{rows}</table><h2>Plan</h2><pre>{}</pre><h2>Events</h2><ul>{events}</ul></body></html>",
+        escape(&st.source),
+        escape(st.revision_applied.as_deref().unwrap_or("none")),
+        escape(st.revision_observed.as_deref().unwrap_or("none")),
+        escape(&last),
+        escape(st.plan.as_deref().unwrap_or("in sync")),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn store() -> StatusStore {
+        let mut st = Status {
+            source: "/srv/state".into(),
+            revision_applied: Some("3f2a1c0d".into()),
+            ..Status::default()
+        };
+        st.set_resource(
+            "App",
+            "blog",
+            true,
+            "Applied",
+            "running <ghost>",
+            Some("create".into()),
+        );
+        st.set_resource(
+            "Domain",
+            "shop",
+            false,
+            "ApplyFailed",
+            "nginx rejected the config",
+            None,
+        );
+        st.push_event("Deployed", "deployed 3f2a1c0d".into());
+        st.passes.insert("Synced".into(), 3);
+        StatusStore::in_memory(st)
+    }
+
+    async fn get(app: Router, uri: &str, token: Option<&str>) -> (StatusCode, String) {
+        let mut req = Request::builder().uri(uri);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn endpoints_serve_what_a_user_reads() {
+        let app = app(store(), None);
+        assert_eq!(
+            get(app.clone(), "/healthz", None).await,
+            (StatusCode::OK, "ok\n".into())
+        );
+        assert_eq!(
+            get(app.clone(), "/readyz", None).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let (code, body) = get(app.clone(), "/api/v1/resources/app/blog", None).await;
+        assert_eq!(code, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["conditions"][0]["type"], "Ready");
+        assert_eq!(v["conditions"][0]["status"], true);
+        assert_eq!(
+            get(app.clone(), "/api/v1/resources/App/nope", None).await.0,
+            StatusCode::NOT_FOUND
+        );
+        let (_, metrics) = get(app.clone(), "/metrics", None).await;
+        assert!(
+            metrics.contains("berth_passes_total{result=\"Synced\"} 3\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("berth_resources{condition=\"not_ready\"} 1\n"),
+            "{metrics}"
+        );
+        let (_, page) = get(app.clone(), "/", None).await;
+        assert!(page.contains("running &lt;ghost&gt;"), "escaped: {page}");
+        assert!(page.contains("nginx rejected the config"));
+        let (_, events) = get(app, "/api/v1/events", None).await;
+        assert!(events.contains("deployed 3f2a1c0d"));
+    }
+
+    #[tokio::test]
+    async fn a_token_guards_everything_but_healthz() {
+        let app = app(store(), Some("s3cret".into()));
+        assert_eq!(get(app.clone(), "/healthz", None).await.0, StatusCode::OK);
+        assert_eq!(
+            get(app.clone(), "/api/v1/status", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(app.clone(), "/api/v1/status", Some("wrong")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(app.clone(), "/metrics", Some("s3cre")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(app, "/api/v1/status", Some("s3cret")).await.0,
+            StatusCode::OK
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! Status: what the controller knows, for people and tools — per-resource conditions,
+//! the revisions observed and applied, the last pass, the pending plan and a bounded
+//! event history. The loop is the only writer; readers get snapshots. Persisted
+//! atomically in `<state-dir>/status.json` and reloaded on start.
+
+pub mod http;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+
+/// Events kept in the history.
+pub const MAX_EVENTS: usize = 200;
+
+/// A condition of a resource, as in Kubernetes and Flux.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `Reconciling` or `Stalled`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Whether the condition holds.
+    pub status: bool,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// Words for people.
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    pub last_transition: String,
+}
+
+/// The state of one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceStatus {
+    /// `App`, `Domain`…
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its conditions.
+    pub conditions: Vec<Condition>,
+    /// The last action taken on it, with its reasons.
+    pub last_action: Option<String>,
+}
+
+/// One line of the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// When (RFC 3339).
+    pub time: String,
+    /// `Deployed`, `SyncFailed`, `DriftCorrected`…
+    pub reason: String,
+    /// Words for people.
+    pub message: String,
+}
+
+/// How the last pass went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassRecord {
+    /// What started it.
+    pub trigger: String,
+    /// `Synced`, `Stalled` or `Failed`.
+    pub result: String,
+    /// Milliseconds it took.
+    pub duration_ms: u64,
+    /// When it finished (RFC 3339).
+    pub finished_at: String,
+}
+
+/// Everything the status endpoint serves.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Status {
+    /// The source, as given to `berth run`.
+    pub source: String,
+    /// The newest revision seen.
+    pub revision_observed: Option<String>,
+    /// The revision the host runs.
+    pub revision_applied: Option<String>,
+    /// When a pass last succeeded (RFC 3339).
+    pub last_success: Option<String>,
+    /// The last pass.
+    pub last_pass: Option<PassRecord>,
+    /// Passes since start, by result.
+    pub passes: BTreeMap<String, u64>,
+    /// Resources by `Kind/name`.
+    pub resources: BTreeMap<String, ResourceStatus>,
+    /// The plan of the newest revision, as text (secrets redacted).
+    pub plan: Option<String>,
+    /// Recent events, oldest first.
+    pub events: VecDeque<Event>,
+}
+
+/// The current time in RFC 3339.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl Status {
+    /// Adds an event, dropping the oldest past [`MAX_EVENTS`].
+    pub fn push_event(&mut self, reason: &str, message: String) {
+        self.events.push_back(Event {
+            time: now(),
+            reason: reason.to_owned(),
+            message,
+        });
+        while self.events.len() > MAX_EVENTS {
+            self.events.pop_front();
+        }
+    }
+
+    /// Sets a resource's conditions, keeping `lastTransition` where the status did not
+    /// change (so the time says when it became so, not when it was last checked).
+    pub fn set_resource(
+        &mut self,
+        kind: &str,
+        name: &str,
+        ready: bool,
+        reason: &str,
+        message: &str,
+        action: Option<String>,
+    ) {
+        let key = format!("{kind}/{name}");
+        let time = now();
+        let old = self.resources.get(&key);
+        let transition = |k: &str, status: bool| -> String {
+            old.and_then(|r| r.conditions.iter().find(|c| c.kind == k))
+                .filter(|c| c.status == status)
+                .map_or_else(|| time.clone(), |c| c.last_transition.clone())
+        };
+        let conditions = vec![
+            Condition {
+                kind: "Ready".into(),
+                status: ready,
+                reason: reason.into(),
+                message: message.into(),
+                last_transition: transition("Ready", ready),
+            },
+            Condition {
+                kind: "Stalled".into(),
+                status: reason == "InvalidRevision",
+                reason: reason.into(),
+                message: if reason == "InvalidRevision" {
+                    message.into()
+                } else {
+                    String::new()
+                },
+                last_transition: transition("Stalled", reason == "InvalidRevision"),
+            },
+        ];
+        let last_action = action.or_else(|| old.and_then(|r| r.last_action.clone()));
+        self.resources.insert(
+            key,
+            ResourceStatus {
+                kind: kind.into(),
+                name: name.into(),
+                conditions,
+                last_action,
+            },
+        );
+    }
+}
+
+/// The status, shared between the loop (writer) and the HTTP server (readers).
+#[derive(Debug, Clone)]
+pub struct StatusStore {
+    inner: Arc<RwLock<Status>>,
+    path: Option<PathBuf>,
+}
+
+impl StatusStore {
+    /// A store persisted at `<state_dir>/status.json`, starting from what is there.
+    pub fn open(state_dir: &Path) -> StatusStore {
+        let path = state_dir.join("status.json");
+        let status = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        StatusStore {
+            inner: Arc::new(RwLock::new(status)),
+            path: Some(path),
+        }
+    }
+
+    /// A store in memory only (tests).
+    pub fn in_memory(status: Status) -> StatusStore {
+        StatusStore {
+            inner: Arc::new(RwLock::new(status)),
+            path: None,
+        }
+    }
+
+    /// A copy of the current status.
+    pub fn snapshot(&self) -> Status {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes the status and persists it.
+    pub fn update(&self, change: impl FnOnce(&mut Status)) {
+        let copy = {
+            let mut status = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            change(&mut status);
+            status.clone()
+        };
+        if let Some(path) = &self.path {
+            let json = serde_json::to_vec_pretty(&copy).unwrap_or_default();
+            if let Err(e) = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| fsutil::write_atomic(path, &json))
+            {
+                tracing::warn!("failed to write {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_keep_their_time_until_the_status_changes() {
+        let mut s = Status::default();
+        s.set_resource(
+            "App",
+            "blog",
+            true,
+            "Applied",
+            "running",
+            Some("create".into()),
+        );
+        let first = s.resources["App/blog"].conditions[0]
+            .last_transition
+            .clone();
+        s.resources.get_mut("App/blog").unwrap().conditions[0].last_transition = "earlier".into();
+        s.set_resource(
+            "App/blog".split('/').next().unwrap(),
+            "blog",
+            true,
+            "Applied",
+            "running",
+            None,
+        );
+        assert_eq!(
+            s.resources["App/blog"].conditions[0].last_transition,
+            "earlier"
+        );
+        assert_eq!(
+            s.resources["App/blog"].last_action.as_deref(),
+            Some("create")
+        );
+        s.set_resource("App", "blog", false, "ApplyFailed", "boom", None);
+        assert_ne!(
+            s.resources["App/blog"].conditions[0].last_transition,
+            "earlier"
+        );
+        assert!(!first.is_empty());
+    }
+
+    #[test]
+    fn the_history_is_bounded_and_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StatusStore::open(dir.path());
+        for i in 0..(MAX_EVENTS + 5) {
+            store.update(|s| s.push_event("Deployed", format!("event {i}")));
+        }
+        let again = StatusStore::open(dir.path()).snapshot();
+        assert_eq!(again.events.len(), MAX_EVENTS);
+        assert_eq!(
+            again.events.back().unwrap().message,
+            format!("event {}", MAX_EVENTS + 4)
+        );
+    }
+}
