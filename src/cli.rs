@@ -34,12 +34,9 @@ pub enum Command {
     Run(RunArgs),
 }
 
-/// `berth run`
+/// Options of the commands that change the host (`apply`, `run`).
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Where the manifests are: a directory (watched for changes).
-    #[arg(long)]
-    pub source: String,
+pub struct HostArgs {
     /// Where secrets and berth's records live.
     #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::statedir::DEFAULT)]
     pub state_dir: PathBuf,
@@ -52,6 +49,17 @@ pub struct RunArgs {
     /// Seconds a new container may take to become ready (plus its start period).
     #[arg(long, default_value_t = 60)]
     pub ready_timeout: u64,
+}
+
+/// `berth run`
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Where the manifests are: a directory (watched for changes).
+    #[arg(long)]
+    pub source: String,
+    /// Where berth keeps its state and how it drives the host.
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Address of the read-only status server.
     #[arg(long, default_value = "127.0.0.1:9470")]
     pub listen: String,
@@ -81,18 +89,9 @@ pub struct ApplyArgs {
     /// Keep managed objects that are no longer declared.
     #[arg(long)]
     pub no_prune: bool,
-    /// Where secrets and berth's records live.
-    #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::statedir::DEFAULT)]
-    pub state_dir: PathBuf,
-    /// The name of this berth among several sharing a Docker host.
-    #[arg(long, env = "BERTH_INSTANCE", default_value = "default")]
-    pub instance: String,
-    /// Apps converged at once.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
-    /// Seconds a new container may take to become ready (plus its start period).
-    #[arg(long, default_value_t = 60)]
-    pub ready_timeout: u64,
+    /// Where berth keeps its state and how it drives the host.
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 /// `berth validate`

@@ -31,7 +31,7 @@ pub fn exec(args: &ApplyArgs, color: bool) -> anyhow::Result<ExitCode> {
     if args.exit_code && !args.dry_run && !args.offline {
         bail!("--exit-code goes with --dry-run");
     }
-    let state = StateDir::new(&args.state_dir);
+    let state = StateDir::new(&args.host.state_dir);
     // Say plainly what this version does not converge yet, rather than skip it quietly.
     let unapplied: Vec<String> = [
         ("Database", manifests.databases.len()),
@@ -64,7 +64,7 @@ async fn run(
         Some(Arc::new(BollardDocker::connect().await?))
     };
     let options = PassOptions {
-        instance: args.instance.clone(),
+        instance: args.host.instance.clone(),
         apply: !(args.dry_run || args.offline),
         no_prune: args.no_prune,
     };
@@ -98,9 +98,9 @@ async fn run(
         print!("{}", plan::render_text(plan, color));
     }
     let apply_options = ApplyOptions {
-        instance: args.instance.clone(),
-        concurrency: args.concurrency,
-        ready_timeout: Duration::from_secs(args.ready_timeout),
+        instance: args.host.instance.clone(),
+        concurrency: args.host.concurrency,
+        ready_timeout: Duration::from_secs(args.host.ready_timeout),
         ..ApplyOptions::default()
     };
     let printer = Printer::new(args.output == Format::Text);

@@ -44,16 +44,16 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
             let _ = stop.send(true);
         });
         let options = ControllerOptions {
-            instance: args.instance.clone(),
+            instance: args.host.instance.clone(),
             apply: ApplyOptions {
-                instance: args.instance.clone(),
-                concurrency: args.concurrency,
-                ready_timeout: Duration::from_secs(args.ready_timeout),
+                instance: args.host.instance.clone(),
+                concurrency: args.host.concurrency,
+                ready_timeout: Duration::from_secs(args.host.ready_timeout),
                 ..ApplyOptions::default()
             },
             debounce: Duration::from_millis(300),
         };
-        let status = StatusStore::open(&args.state_dir);
+        let status = StatusStore::open(&args.host.state_dir);
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("failed to listen on {}", args.listen))?;
@@ -67,10 +67,10 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 tracing::error!("status server failed: {e}");
             }
         });
-        tracing::info!(source = %root.display(), instance = %args.instance, listen = %args.listen, "berth run");
+        tracing::info!(source = %root.display(), instance = %args.host.instance, listen = %args.listen, "berth run");
         Controller::new(
             DirSource::new(root),
-            StateDir::new(&args.state_dir),
+            StateDir::new(&args.host.state_dir),
             docker,
             options,
             status,
