@@ -32,6 +32,22 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Keep the host converged to a source of manifests, continuously.
     Run(RunArgs),
+    /// Show what a running `berth run` reports: resources, revisions, last pass, events.
+    Status(StatusArgs),
+}
+
+/// `berth status`
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The status server of `berth run`.
+    #[arg(long, default_value = "http://127.0.0.1:9470")]
+    pub url: String,
+    /// The bearer token the server requires, if any.
+    #[arg(long, env = "BERTH_STATUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 /// Options of the commands that change the host (`apply`, `run`).

@@ -4,6 +4,7 @@ mod apply;
 mod init;
 mod run;
 mod schema;
+mod status;
 mod validate;
 
 use std::process::ExitCode;
@@ -18,5 +19,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::exec(&args),
         Command::Apply(args) => apply::exec(&args, cli.color.enabled()),
         Command::Run(args) => run::exec(&args),
+        Command::Status(args) => status::exec(&args),
     }
 }

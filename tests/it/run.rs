@@ -111,6 +111,21 @@ fn the_controller_converges_changes_stalls_on_bad_ones_and_repairs_drift() {
         .unwrap_or_default()
         .to_owned();
     assert_eq!(applied.len(), 12, "{status}");
+    // `berth status` shows the same in a terminal.
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["status", "--url", &format!("http://127.0.0.1:{}", c.port)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!("revision applied {applied}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("App/{web}")) && text.contains("  yes  "),
+        "{text}"
+    );
 
     // A change to a file converges.
     s.write(

@@ -1,0 +1,116 @@
+//! `berth status`: what a running controller reports, in a terminal.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use berth::status::Status;
+
+use crate::cli::{Format, StatusArgs};
+
+pub fn exec(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let body = fetch(&args.url, "/api/v1/status", args.token.as_deref())?;
+    if args.output == Format::Json {
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status: Status = serde_json::from_str(&body)
+        .with_context(|| format!("{} did not answer with berth's status", args.url))?;
+    print!("{}", render(&status));
+    let ready = status
+        .resources
+        .values()
+        .all(|r| r.conditions.iter().any(|c| c.kind == "Ready" && c.status));
+    Ok(if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// GET `path` from a plain-HTTP server at `url` (the status server binds to loopback).
+fn fetch(url: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
+    let Some(authority) = url.strip_prefix("http://") else {
+        bail!("--url {url}: only http:// URLs are supported (the status server is plain HTTP)");
+    };
+    let authority = authority.trim_end_matches('/');
+    let mut stream = TcpStream::connect(authority).with_context(|| {
+        format!("cannot reach berth run at {url}; is it running with --listen {authority}?")
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\n{auth}\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let code = head.split_whitespace().nth(1).unwrap_or("?");
+    match code {
+        "200" => Ok(body.to_owned()),
+        "401" => bail!("{url} needs a token: pass --token or set BERTH_STATUS_TOKEN"),
+        other => bail!("{url}{path} answered {other}: {}", body.trim()),
+    }
+}
+
+fn render(st: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Source {}: revision applied {}, observed {}",
+        if st.source.is_empty() {
+            "?"
+        } else {
+            &st.source
+        },
+        st.revision_applied.as_deref().unwrap_or("none"),
+        st.revision_observed.as_deref().unwrap_or("none")
+    );
+    match &st.last_pass {
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "Last pass: {} in {} ms ({}), at {}",
+                p.result, p.duration_ms, p.trigger, p.finished_at
+            );
+        }
+        None => out.push_str("Last pass: none yet\n"),
+    }
+    let width = st
+        .resources
+        .values()
+        .map(|r| r.kind.len() + r.name.len() + 1)
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let _ = writeln!(out, "\n{:<width$}  {:<9}  MESSAGE", "RESOURCE", "READY");
+    for r in st.resources.values() {
+        let ready = r.conditions.iter().find(|c| c.kind == "Ready");
+        let (state, message) = match ready {
+            Some(c) if c.status => ("yes", c.message.as_str()),
+            Some(c) => ("no", c.message.as_str()),
+            None => ("unknown", ""),
+        };
+        let _ = writeln!(
+            out,
+            "{:<width$}  {state:<9}  {message}",
+            format!("{}/{}", r.kind, r.name)
+        );
+    }
+    if !st.events.is_empty() {
+        out.push_str("\nRecent events:\n");
+        for e in st.events.iter().rev().take(10) {
+            let _ = writeln!(out, "  {} {} {}", e.time, e.reason, e.message);
+        }
+    }
+    if let Some(plan) = &st.plan {
+        let _ = write!(out, "\nPending plan:\n{plan}");
+    }
+    out
+}
