@@ -46,6 +46,8 @@ pub enum PassOutcome {
         revision: String,
         /// Actions that changed something.
         changes: usize,
+        /// The revision's resync interval.
+        resync: Duration,
     },
     /// The revision is invalid: nothing of it was applied.
     Stalled {
@@ -141,6 +143,8 @@ impl Controller {
         let mut backoff = Backoff::default();
         let mut stalled_on: Option<String> = None;
         let mut trigger = Trigger::Start;
+        // The interval of the last valid revision (the default until there is one).
+        let mut resync = Duration::from_secs(300);
         loop {
             let span = info_span!("pass", trigger = ?trigger);
             let started = Instant::now();
@@ -148,9 +152,13 @@ impl Controller {
             if let Some(outcome) = &outcome {
                 self.record(&trigger, outcome, started.elapsed());
             }
-            let resync = self.resync();
             let wait = match &outcome {
-                Some(PassOutcome::Synced { revision, changes }) => {
+                Some(PassOutcome::Synced {
+                    revision,
+                    changes,
+                    resync: interval,
+                }) => {
+                    resync = *interval;
                     backoff.success();
                     stalled_on = None;
                     info!(%revision, changes, "in sync");
@@ -187,7 +195,9 @@ impl Controller {
     /// Writes a pass's result into the status store.
     fn record(&self, trigger: &Trigger, outcome: &PassOutcome, took: Duration) {
         let (result, event) = match outcome {
-            PassOutcome::Synced { revision, changes } if *changes > 0 => (
+            PassOutcome::Synced {
+                revision, changes, ..
+            } if *changes > 0 => (
                 "Synced",
                 Some((
                     "Deployed",
@@ -234,12 +244,6 @@ impl Controller {
         });
     }
 
-    fn resync(&self) -> Duration {
-        manifest::load_files(&self.source.read().files)
-            .map(|m| m.settings().resync.get())
-            .unwrap_or(Duration::from_secs(300))
-    }
-
     /// One pass. Returns `None` when the source is still the revision already found
     /// invalid (nothing to retry until it changes).
     async fn pass(&self, stalled_on: Option<&str>) -> Option<PassOutcome> {
@@ -261,7 +265,8 @@ impl Controller {
                 });
             }
         };
-        let auto_apply = manifests.settings().auto_apply;
+        let settings = manifests.settings();
+        let (auto_apply, resync) = (settings.auto_apply, settings.resync.get());
         let options = PassOptions {
             instance: self.options.instance.clone(),
             apply: auto_apply,
@@ -299,12 +304,14 @@ impl Controller {
             return Some(PassOutcome::Synced {
                 revision: revision.id,
                 changes: 0,
+                resync,
             });
         }
         if changes == 0 {
             return Some(PassOutcome::Synced {
                 revision: revision.id,
                 changes,
+                resync,
             });
         }
         info!(plan = %prepared.plan.summary, "applying");
@@ -366,6 +373,7 @@ impl Controller {
         Some(PassOutcome::Synced {
             revision: revision.id,
             changes,
+            resync,
         })
     }
 }
