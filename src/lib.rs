@@ -9,6 +9,7 @@ pub mod desired;
 pub mod drivers;
 pub mod fsutil;
 pub mod manifest;
+pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod ports;
