@@ -70,9 +70,21 @@ pub struct HostArgs {
 /// `berth run`
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Where the manifests are: a directory (watched for changes).
+    /// Where the manifests are: a directory (watched for changes) or a Git repository,
+    /// `<url>[#ref][:subdir]` (`https://…`, `file://…`, `ssh://…` or a bare repository's
+    /// path; `#main` picks a branch, tag or commit, `:deploy` a folder in it).
     #[arg(long)]
     pub source: String,
+    /// How often a Git source is fetched (the push webhook fetches at once).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// The secret (in `<state-dir>/secrets/`) used as the HTTPS password of a Git
+    /// source, e.g. a deploy token. Used when it exists.
+    #[arg(long, default_value = "git-token")]
+    pub git_token_secret: String,
+    /// The secret (in `<state-dir>/secrets/`) forges sign push webhooks with.
+    #[arg(long, default_value = "git-webhook")]
+    pub webhook_secret: String,
     /// Where berth keeps its state and how it drives the host.
     #[command(flatten)]
     pub host: HostArgs,

@@ -9,8 +9,13 @@ use anyhow::{Context, bail};
 use berth::apply::ApplyOptions;
 use berth::controller::{Controller, ControllerOptions};
 use berth::drivers::docker::{BollardDocker, DockerApi};
+use berth::notify::{DeliveryOptions, Notifier};
+use berth::secrets::SecretError;
+use berth::source::Source;
 use berth::source::dir::DirSource;
+use berth::source::git::{GitSource, GitSpec};
 use berth::statedir::StateDir;
+use berth::status::http::GitHook;
 use berth::status::{self, StatusStore};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -18,17 +23,33 @@ use tokio::sync::watch;
 use crate::cli::RunArgs;
 
 pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let root = Path::new(&args.source);
-    if args.source.contains("://") || args.source.ends_with(".git") {
-        bail!(
-            "--source {}: only directory sources are supported by this version; clone the \
-             repository and point --source at the clone",
-            args.source
-        );
-    }
-    if !root.exists() {
-        bail!("--source {}: no such directory", args.source);
-    }
+    let state = StateDir::new(&args.host.state_dir);
+    let secrets = state.secrets();
+    // A secret that is not there is fine (no token, no webhook); one that cannot be
+    // read is an error worth stopping for.
+    let optional = |name: &str| match secrets.get(name) {
+        Ok(s) => Ok(Some(s)),
+        Err(SecretError::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let source = if GitSpec::is_git(&args.source) {
+        let spec = GitSpec::parse(&args.source)?;
+        let token = optional(&args.git_token_secret)?;
+        Source::Git(Arc::new(GitSource::new(spec, &args.host.state_dir, token)))
+    } else {
+        let root = Path::new(&args.source);
+        if !root.exists() {
+            bail!(
+                "--source {}: no such directory; give a directory of manifests or a Git URL",
+                args.source
+            );
+        }
+        Source::Dir(DirSource::new(root))
+    };
+    let hook_secret = match &source {
+        Source::Git(_) => optional(&args.webhook_secret)?,
+        Source::Dir(_) => None,
+    };
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     runtime.block_on(async {
         let docker: Arc<dyn DockerApi> = Arc::new(BollardDocker::connect().await?);
@@ -52,12 +73,38 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 ..ApplyOptions::default()
             },
             debounce: Duration::from_millis(300),
+            fetch_interval: args.interval,
         };
         let status = StatusStore::open(&args.host.state_dir);
+        let notifier = Notifier::start(DeliveryOptions::default());
+        let controller = Controller::new(
+            source.clone(),
+            state,
+            docker,
+            options,
+            status.clone(),
+            notifier,
+        );
+        let hook = match &source {
+            Source::Git(git) => {
+                if hook_secret.is_none() {
+                    tracing::info!(
+                        "the push webhook is off: no secret `{}` in the state directory",
+                        args.webhook_secret
+                    );
+                }
+                Some(GitHook {
+                    secret: hook_secret,
+                    source: git.clone(),
+                    fetch_now: controller.fetch_trigger(),
+                })
+            }
+            Source::Dir(_) => None,
+        };
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("failed to listen on {}", args.listen))?;
-        let server = axum::serve(listener, status::http::app(status.clone(), args.token.clone()));
+        let server = axum::serve(listener, status::http::app_with_hook(status.clone(), args.token.clone(), hook));
         let mut server_stop = stopped.clone();
         tokio::spawn(async move {
             let shutdown = async move {
@@ -67,15 +114,9 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 tracing::error!("status server failed: {e}");
             }
         });
-        tracing::info!(source = %root.display(), instance = %args.host.instance, listen = %args.listen, "berth run");
-        Controller::new(
-            DirSource::new(root),
-            StateDir::new(&args.host.state_dir),
-            docker,
-            options,
-            status,
-        )
-        .run(stopped)
+        tracing::info!(source = %source.describe(), instance = %args.host.instance, listen = %args.listen, "berth run");
+        controller
+            .run(stopped)
         .await
         .context("failed to watch the source")?;
         Ok(ExitCode::SUCCESS)

@@ -1,27 +1,33 @@
 //! The controller behind `berth run`: one reconcile pass at a time, triggered by a new
-//! revision (debounced file changes), Docker events on managed containers (die,
-//! destroy, oom: repaired at once) and the resync timer; triggers arriving during a pass
-//! coalesce into one more pass. Errors are sorted as in Flux: a transient failure
-//! retries with backoff, an invalid revision stalls (nothing of it is applied, the last
-//! good revision stays live) until the source changes.
+//! revision (debounced file changes, or a Git fetch on an interval and on the push
+//! webhook), Docker events on managed containers (die, destroy, oom: repaired at once)
+//! and the resync timer; triggers arriving during a pass coalesce into one more pass.
+//! Errors are sorted as in Flux: a transient failure retries with backoff, an invalid
+//! revision stalls (nothing of it is applied, the last good revision stays live) until
+//! the source changes. Every outcome lands in the status store and, deduplicated, in
+//! the notifiers.
 
 pub mod backoff;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::apply::ApplyOptions;
 use crate::drivers::docker::DockerApi;
-use crate::manifest;
+use crate::manifest::{self, model::EventKind};
+use crate::notify::{Notification, Notifier, Target as NotifyTarget};
+use crate::plan::{Op, Plan};
 use crate::reconcile::{self, PassOptions};
-use crate::source::dir::DirSource;
+use crate::source::git::GitSource;
+use crate::source::{Revision, Source};
 use crate::statedir::StateDir;
-use crate::status::{self, PassRecord, StatusStore};
+use crate::status::{self, FetchRecord, PassRecord, Phase, StatusStore};
 use backoff::{Backoff, jitter};
 
 /// What started a pass.
@@ -29,7 +35,7 @@ use backoff::{Backoff, jitter};
 pub enum Trigger {
     /// The first pass.
     Start,
-    /// The source changed.
+    /// The source changed (files, or a fetch found a new commit).
     Source,
     /// A managed container died or vanished.
     Container(String),
@@ -44,8 +50,12 @@ pub enum PassOutcome {
     Synced {
         /// The revision.
         revision: String,
-        /// Actions that changed something.
-        changes: usize,
+        /// One line per action that changed something: "update app web: image a → b".
+        changes: Vec<String>,
+        /// Whether every change put back something changed by hand.
+        drift_only: bool,
+        /// With autoApply off: the plan waits for `berth apply`.
+        pending: bool,
         /// The revision's resync interval.
         resync: Duration,
     },
@@ -57,7 +67,12 @@ pub enum PassOutcome {
         message: String,
     },
     /// Something failed that may work next time.
-    Transient(String),
+    Transient {
+        /// The revision tried, when one was read.
+        revision: Option<String>,
+        /// What failed, one line per resource.
+        message: String,
+    },
 }
 
 /// The controller's settings.
@@ -69,53 +84,86 @@ pub struct ControllerOptions {
     pub apply: ApplyOptions,
     /// How long file changes settle before a pass.
     pub debounce: Duration,
+    /// How often a Git source is fetched.
+    pub fetch_interval: Duration,
 }
 
 /// `berth run`: keeps the host converged to a source.
 pub struct Controller {
-    source: DirSource,
+    source: Source,
     state: StateDir,
     docker: Arc<dyn DockerApi>,
     options: ControllerOptions,
     status: StatusStore,
+    notifier: Notifier,
+    fetch_now: Arc<Notify>,
+    /// The newest commit fetched (Git sources).
+    latest: Arc<Mutex<Option<String>>>,
+    /// A failure was reported and no success since: the next success is a recovery.
+    failing: Arc<AtomicBool>,
 }
 
 impl Controller {
-    /// A controller for `source`.
+    /// A controller for `source`, reporting to `status` and `notifier`.
     pub fn new(
-        source: DirSource,
+        source: Source,
         state: StateDir,
         docker: Arc<dyn DockerApi>,
         options: ControllerOptions,
         status: StatusStore,
+        notifier: Notifier,
     ) -> Controller {
+        let failing = status
+            .snapshot()
+            .conditions
+            .iter()
+            .any(|c| c.kind == "Ready" && !c.status);
         Controller {
             source,
             state,
             docker,
             options,
             status,
+            notifier,
+            fetch_now: Arc::new(Notify::new()),
+            latest: Arc::new(Mutex::new(None)),
+            failing: Arc::new(AtomicBool::new(failing)),
         }
+    }
+
+    /// What the push webhook pokes to fetch a Git source at once.
+    pub fn fetch_trigger(&self) -> Arc<Notify> {
+        self.fetch_now.clone()
     }
 
     /// Runs until `shutdown` turns true; the pass under way finishes first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> notify::Result<()> {
         let (triggers, mut incoming) = mpsc::unbounded_channel::<Trigger>();
 
-        // File changes, debounced: a burst of writes makes one trigger.
-        let (changes_tx, mut changes) = mpsc::unbounded_channel::<()>();
-        let _watcher = self.source.watch(changes_tx)?;
-        let debounce = self.options.debounce;
-        let to_loop = triggers.clone();
-        tokio::spawn(async move {
-            while changes.recv().await.is_some() {
-                tokio::time::sleep(debounce).await;
-                while changes.try_recv().is_ok() {}
-                if to_loop.send(Trigger::Source).is_err() {
-                    break;
-                }
+        let _watcher = match &self.source {
+            Source::Dir(dir) => {
+                // File changes, debounced: a burst of writes makes one trigger.
+                let (changes_tx, mut changes) = mpsc::unbounded_channel::<()>();
+                let watcher = dir.watch(changes_tx)?;
+                let debounce = self.options.debounce;
+                let to_loop = triggers.clone();
+                tokio::spawn(async move {
+                    while changes.recv().await.is_some() {
+                        tokio::time::sleep(debounce).await;
+                        while changes.try_recv().is_ok() {}
+                        if to_loop.send(Trigger::Source).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Some(watcher)
             }
-        });
+            Source::Git(git) => {
+                self.first_fetch(git).await;
+                tokio::spawn(self.fetcher(git.clone(), triggers.clone()));
+                None
+            }
+        };
 
         // Managed containers that die or vanish are repaired at once.
         let mut events = self
@@ -151,25 +199,27 @@ impl Controller {
             let outcome = self.pass(stalled_on.as_deref()).instrument(span).await;
             if let Some(outcome) = &outcome {
                 self.record(&trigger, outcome, started.elapsed());
+                self.announce(outcome);
             }
             let wait = match &outcome {
                 Some(PassOutcome::Synced {
                     revision,
                     changes,
                     resync: interval,
+                    ..
                 }) => {
                     resync = *interval;
                     backoff.success();
                     stalled_on = None;
-                    info!(%revision, changes, "in sync");
+                    info!(revision = %status::short(revision), changes = changes.len(), "in sync");
                     resync
                 }
                 Some(PassOutcome::Stalled { revision, message }) => {
-                    error!(%revision, "revision is invalid; nothing of it is applied:\n{message}");
+                    error!(revision = %status::short(revision), "revision is invalid; nothing of it is applied:\n{message}");
                     stalled_on = Some(revision.clone());
                     resync
                 }
-                Some(PassOutcome::Transient(message)) => {
+                Some(PassOutcome::Transient { message, .. }) => {
                     let delay = backoff.failure(Instant::now(), jitter());
                     warn!(retry_in = ?delay, "pass failed: {message}");
                     delay
@@ -188,20 +238,115 @@ impl Controller {
                 break;
             }
         }
+        self.notifier.flush(Duration::from_secs(5)).await;
         info!("stopped");
         Ok(())
+    }
+
+    /// Fetches a Git source before the first pass; when that fails, the revision
+    /// applied before (if the clone has it) stays the one to converge to.
+    async fn first_fetch(&self, git: &Arc<GitSource>) {
+        let fetched = fetch(git).await;
+        let commit = match &fetched {
+            Ok(commit) => Some(commit.clone()),
+            Err(_) => self
+                .status
+                .snapshot()
+                .revision_applied
+                .filter(|r| r.len() == 40),
+        };
+        self.record_fetch(&fetched);
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = commit;
+    }
+
+    /// Fetches on the interval and whenever the webhook asks; a new commit triggers a
+    /// pass, a failure is reported and keeps the last good revision live.
+    fn fetcher(
+        &self,
+        git: Arc<GitSource>,
+        to_loop: mpsc::UnboundedSender<Trigger>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let interval = self.options.fetch_interval;
+        let fetch_now = self.fetch_now.clone();
+        let latest = self.latest.clone();
+        let status = self.status.clone();
+        let notifier = self.notifier.clone();
+        let failing = self.failing.clone();
+        let instance = self.options.instance.clone();
+        async move {
+            let mut failed_before = false;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = fetch_now.notified() => {}
+                }
+                let fetched = fetch(&git).await;
+                record_fetch(&status, &fetched);
+                match fetched {
+                    Ok(commit) => {
+                        let changed = {
+                            let mut latest = latest.lock().unwrap_or_else(|e| e.into_inner());
+                            let changed = latest.as_deref() != Some(commit.as_str());
+                            *latest = Some(commit.clone());
+                            changed
+                        };
+                        // A recovery from a failed fetch also earns a pass, which
+                        // reports the recovery.
+                        if (changed || failed_before) && to_loop.send(Trigger::Source).is_err() {
+                            break;
+                        }
+                        failed_before = false;
+                    }
+                    Err(message) => {
+                        failed_before = true;
+                        failing.store(true, Ordering::SeqCst);
+                        let live = status.snapshot().revision_applied;
+                        notifier.send(Notification {
+                            event: EventKind::SyncFailed,
+                            instance: instance.clone(),
+                            revision: live.clone(),
+                            summary: match &live {
+                                Some(r) => format!(
+                                    "sync failed: {message}; last good revision {} still live",
+                                    status::short(r)
+                                ),
+                                None => format!("sync failed: {message}"),
+                            },
+                            details: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn record_fetch(&self, fetched: &Result<String, String>) {
+        record_fetch(&self.status, fetched);
     }
 
     /// Writes a pass's result into the status store.
     fn record(&self, trigger: &Trigger, outcome: &PassOutcome, took: Duration) {
         let (result, event) = match outcome {
+            PassOutcome::Synced { pending: true, .. } => ("Synced", None),
             PassOutcome::Synced {
-                revision, changes, ..
-            } if *changes > 0 => (
+                revision,
+                changes,
+                drift_only,
+                ..
+            } if !changes.is_empty() => (
                 "Synced",
                 Some((
-                    "Deployed",
-                    format!("deployed {revision} ({changes} changes)"),
+                    if *drift_only {
+                        "DriftCorrected"
+                    } else {
+                        "Deployed"
+                    },
+                    format!(
+                        "{} {}: {}",
+                        if *drift_only { "repaired" } else { "deployed" },
+                        status::short(revision),
+                        changes.join("; ")
+                    ),
                 )),
             ),
             PassOutcome::Synced { .. } => ("Synced", None),
@@ -209,20 +354,47 @@ impl Controller {
                 "Stalled",
                 Some((
                     "SyncFailed",
-                    format!("revision {revision} is invalid: {message}"),
+                    format!("revision {} is invalid: {message}", status::short(revision)),
                 )),
             ),
-            PassOutcome::Transient(message) => ("Failed", Some(("SyncFailed", message.clone()))),
+            PassOutcome::Transient { message, .. } => {
+                ("Failed", Some(("SyncFailed", message.clone())))
+            }
         };
         self.status.update(|st| {
-            st.source = self.source.root().display().to_string();
-            if let PassOutcome::Synced { revision, .. } = outcome {
-                st.revision_observed = Some(revision.clone());
-                st.revision_applied = Some(revision.clone());
-                st.last_success = Some(status::now());
-            }
-            if let PassOutcome::Stalled { revision, .. } = outcome {
-                st.revision_observed = Some(revision.clone());
+            st.source = self.source.describe();
+            match outcome {
+                PassOutcome::Synced {
+                    revision, pending, ..
+                } => {
+                    st.revision_observed = Some(revision.clone());
+                    if *pending {
+                        st.set_phase(&Phase::PlanPending {
+                            revision: revision.clone(),
+                        });
+                    } else {
+                        st.revision_applied = Some(revision.clone());
+                        st.last_success = Some(status::now());
+                        st.set_phase(&Phase::Synced {
+                            revision: revision.clone(),
+                        });
+                    }
+                }
+                PassOutcome::Stalled { revision, message } => {
+                    st.revision_observed = Some(revision.clone());
+                    st.set_phase(&Phase::Stalled {
+                        revision: revision.clone(),
+                        message: message.clone(),
+                    });
+                }
+                PassOutcome::Transient { revision, message } => {
+                    if let Some(r) = revision {
+                        st.revision_observed = Some(r.clone());
+                    }
+                    st.set_phase(&Phase::Failed {
+                        message: message.clone(),
+                    });
+                }
             }
             // A failure is an event once; it repeats only when it changes.
             if let Some((reason, message)) = event {
@@ -244,10 +416,127 @@ impl Controller {
         });
     }
 
+    /// Tells the notifiers; they deduplicate repeated failures themselves.
+    fn announce(&self, outcome: &PassOutcome) {
+        let note = |event, revision: &str, summary: String, details: Vec<String>| Notification {
+            event,
+            instance: self.options.instance.clone(),
+            revision: Some(revision.to_owned()),
+            summary,
+            details,
+        };
+        match outcome {
+            PassOutcome::Synced {
+                revision,
+                changes,
+                drift_only,
+                pending,
+                ..
+            } => {
+                if self.failing.swap(false, Ordering::SeqCst) {
+                    self.notifier.send(note(
+                        EventKind::SyncRecovered,
+                        revision,
+                        format!(
+                            "sync recovered: revision {} is applied",
+                            status::short(revision)
+                        ),
+                        Vec::new(),
+                    ));
+                }
+                if changes.is_empty() {
+                    return;
+                }
+                let short = status::short(revision);
+                let (event, summary) = if *pending {
+                    (
+                        EventKind::PlanPending,
+                        format!("plan pending for {short}: run `berth apply` (autoApply is off)"),
+                    )
+                } else if *drift_only {
+                    (
+                        EventKind::DriftCorrected,
+                        format!("drift corrected at {short}"),
+                    )
+                } else {
+                    (EventKind::Deployed, format!("deployed {short}"))
+                };
+                self.notifier
+                    .send(note(event, revision, summary, changes.clone()));
+            }
+            PassOutcome::Stalled { revision, message } => {
+                self.failing.store(true, Ordering::SeqCst);
+                let live = self.status.snapshot().revision_applied;
+                let summary = format!(
+                    "sync failed: revision {} is invalid{}",
+                    status::short(revision),
+                    live.map(|l| format!("; last good revision {} still live", status::short(&l)))
+                        .unwrap_or_default()
+                );
+                let details = message.lines().map(str::to_owned).collect();
+                self.notifier
+                    .send(note(EventKind::SyncFailed, revision, summary, details));
+            }
+            PassOutcome::Transient { revision, message } => {
+                self.failing.store(true, Ordering::SeqCst);
+                let revision = revision.clone().unwrap_or_default();
+                let details = message.split("; ").map(str::to_owned).collect();
+                self.notifier.send(note(
+                    EventKind::SyncFailed,
+                    &revision,
+                    "sync failed: some resources could not be applied; retrying with backoff"
+                        .to_owned(),
+                    details,
+                ));
+            }
+        }
+    }
+
+    /// The revision to converge to: the directory as it is, or the newest commit.
+    async fn revision(&self) -> Result<Revision, String> {
+        match &self.source {
+            Source::Dir(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || dir.read())
+                    .await
+                    .map_err(|e| format!("failed to read the source: {e}"))
+            }
+            Source::Git(git) => {
+                let commit = self
+                    .latest
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let Some(commit) = commit else {
+                    let why = self
+                        .status
+                        .snapshot()
+                        .fetch
+                        .and_then(|f| f.error)
+                        .unwrap_or_else(|| "nothing fetched yet".to_owned());
+                    return Err(format!("no revision to apply: {why}"));
+                };
+                let git = git.clone();
+                tokio::task::spawn_blocking(move || git.read(&commit))
+                    .await
+                    .map_err(|e| format!("failed to read the source: {e}"))?
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
     /// One pass. Returns `None` when the source is still the revision already found
     /// invalid (nothing to retry until it changes).
     async fn pass(&self, stalled_on: Option<&str>) -> Option<PassOutcome> {
-        let revision = self.source.read();
+        let revision = match self.revision().await {
+            Ok(r) => r,
+            Err(message) => {
+                return Some(PassOutcome::Transient {
+                    revision: None,
+                    message,
+                });
+            }
+        };
         if stalled_on == Some(revision.id.as_str()) {
             return None;
         }
@@ -265,12 +554,17 @@ impl Controller {
                 });
             }
         };
+        self.configure_notifiers(&manifests);
         let settings = manifests.settings();
         let (auto_apply, resync) = (settings.auto_apply, settings.resync.get());
         let options = PassOptions {
             instance: self.options.instance.clone(),
             apply: auto_apply,
             no_prune: false,
+        };
+        let transient = |message: String| PassOutcome::Transient {
+            revision: Some(revision.id.clone()),
+            message,
         };
         let prepared = match reconcile::prepare(
             &manifests,
@@ -282,39 +576,52 @@ impl Controller {
         .await
         {
             Ok(p) => p,
-            Err(e) => return Some(PassOutcome::Transient(e.to_string())),
+            Err(e) => return Some(transient(e.to_string())),
         };
-        let changes = prepared.plan.changes().count();
+        let plan = &prepared.plan;
+        let changes = change_lines(plan);
+        let drift_only = plan.changes().all(|a| a.drift);
         self.status.update(|st| {
-            st.plan = (changes > 0).then(|| crate::plan::render_text(&prepared.plan, false));
-            for a in &prepared.plan.actions {
-                if a.op == crate::plan::Op::Noop {
-                    let kind = kind_of(a.target);
+            st.plan = (!changes.is_empty()).then(|| crate::plan::render_text(plan, false));
+            for a in &plan.actions {
+                let kind = kind_of(a.target);
+                if a.op == Op::Noop {
                     let message = if a.reasons.is_empty() {
                         "as declared".to_owned()
                     } else {
                         a.reasons.join("; ")
                     };
                     st.set_resource(kind, &a.name, true, "Unchanged", &message, None);
+                } else if auto_apply {
+                    st.set_reconciling(kind, &a.name, &a.reasons.join("; "));
                 }
+            }
+            if auto_apply && !changes.is_empty() {
+                st.set_phase(&Phase::Reconciling {
+                    revision: revision.id.clone(),
+                });
             }
         });
         if !auto_apply {
-            info!(plan = %prepared.plan.summary, "autoApply is off: run `berth apply` to apply");
-            return Some(PassOutcome::Synced {
-                revision: revision.id,
-                changes: 0,
-                resync,
-            });
-        }
-        if changes == 0 {
+            info!(plan = %plan.summary, "autoApply is off: run `berth apply` to apply");
             return Some(PassOutcome::Synced {
                 revision: revision.id,
                 changes,
+                drift_only,
+                pending: true,
                 resync,
             });
         }
-        info!(plan = %prepared.plan.summary, "applying");
+        if changes.is_empty() {
+            return Some(PassOutcome::Synced {
+                revision: revision.id,
+                changes,
+                drift_only,
+                pending: false,
+                resync,
+            });
+        }
+        info!(plan = %plan.summary, "applying");
         let report = reconcile::execute(
             &prepared,
             &self.state,
@@ -328,14 +635,14 @@ impl Controller {
         )
         .await;
         self.status.update(|st| {
-            for (o, a) in report.outcomes.iter().zip(&prepared.plan.actions) {
+            for (o, a) in report.outcomes.iter().zip(&plan.actions) {
                 let kind = kind_of(o.target);
                 let action = Some(format!("{:?}: {}", a.op, a.reasons.join("; ")).to_lowercase());
                 match &o.result {
                     crate::apply::Status::Done => st.set_resource(
                         kind,
                         &o.name,
-                        a.op != crate::plan::Op::Delete,
+                        a.op != Op::Delete,
                         "Applied",
                         "as declared",
                         action,
@@ -351,7 +658,7 @@ impl Controller {
                         st.set_resource(kind, &o.name, false, "Conflict", m, action)
                     }
                 }
-                if a.op == crate::plan::Op::Delete && o.result == crate::apply::Status::Done {
+                if a.op == Op::Delete && o.result == crate::apply::Status::Done {
                     st.resources.remove(&format!("{kind}/{}", o.name));
                 }
             }
@@ -368,14 +675,91 @@ impl Controller {
                     _ => None,
                 })
                 .collect();
-            return Some(PassOutcome::Transient(failed.join("; ")));
+            return Some(transient(failed.join("; ")));
         }
         Some(PassOutcome::Synced {
             revision: revision.id,
             changes,
+            drift_only,
+            pending: false,
             resync,
         })
     }
+
+    /// Points the notifiers at this revision's Notifier resources. A notifier whose
+    /// URL secret is missing is skipped and reported; the pass goes on.
+    fn configure_notifiers(&self, manifests: &manifest::Manifests) {
+        let secrets = self.state.secrets();
+        let mut targets = Vec::new();
+        for (name, resource) in &manifests.notifiers {
+            match NotifyTarget::from_spec(name, &resource.spec, &secrets) {
+                Ok(t) => targets.push(t),
+                Err(e) => {
+                    warn!(notifier = %name, "{e}");
+                    self.status.update(|st| {
+                        st.set_resource(
+                            "Notifier",
+                            name,
+                            false,
+                            "SecretMissing",
+                            &e.to_string(),
+                            None,
+                        )
+                    });
+                }
+            }
+        }
+        self.notifier.set_targets(targets);
+    }
+}
+
+/// Fetches off the async threads; the error is the message to show.
+async fn fetch(git: &Arc<GitSource>) -> Result<String, String> {
+    let git = git.clone();
+    match tokio::task::spawn_blocking(move || git.fetch()).await {
+        Ok(Ok(f)) => Ok(f.commit),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("the fetch was interrupted: {e}")),
+    }
+}
+
+fn record_fetch(status: &StatusStore, fetched: &Result<String, String>) {
+    status.update(|st| {
+        let before = st.fetch.as_ref().and_then(|f| f.error.clone());
+        st.fetch = Some(FetchRecord {
+            time: status::now(),
+            commit: fetched.as_ref().ok().cloned(),
+            error: fetched.as_ref().err().cloned(),
+        });
+        if let Err(message) = fetched {
+            if before.as_deref() != Some(message.as_str()) {
+                st.push_event("FetchFailed", message.clone());
+            }
+        }
+    });
+    if let Err(message) = fetched {
+        warn!("{message}; the last good revision stays live");
+    }
+}
+
+/// One line per change, as a notification lists them.
+fn change_lines(plan: &Plan) -> Vec<String> {
+    plan.changes()
+        .map(|a| {
+            let verb = match a.op {
+                Op::Create => "create",
+                Op::Update => "update",
+                Op::Delete => "delete",
+                Op::Conflict => "conflict",
+                Op::Noop => "keep",
+            };
+            if a.reasons.is_empty() {
+                format!("{verb} {} {}", a.target, a.name)
+            } else {
+                format!("{verb} {} {}: {}", a.target, a.name, a.reasons.join("; "))
+            }
+        })
+        .collect()
 }
 
 fn kind_of(target: crate::plan::Target) -> &'static str {

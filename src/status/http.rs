@@ -1,27 +1,52 @@
 //! The read-only HTTP server (axum): health, status JSON, Prometheus metrics and a page
-//! a person reads at a glance. An optional bearer token guards everything but /healthz.
+//! a person reads at a glance. An optional bearer token guards everything but /healthz
+//! and the push webhook, which forges sign instead.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
+use tokio::sync::Notify;
+use tracing::{info, warn};
 
 use super::{Status, StatusStore};
+use crate::secrets::Secret;
+use crate::source::git::GitSource;
+use crate::source::webhook::{self, Decision};
+
+/// What the push webhook needs.
+#[derive(Clone)]
+pub struct GitHook {
+    /// The secret forges sign with; without it every delivery is refused.
+    pub secret: Option<Secret>,
+    /// The source, for the ref it follows.
+    pub source: Arc<GitSource>,
+    /// Poked to fetch at once.
+    pub fetch_now: Arc<Notify>,
+}
 
 #[derive(Clone)]
 struct AppState {
     store: StatusStore,
     token: Option<String>,
+    hook: Option<GitHook>,
 }
 
-/// The router; tests call it without a socket.
+/// The router without a push webhook; tests call it without a socket.
 pub fn app(store: StatusStore, token: Option<String>) -> Router {
-    let state = AppState { store, token };
+    app_with_hook(store, token, None)
+}
+
+/// The router, with `POST /hooks/git` served when `hook` is given.
+pub fn app_with_hook(store: StatusStore, token: Option<String>, hook: Option<GitHook>) -> Router {
+    let state = AppState { store, token, hook };
     let guarded = Router::new()
         .route("/", get(page))
         .route("/readyz", get(readyz))
@@ -34,17 +59,67 @@ pub fn app(store: StatusStore, token: Option<String>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), bearer));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/hooks/git",
+            post(git_hook).layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)),
+        )
         .merge(guarded)
         .with_state(state)
 }
 
-/// Compares in constant time (for the length of `expected`).
-fn same(expected: &[u8], given: &[u8]) -> bool {
-    let mut diff = expected.len() ^ given.len();
-    for (i, e) in expected.iter().enumerate() {
-        diff |= usize::from(e ^ given.get(i).copied().unwrap_or(0));
+fn answer(code: StatusCode, key: &str, message: String) -> Response {
+    (code, Json(json!({ key: message }))).into_response()
+}
+
+/// `POST /hooks/git`: verify the forge's signature, then maybe fetch. The payload is
+/// only read for its ref; the fetch decides what the revision is.
+async fn git_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(hook) = &state.hook else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            "error",
+            "berth run follows a directory: there is nothing to fetch".into(),
+        );
+    };
+    let Some(secret) = &hook.secret else {
+        return answer(
+            StatusCode::FORBIDDEN,
+            "error",
+            "the push webhook has no secret: write one to <state-dir>/secrets/git-webhook \
+             (or name another with --webhook-secret) and restart berth run"
+                .into(),
+        );
+    };
+    let forge = match webhook::verify(&headers, &body, secret.expose().as_bytes()) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!("push webhook refused: {e}");
+            return answer(StatusCode::UNAUTHORIZED, "error", e.to_string());
+        }
+    };
+    let event = webhook::event_name(&headers).unwrap_or_default();
+    if event.eq_ignore_ascii_case("ping") {
+        return answer(StatusCode::OK, "status", "pong".into());
     }
-    diff == 0
+    let push = match webhook::parse_push(forge, &body) {
+        Ok(p) => p,
+        Err(e) => return answer(StatusCode::BAD_REQUEST, "error", e.to_string()),
+    };
+    match webhook::decide(&push, hook.source.tracked_ref().as_deref()) {
+        Decision::Fetch => {
+            info!(forge = ?forge, reference = %push.reference, "push webhook: fetching");
+            hook.fetch_now.notify_one();
+            answer(
+                StatusCode::ACCEPTED,
+                "status",
+                format!("fetching {}", push.reference),
+            )
+        }
+        Decision::Ignore(why) => {
+            info!(forge = ?forge, "push webhook ignored: {why}");
+            answer(StatusCode::ACCEPTED, "ignored", why)
+        }
+    }
 }
 
 async fn bearer(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -55,7 +130,7 @@ async fn bearer(State(state): State<AppState>, request: Request, next: Next) -> 
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !same(token.as_bytes(), given.as_bytes()) {
+        if !webhook::constant_eq(token.as_bytes(), given.as_bytes()) {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],

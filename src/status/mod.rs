@@ -96,6 +96,61 @@ pub struct Status {
     pub plan: Option<String>,
     /// Recent events, oldest first.
     pub events: VecDeque<Event>,
+    /// The conditions of the source as a whole: `Ready`, `Reconciling`, `Stalled`.
+    pub conditions: Vec<Condition>,
+    /// The last fetch of a Git source.
+    pub fetch: Option<FetchRecord>,
+}
+
+/// How the last fetch of a Git source went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FetchRecord {
+    /// When it finished (RFC 3339).
+    pub time: String,
+    /// The commit the followed ref points to, when the fetch worked.
+    pub commit: Option<String>,
+    /// Why it failed (the last good revision stays live).
+    pub error: Option<String>,
+}
+
+/// Where the controller is with the source as a whole; [`Status::set_phase`] turns it
+/// into conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// A pass is applying a revision.
+    Reconciling {
+        /// The revision.
+        revision: String,
+    },
+    /// The host runs the revision.
+    Synced {
+        /// The revision.
+        revision: String,
+    },
+    /// The plan waits for `berth apply` (`autoApply: false`).
+    PlanPending {
+        /// The revision.
+        revision: String,
+    },
+    /// The revision is invalid: retrying will not help until it changes.
+    Stalled {
+        /// The revision.
+        revision: String,
+        /// Every problem.
+        message: String,
+    },
+    /// A pass failed; it is retried with backoff.
+    Failed {
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A revision id as people read it: 7 characters of a commit id, 12 of a hash.
+pub fn short(revision: &str) -> &str {
+    let n = if revision.len() == 40 { 7 } else { 12 };
+    revision.get(..n).unwrap_or(revision)
 }
 
 /// The current time in RFC 3339.
@@ -116,6 +171,122 @@ impl Status {
         }
     }
 
+    /// Sets the source's conditions from where the controller is, keeping each
+    /// condition's `lastTransition` while its status holds.
+    pub fn set_phase(&mut self, phase: &Phase) {
+        let (ready, reconciling, stalled) = match phase {
+            Phase::Reconciling { revision } => (
+                None,
+                Some((
+                    "Progressing",
+                    format!("applying revision {}", short(revision)),
+                )),
+                None,
+            ),
+            Phase::Synced { revision } => (
+                Some((
+                    "Succeeded",
+                    format!("revision {} is applied", short(revision)),
+                )),
+                None,
+                None,
+            ),
+            Phase::PlanPending { revision } => (
+                Some((
+                    "PlanPending",
+                    format!(
+                        "revision {} is planned, not applied (autoApply: false): run `berth apply`",
+                        short(revision)
+                    ),
+                )),
+                None,
+                None,
+            ),
+            Phase::Stalled { revision, message } => (
+                None,
+                None,
+                Some((
+                    "InvalidRevision",
+                    format!(
+                        "revision {} is invalid; nothing of it is applied:\n{message}",
+                        short(revision)
+                    ),
+                )),
+            ),
+            Phase::Failed { .. } => (None, None, None),
+        };
+        let time = now();
+        let old = std::mem::take(&mut self.conditions);
+        let make = |kind: &str, status: bool, reason: &str, message: String| {
+            let last_transition = old
+                .iter()
+                .find(|c| c.kind == kind && c.status == status)
+                .map_or_else(|| time.clone(), |c| c.last_transition.clone());
+            Condition {
+                kind: kind.into(),
+                status,
+                reason: reason.into(),
+                message,
+                last_transition,
+            }
+        };
+        // Ready is false while stalled or failing, and unknown-but-kept while a pass runs.
+        let ready_now = match (&ready, phase) {
+            (Some((reason, message)), _) => make("Ready", true, reason, message.clone()),
+            (None, Phase::Reconciling { .. }) => old
+                .iter()
+                .find(|c| c.kind == "Ready")
+                .cloned()
+                .unwrap_or_else(|| make("Ready", false, "Progressing", "first pass".into())),
+            (None, Phase::Stalled { .. }) => make(
+                "Ready",
+                false,
+                "InvalidRevision",
+                "the newest revision is invalid; the last good revision stays live".into(),
+            ),
+            (None, Phase::Failed { message }) => {
+                make("Ready", false, "SyncFailed", message.clone())
+            }
+            (None, _) => make("Ready", false, "Unknown", String::new()),
+        };
+        let (r_reason, r_message) = reconciling.unwrap_or(("Idle", String::new()));
+        let reconciling_now = make("Reconciling", !r_message.is_empty(), r_reason, r_message);
+        let stalled_now = match stalled {
+            Some((reason, message)) => make("Stalled", true, reason, message),
+            None => make("Stalled", false, "", String::new()),
+        };
+        self.conditions = vec![ready_now, reconciling_now, stalled_now];
+    }
+
+    /// Marks a resource as being changed by the pass under way.
+    pub fn set_reconciling(&mut self, kind: &str, name: &str, message: &str) {
+        let key = format!("{kind}/{name}");
+        let time = now();
+        let entry = self.resources.entry(key).or_insert_with(|| ResourceStatus {
+            kind: kind.into(),
+            name: name.into(),
+            conditions: vec![Condition {
+                kind: "Ready".into(),
+                status: false,
+                reason: "Progressing".into(),
+                message: "not applied yet".into(),
+                last_transition: time.clone(),
+            }],
+            last_action: None,
+        });
+        entry.conditions.retain(|c| c.kind != "Reconciling");
+        entry.conditions.insert(
+            1.min(entry.conditions.len()),
+            Condition {
+                kind: "Reconciling".into(),
+                status: true,
+                reason: "Progressing".into(),
+                message: message.into(),
+                last_transition: time,
+            },
+        );
+    }
+
     /// Sets a resource's conditions, keeping `lastTransition` where the status did not
     /// change (so the time says when it became so, not when it was last checked).
     pub fn set_resource(
@@ -129,6 +300,8 @@ impl Status {
     ) {
         let key = format!("{kind}/{name}");
         let time = now();
+        // Retrying will not help these until the revision changes.
+        let stalled = matches!(reason, "InvalidRevision" | "Conflict");
         let old = self.resources.get(&key);
         let transition = |k: &str, status: bool| -> String {
             old.and_then(|r| r.conditions.iter().find(|c| c.kind == k))
@@ -144,15 +317,26 @@ impl Status {
                 last_transition: transition("Ready", ready),
             },
             Condition {
+                kind: "Reconciling".into(),
+                status: false,
+                reason: "Idle".into(),
+                message: String::new(),
+                last_transition: transition("Reconciling", false),
+            },
+            Condition {
                 kind: "Stalled".into(),
-                status: reason == "InvalidRevision",
-                reason: reason.into(),
-                message: if reason == "InvalidRevision" {
+                status: stalled,
+                reason: if stalled {
+                    reason.into()
+                } else {
+                    String::new()
+                },
+                message: if stalled {
                     message.into()
                 } else {
                     String::new()
                 },
-                last_transition: transition("Stalled", reason == "InvalidRevision"),
+                last_transition: transition("Stalled", stalled),
             },
         ];
         let last_action = action.or_else(|| old.and_then(|r| r.last_action.clone()));

@@ -3,6 +3,8 @@
 mod cli;
 mod corpus;
 mod docker;
+mod gitops;
+mod listener;
 mod nginx;
 mod planner;
 mod routing;

@@ -8,15 +8,21 @@ use std::time::{Duration, Instant};
 
 use crate::docker::{Scenario, docker, image};
 
-struct Controller {
-    child: Child,
+pub struct Controller {
+    pub child: Child,
     log: std::path::PathBuf,
-    port: u16,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Controller {
     fn start(s: &Scenario) -> Controller {
+        let source = s.manifests_path().display().to_string();
+        Controller::start_with(s, &source, &[])
+    }
+
+    /// `berth run --source <source> <extra…>` for the scenario's instance and state.
+    pub fn start_with(s: &Scenario, source: &str, extra: &[&str]) -> Controller {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("run.log");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -25,8 +31,8 @@ impl Controller {
             .unwrap()
             .port();
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["run", "--source"])
-            .arg(s.manifests_path())
+            .args(["run", "--source", source])
+            .args(extra)
             .arg("--state-dir")
             .arg(s.state_path())
             .args(["--instance", &s.prefix, "--ready-timeout", "20"])
@@ -44,12 +50,12 @@ impl Controller {
         }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The status endpoint's JSON at `path`.
-    fn api(&self, path: &str) -> serde_json::Value {
+    pub fn api(&self, path: &str) -> serde_json::Value {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
             return serde_json::Value::Null;
@@ -70,7 +76,7 @@ impl Drop for Controller {
 }
 
 /// Waits up to `secs` for `check`; panics with `what` and the controller's log.
-fn eventually(c: &Controller, secs: u64, what: &str, check: impl Fn() -> bool) {
+pub fn eventually(c: &Controller, secs: u64, what: &str, check: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
         if check() {
@@ -81,12 +87,12 @@ fn eventually(c: &Controller, secs: u64, what: &str, check: impl Fn() -> bool) {
     panic!("{what} within {secs}s; berth run said:\n{}", c.log());
 }
 
-fn env_of(name: &str) -> String {
+pub fn env_of(name: &str) -> String {
     let out = docker(&["inspect", "-f", "{{json .Config.Env}}", name]);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn running(name: &str) -> bool {
+pub fn running(name: &str) -> bool {
     let out = docker(&["inspect", "-f", "{{.State.Running}}", name]);
     String::from_utf8_lossy(&out.stdout).trim() == "true"
 }
@@ -207,4 +213,87 @@ fn the_controller_converges_changes_stalls_on_bad_ones_and_repairs_drift() {
     };
     assert!(status.success(), "{status}: {}", c.log());
     assert!(c.log().contains("stopped"), "{}", c.log());
+}
+
+/// The names of the scenario's containers, sorted.
+fn containers_of(s: &Scenario) -> Vec<String> {
+    let out = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=berth.instance={}", s.prefix),
+        "--format",
+        "{{.Names}}",
+    ]);
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+fn kill_9(c: &mut Controller) {
+    let pid = c.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = c.child.wait();
+}
+
+#[test]
+fn killed_mid_pass_the_controller_converges_without_duplicates_or_orphans() {
+    let s = Scenario::new();
+    let apps = ["a", "b", "c", "d", "e"];
+    let write_all = |page: &str| {
+        for a in apps {
+            s.write(
+                &format!("{a}.yaml"),
+                &s.app(
+                    a,
+                    image(),
+                    &format!("  port: 80\n  env: {{PAGE: {page}}}\n"),
+                ),
+            );
+        }
+    };
+    let mut want: Vec<String> = apps.iter().map(|a| s.name(a)).collect();
+    want.sort();
+    let source = s.manifests_path().display().to_string();
+    let serial = ["--concurrency", "1"];
+
+    // Killed while creating: some containers exist, not all.
+    write_all("one");
+    let mut c = Controller::start_with(&s, &source, &serial);
+    eventually(&c, 40, "the first container is created", || {
+        !containers_of(&s).is_empty()
+    });
+    kill_9(&mut c);
+    let partial = containers_of(&s);
+    assert!(partial.len() < apps.len(), "killed too late: {partial:?}");
+    let c = Controller::start_with(&s, &source, &serial);
+    eventually(&c, 60, "every app runs after the restart", || {
+        want.iter().all(|n| running(n))
+    });
+    assert_eq!(containers_of(&s), want, "{}", c.log());
+    drop(c);
+
+    // Killed while updating start-first (a new container beside each old one).
+    write_all("two");
+    let mut c = Controller::start_with(&s, &source, &serial);
+    eventually(&c, 40, "the update is under way", || {
+        containers_of(&s).len() > apps.len() || want.iter().any(|n| env_of(n).contains("PAGE=two"))
+    });
+    kill_9(&mut c);
+    let c = Controller::start_with(&s, &source, &serial);
+    eventually(&c, 60, "every app runs the new env", || {
+        want.iter()
+            .all(|n| running(n) && env_of(n).contains("PAGE=two"))
+            && containers_of(&s) == want
+    });
+    assert_eq!(containers_of(&s), want, "{}", c.log());
 }
