@@ -730,5 +730,6 @@ pub fn container_config(
         memory: spec.memory.map(|m| m as i64),
         restart: spec.restart.clone(),
         user: spec.user.clone(),
+        init: spec.init,
     }
 }

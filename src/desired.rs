@@ -60,6 +60,9 @@ pub struct ContainerSpec {
     /// The user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Docker's `--init`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 /// A health check in its normalized form.
@@ -361,6 +364,7 @@ fn desired_app(
             .unwrap_or_default(),
         labels: app.labels.clone(),
         user: app.user.clone(),
+        init: app.init,
     };
     let hash = spec.hash();
     DesiredApp {

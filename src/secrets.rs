@@ -48,6 +48,14 @@ pub struct Secret {
 }
 
 impl Secret {
+    /// A secret that did not come from the store (a value given by other means).
+    pub fn new(name: &str, value: &str) -> Secret {
+        Secret {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        }
+    }
+
     /// The value, for injecting where it is used (never for printing).
     pub fn expose(&self) -> &str {
         &self.value

@@ -82,6 +82,33 @@ fn render(st: &Status) -> String {
         }
         None => out.push_str("Last pass: none yet\n"),
     }
+    for c in &st.conditions {
+        if c.status || c.kind == "Ready" {
+            let _ = writeln!(
+                out,
+                "{}: {} ({}) {}",
+                c.kind,
+                if c.status { "True" } else { "False" },
+                c.reason,
+                c.message.replace('\n', "\n    ")
+            );
+        }
+    }
+    if let Some(f) = &st.fetch {
+        match &f.error {
+            Some(e) => {
+                let _ = writeln!(out, "Fetch failed at {}: {e}", f.time);
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "Fetched at {}: {}",
+                    f.time,
+                    f.commit.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
     let width = st
         .resources
         .values()

@@ -622,6 +622,18 @@ impl Controller {
             });
         }
         info!(plan = %plan.summary, "applying");
+        let was_degraded: std::collections::BTreeSet<String> = self
+            .status
+            .snapshot()
+            .resources
+            .into_iter()
+            .filter(|(_, r)| {
+                r.conditions
+                    .iter()
+                    .any(|c| c.kind == "Ready" && !c.status && c.reason == "ApplyFailed")
+            })
+            .map(|(key, _)| key)
+            .collect();
         let report = reconcile::execute(
             &prepared,
             &self.state,
@@ -664,6 +676,7 @@ impl Controller {
             }
             st.plan = None;
         });
+        self.announce_resources(&report, &revision.id, &was_degraded);
         if report.failures() > 0 {
             let failed: Vec<String> = report
                 .outcomes
@@ -684,6 +697,34 @@ impl Controller {
             pending: false,
             resync,
         })
+    }
+
+    /// `Degraded` for a resource whose change failed (an update that never got healthy
+    /// leaves the old container serving), `Recovered` when one of those applies again.
+    fn announce_resources(
+        &self,
+        report: &crate::apply::Report,
+        revision: &str,
+        was_degraded: &std::collections::BTreeSet<String>,
+    ) {
+        for o in &report.outcomes {
+            let key = format!("{}/{}", kind_of(o.target), o.name);
+            let (event, summary) = match &o.result {
+                crate::apply::Status::Failed(m) => (EventKind::Degraded, format!("{key}: {m}")),
+                crate::apply::Status::Done if was_degraded.contains(&key) => (
+                    EventKind::Recovered,
+                    format!("{key}: applied and ready again"),
+                ),
+                _ => continue,
+            };
+            self.notifier.send(Notification {
+                event,
+                instance: self.options.instance.clone(),
+                revision: Some(revision.to_owned()),
+                summary,
+                details: Vec::new(),
+            });
+        }
     }
 
     /// Points the notifiers at this revision's Notifier resources. A notifier whose

@@ -195,6 +195,8 @@ pub struct ContainerConfig {
     pub restart: String,
     /// The user.
     pub user: Option<String>,
+    /// Docker's `--init`.
+    pub init: bool,
 }
 
 impl std::fmt::Debug for ContainerConfig {
@@ -550,6 +552,7 @@ impl DockerApi for BollardDocker {
             nano_cpus: config.nano_cpus,
             memory: config.memory,
             network_mode: Some(config.network.clone()),
+            init: config.init.then_some(true),
             ..Default::default()
         };
         let endpoint = EndpointSettings {

@@ -513,6 +513,11 @@ pub struct AppSpec {
     /// The user the process runs as (`uid`, `uid:gid` or a name). Default: the image's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Run a small init process (Docker's `--init`) as PID 1: it forwards signals, so
+    /// a process that ignores SIGTERM as PID 1 still stops at once, and reaps zombies.
+    /// Default: `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
     /// What happens to the app's named volumes when the manifest is removed.
     /// Default: `retain`.
     #[serde(default)]

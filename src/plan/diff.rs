@@ -26,7 +26,7 @@ pub fn spec_changes(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
             show_opt(new.port)
         ));
     }
-    let fields: [(&str, bool); 9] = [
+    let fields: [(&str, bool); 10] = [
         ("published ports", old.ports != new.ports),
         ("volumes", old.volumes != new.volumes),
         ("network", old.network != new.network),
@@ -36,6 +36,7 @@ pub fn spec_changes(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
         ("restart policy", old.restart != new.restart),
         ("labels", old.labels != new.labels),
         ("user", old.user != new.user),
+        ("init", old.init != new.init),
     ];
     for (name, changed) in fields {
         if changed {

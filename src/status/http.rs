@@ -205,6 +205,17 @@ async fn metrics(State(s): State<AppState>) -> Response {
             p.duration_ms as f64 / 1000.0
         );
     }
+    if !st.conditions.is_empty() {
+        out.push_str("# HELP berth_condition The source's conditions (1 when true).\n# TYPE berth_condition gauge\n");
+        for c in &st.conditions {
+            let _ = writeln!(
+                out,
+                "berth_condition{{type=\"{}\"}} {}",
+                c.kind,
+                u8::from(c.status)
+            );
+        }
+    }
     out.push_str("# HELP berth_resources Resources by their Ready condition.\n# TYPE berth_resources gauge\n");
     let ready = st
         .resources
@@ -268,6 +279,34 @@ async fn page(State(s): State<AppState>) -> Html<String> {
             escape(&e.message)
         );
     }
+    let mut conditions = String::new();
+    for c in st
+        .conditions
+        .iter()
+        .filter(|c| c.status || c.kind == "Ready")
+    {
+        let class = match (c.kind.as_str(), c.status) {
+            ("Ready", true) => "ok",
+            ("Reconciling", true) => "busy",
+            _ => "bad",
+        };
+        let _ = write!(
+            conditions,
+            "<li class=\"{class}\"><b>{}</b> {} <pre>{}</pre></li>",
+            escape(&c.kind),
+            escape(&c.reason),
+            escape(&c.message)
+        );
+    }
+    if let Some(f) = &st.fetch {
+        let _ = write!(
+            conditions,
+            "<li class=\"{}\"><b>Fetch</b> at {}: {}</li>",
+            if f.error.is_some() { "bad" } else { "ok" },
+            escape(&f.time),
+            escape(f.error.as_deref().or(f.commit.as_deref()).unwrap_or("")),
+        );
+    }
     let last = st.last_pass.as_ref().map_or("no pass yet".to_owned(), |p| {
         format!(
             "{} ({} ms, {}, at {})",
@@ -278,9 +317,9 @@ async fn page(State(s): State<AppState>) -> Html<String> {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>berth</title>\
          <meta http-equiv=\"refresh\" content=\"10\"><style>body{{font:14px system-ui;margin:2em}}\
          table{{border-collapse:collapse}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}\
-         .ok{{color:#070}}.bad{{color:#b00}}pre{{background:#f6f6f6;padding:1em}}</style></head><body>\
+         .ok{{color:#070}}.bad{{color:#b00}}.busy{{color:#a60}}pre{{background:#f6f6f6;padding:1em}}</style></head><body>\
          <h1>berth</h1><p>Source <code>{}</code> — revision applied <code>{}</code>, observed <code>{}</code>. \
-         Last pass: {}.</p><h2>Resources</h2><table><tr><th>Kind</th><th>Name</th><th>State</th><th>Message</th>\
+         Last pass: {}.</p><ul>{conditions}</ul><h2>Resources</h2><table><tr><th>Kind</th><th>Name</th><th>State</th><th>Message</th>\
          <th>Last action</th></tr>{rows}</table><h2>Plan</h2><pre>{}</pre><h2>Events</h2><ul>{events}</ul></body></html>",
         escape(&st.source),
         escape(st.revision_applied.as_deref().unwrap_or("none")),
@@ -391,5 +430,147 @@ mod tests {
             get(app, "/api/v1/status", Some("s3cret")).await.0,
             StatusCode::OK
         );
+    }
+
+    fn hook(secret: Option<&str>) -> (Router, Arc<Notify>) {
+        let spec = crate::source::git::GitSpec::parse("file:///srv/state.git#main").unwrap();
+        let source = Arc::new(GitSource::new(
+            spec,
+            std::path::Path::new("/nonexistent"),
+            None,
+        ));
+        let fetch_now = Arc::new(Notify::new());
+        let hook = GitHook {
+            secret: secret.map(|s| Secret::new("git-webhook", s)),
+            source,
+            fetch_now: fetch_now.clone(),
+        };
+        (
+            app_with_hook(store(), Some("t0ken".into()), Some(hook)),
+            fetch_now,
+        )
+    }
+
+    async fn post_hook(
+        app: Router,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (StatusCode, String) {
+        let mut req = Request::builder().method("POST").uri("/hooks/git");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = app
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Whether `fetch_now` was poked (a poke is stored until someone waits).
+    async fn poked(n: &Notify) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(20), n.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn the_push_webhook_fetches_only_for_a_good_signature_on_the_followed_branch() {
+        let body = br#"{"ref":"refs/heads/main","after":"abc"}"#.to_vec();
+        let good = webhook::github_signature(b"w3bhook", &body);
+        let bad = webhook::github_signature(b"nope", &body);
+        let (app, fetch_now) = hook(Some("w3bhook"));
+
+        // No bearer token needed: forges sign instead.
+        let (code, text) = post_hook(
+            app.clone(),
+            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &bad)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{text}");
+        assert!(
+            text.contains("the GitHub signature does not match"),
+            "{text}"
+        );
+        assert!(!poked(&fetch_now).await);
+
+        let (code, text) =
+            post_hook(app.clone(), &[("X-GitHub-Event", "push")], body.clone()).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{text}");
+        assert!(text.contains("no signature"), "{text}");
+        assert!(!poked(&fetch_now).await);
+
+        let (code, text) = post_hook(
+            app.clone(),
+            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &good)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+        assert!(poked(&fetch_now).await);
+
+        // GitLab sends the secret itself.
+        let (code, _) = post_hook(
+            app.clone(),
+            &[
+                ("X-Gitlab-Event", "Push Hook"),
+                ("X-Gitlab-Token", "w3bhook"),
+            ],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(code, StatusCode::ACCEPTED);
+        assert!(poked(&fetch_now).await);
+
+        // Another branch: acknowledged, ignored.
+        let dev = br#"{"ref":"refs/heads/dev"}"#.to_vec();
+        let sig = webhook::github_signature(b"w3bhook", &dev);
+        let (code, text) = post_hook(
+            app.clone(),
+            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig)],
+            dev,
+        )
+        .await;
+        assert_eq!(code, StatusCode::ACCEPTED);
+        assert!(text.contains("\"ignored\""), "{text}");
+        assert!(!poked(&fetch_now).await);
+
+        // A ping is answered; nothing is fetched.
+        let ping = br#"{"zen":"Keep it logically awesome."}"#.to_vec();
+        let sig = webhook::github_signature(b"w3bhook", &ping);
+        let (code, _) = post_hook(
+            app.clone(),
+            &[("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sig)],
+            ping,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(!poked(&fetch_now).await);
+
+        // Over 1 MiB: refused.
+        let huge = vec![b' '; webhook::MAX_BODY_BYTES + 1];
+        let sig = webhook::github_signature(b"w3bhook", &huge);
+        let (code, _) = post_hook(
+            app.clone(),
+            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig)],
+            huge,
+        )
+        .await;
+        assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(!poked(&fetch_now).await);
+    }
+
+    #[tokio::test]
+    async fn the_push_webhook_is_off_without_a_secret_or_a_git_source() {
+        let (app, _) = hook(None);
+        let (code, text) = post_hook(app, &[], b"{}".to_vec()).await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        assert!(text.contains("secrets/git-webhook"), "{text}");
+        let (code, text) = post_hook(super::app(store(), None), &[], b"{}".to_vec()).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert!(text.contains("follows a directory"), "{text}");
     }
 }

@@ -463,4 +463,77 @@ mod tests {
             format!("event {}", MAX_EVENTS + 4)
         );
     }
+
+    #[test]
+    fn phases_become_conditions() {
+        let rev = "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49".to_owned();
+        let table = [
+            (
+                Phase::Synced {
+                    revision: rev.clone(),
+                },
+                [(true, "Succeeded"), (false, "Idle"), (false, "")],
+                "revision 3f2a1c0 is applied",
+            ),
+            (
+                Phase::Reconciling {
+                    revision: rev.clone(),
+                },
+                // Ready holds from the pass before while the new one runs.
+                [(true, "Succeeded"), (true, "Progressing"), (false, "")],
+                "revision 3f2a1c0 is applied",
+            ),
+            (
+                Phase::Stalled {
+                    revision: rev.clone(),
+                    message: "web.yaml:8:3: App/web: unknown field `imgae`".into(),
+                },
+                [
+                    (false, "InvalidRevision"),
+                    (false, "Idle"),
+                    (true, "InvalidRevision"),
+                ],
+                "the newest revision is invalid; the last good revision stays live",
+            ),
+            (
+                Phase::Failed {
+                    message: "app web: image missing".into(),
+                },
+                [(false, "SyncFailed"), (false, "Idle"), (false, "")],
+                "app web: image missing",
+            ),
+            (
+                Phase::PlanPending {
+                    revision: rev.clone(),
+                },
+                [(true, "PlanPending"), (false, "Idle"), (false, "")],
+                "revision 3f2a1c0 is planned, not applied (autoApply: false): run `berth apply`",
+            ),
+        ];
+        let mut s = Status::default();
+        for (phase, want, ready_message) in table {
+            s.set_phase(&phase);
+            let got: Vec<(bool, &str)> = s
+                .conditions
+                .iter()
+                .map(|c| (c.status, c.reason.as_str()))
+                .collect();
+            assert_eq!(got, want, "{phase:?}");
+            let kinds: Vec<&str> = s.conditions.iter().map(|c| c.kind.as_str()).collect();
+            assert_eq!(kinds, ["Ready", "Reconciling", "Stalled"]);
+            assert_eq!(s.conditions[0].message, ready_message, "{phase:?}");
+        }
+        let stalled = Phase::Stalled {
+            revision: rev.clone(),
+            message: "web.yaml:8:3: boom".into(),
+        };
+        s.set_phase(&stalled);
+        assert!(s.conditions[2].message.ends_with("web.yaml:8:3: boom"));
+        // The transition time stays while the status holds.
+        s.conditions[2].last_transition = "earlier".into();
+        s.set_phase(&stalled);
+        assert_eq!(s.conditions[2].last_transition, "earlier");
+        s.set_phase(&Phase::Synced { revision: rev });
+        assert_ne!(s.conditions[2].last_transition, "earlier");
+    }
 }

@@ -245,11 +245,13 @@ fn apply_from_nothing_runs_every_app_as_declared_then_is_in_sync() {
         &s.app(
             "api",
             img,
-            "  port: 80\n  health: {http: /, interval: 1s}\n",
+            "  port: 80\n  init: true\n  health: {http: /, interval: 1s}\n",
         ),
     );
     let out = s.apply();
     assert_no_secret("apply", &out);
+    // `init: true`: Docker's init is PID 1, so SIGTERM stops busybox at once.
+    assert_eq!(s.inspect(&s.name("api"))["HostConfig"]["Init"], true);
 
     let web = s.inspect(&s.name("web"));
     assert_eq!(web["State"]["Running"], true);
@@ -279,6 +281,7 @@ fn apply_from_nothing_runs_every_app_as_declared_then_is_in_sync() {
         serde_json::json!(["CMD", "wget", "-q", "-O-", "http://127.0.0.1/"])
     );
     assert_eq!(web["HostConfig"]["NanoCpus"], 500_000_000);
+    assert_ne!(web["HostConfig"]["Init"], true);
     assert_eq!(web["HostConfig"]["Memory"], 64 * 1024 * 1024);
     assert_eq!(web["HostConfig"]["RestartPolicy"]["Name"], "always");
     assert_eq!(web["State"]["Health"]["Status"], "healthy");
@@ -728,6 +731,7 @@ fn the_driver_streams_events_of_managed_containers() {
             memory: None,
             restart: "no".into(),
             user: None,
+            init: false,
         };
         let id = docker.create_container(&config).await.unwrap();
         docker.start_container(&id).await.unwrap();
