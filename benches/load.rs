@@ -78,6 +78,7 @@ fn plan_10k() {
             spec: Some(a.spec.clone()),
             state: "running".into(),
             deletion_policy: Default::default(),
+            kind: a.kind.to_owned(),
         })
         .collect();
     let mut times: Vec<Duration> = (0..RUNS)

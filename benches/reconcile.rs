@@ -64,9 +64,10 @@ impl DockerApi for Counting {
         &self,
         n: &str,
         l: &BTreeMap<String, String>,
+        internal: bool,
     ) -> Result<(), DockerError> {
         self.tick();
-        self.inner.create_network(n, l).await
+        self.inner.create_network(n, l, internal).await
     }
     async fn remove_network(&self, n: &str) -> Result<(), DockerError> {
         self.tick();

@@ -36,6 +36,8 @@ pub struct ApplyOptions {
     pub ready_timeout: Duration,
     /// The reverse proxy domains are written for.
     pub proxy: ProxyDriver,
+    /// Where the records of shared databases are kept (none: not recorded).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ApplyOptions {
@@ -45,6 +47,7 @@ impl Default for ApplyOptions {
             concurrency: 8,
             ready_timeout: Duration::from_secs(60),
             proxy: ProxyDriver::None,
+            state_dir: None,
         }
     }
 }
@@ -156,27 +159,39 @@ pub async fn apply(
         on_progress: on_progress.clone(),
     };
     let is_prune = |a: &Action| a.op == Op::Delete;
+    // Apps and managed databases' containers go round by round.
+    let is_container = |a: &Action| {
+        a.target == Target::App
+            || (a.target == Target::Database && desired.apps.contains_key(&a.name))
+    };
 
-    // Networks and volumes, in order.
+    // Networks and volumes, then shared databases, in order.
     let mut infra_failed = false;
+    let mut failed_apps: BTreeSet<String> = BTreeSet::new();
     for (i, a) in plan.actions.iter().enumerate() {
-        if matches!(a.target, Target::App | Target::Domain) || is_prune(a) {
+        if is_container(a) || a.target == Target::Domain || is_prune(a) {
             continue;
         }
         let o = ctx.run(a).await;
-        infra_failed |= matches!(o.result, Status::Failed(_));
+        if a.target == Target::Database {
+            // Apps that depend on it are skipped, the others go on.
+            if !matches!(o.result, Status::Done | Status::Unchanged) {
+                failed_apps.insert(a.name.clone());
+            }
+        } else {
+            infra_failed |= matches!(o.result, Status::Failed(_));
+        }
         outcomes.insert(i, o);
     }
 
     // Apps, round by round.
-    let mut failed_apps: BTreeSet<String> = BTreeSet::new();
     let last_round = plan.actions.iter().map(|a| a.round).max().unwrap_or(0);
     for round in 0..=last_round {
         let batch: Vec<(usize, &Action)> = plan
             .actions
             .iter()
             .enumerate()
-            .filter(|(_, a)| a.target == Target::App && !is_prune(a) && a.round == round)
+            .filter(|(_, a)| is_container(a) && !is_prune(a) && a.round == round)
             .collect();
         let failed_before = failed_apps.clone();
         let results: Vec<(usize, Outcome)> = futures_util::stream::iter(batch)
@@ -268,8 +283,13 @@ pub async fn apply(
         }
     }
 
-    // Prunes: containers, then volumes, then networks.
-    for target in [Target::App, Target::Volume, Target::Network] {
+    // Prunes: containers, then databases, then volumes, then networks.
+    for target in [
+        Target::App,
+        Target::Database,
+        Target::Volume,
+        Target::Network,
+    ] {
         for (i, a) in plan.actions.iter().enumerate() {
             if is_prune(a) && a.target == target {
                 let o = ctx.run(a).await;
@@ -291,6 +311,76 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A declared shared database and its server's driver.
+    fn shared(
+        &self,
+        name: &str,
+    ) -> Result<
+        (
+            &crate::databases::DesiredDatabase,
+            Arc<dyn crate::drivers::dbserver::DbServerApi>,
+        ),
+        String,
+    > {
+        let db = self
+            .desired
+            .databases
+            .get(name)
+            .ok_or_else(|| format!("database {name} is not declared"))?;
+        let address = db.server.clone().ok_or_else(|| {
+            format!(
+                "server {} has no admin password in the secret store",
+                db.server_name.as_deref().unwrap_or("?")
+            )
+        })?;
+        Ok((db, crate::drivers::dbserver::connect(address)))
+    }
+
+    fn record(&self, name: &str) -> Result<crate::databases::SharedRecord, String> {
+        let dir = self
+            .options
+            .state_dir
+            .as_ref()
+            .ok_or("no state directory for database records")?;
+        crate::databases::Records::new(dir, &self.options.instance)
+            .load()
+            .remove(name)
+            .ok_or_else(|| format!("berth has no record of database {name}"))
+    }
+
+    /// The driver of the server a recorded (no longer declared) database is on: the
+    /// server must still be in Settings, with its admin password.
+    fn recorded_server(
+        &self,
+        name: &str,
+    ) -> Result<Arc<dyn crate::drivers::dbserver::DbServerApi>, String> {
+        let record = self.record(name)?;
+        let address = self
+            .desired
+            .servers
+            .get(&record.server)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "server {} is no longer in Settings (or its admin password is missing): \
+                     database {} cannot be dropped",
+                    record.server, record.database
+                )
+            })?;
+        Ok(crate::drivers::dbserver::connect(address))
+    }
+
+    fn records(
+        &self,
+        change: impl FnOnce(&crate::databases::Records) -> std::io::Result<()>,
+    ) -> Result<(), String> {
+        match &self.options.state_dir {
+            Some(dir) => change(&crate::databases::Records::new(dir, &self.options.instance))
+                .map_err(|e| format!("failed to write the database records: {e}")),
+            None => Ok(()),
+        }
+    }
+
     fn finish(&self, a: &Action, result: Status) -> Outcome {
         let o = Outcome {
             target: a.target,
@@ -380,8 +470,8 @@ impl Ctx<'_> {
         let labels =
             |kind: &str, name: &str| observe::owner_labels(&self.options.instance, kind, name);
         match step {
-            Step::CreateNetwork { name } => d
-                .create_network(name, &labels("network", name))
+            Step::CreateNetwork { name, internal } => d
+                .create_network(name, &labels("network", name), *internal)
                 .await
                 .map_err(|e| e.to_string()),
             Step::RemoveNetwork { name } => d.remove_network(name).await.map_err(|e| e.to_string()),
@@ -400,6 +490,53 @@ impl Ctx<'_> {
                 d.create_volume(name, &l).await.map_err(|e| e.to_string())
             }
             Step::RemoveVolume { name } => d.remove_volume(name).await.map_err(|e| e.to_string()),
+            Step::EnsureDatabase { name } => {
+                let (db, server) = self.shared(name)?;
+                let password = db.password.as_ref().ok_or_else(|| {
+                    format!(
+                        "no password yet in secret {}",
+                        crate::databases::password_secret(name)
+                    )
+                })?;
+                server
+                    .ensure(&db.database, &db.user, password)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Step::RecordDatabase { name } => {
+                let db = self
+                    .desired
+                    .databases
+                    .get(name)
+                    .ok_or_else(|| format!("database {name} is not declared"))?;
+                let engine = db.server.as_ref().map(|s| s.engine).ok_or_else(|| {
+                    format!("database {name}: its server's admin password is missing")
+                })?;
+                self.records(|r| {
+                    r.put(
+                        name,
+                        crate::databases::SharedRecord {
+                            server: db.server_name.clone().unwrap_or_default(),
+                            engine,
+                            database: db.database.clone(),
+                            user: db.user.clone(),
+                            deletion_policy: db.deletion_policy,
+                        },
+                    )
+                })
+            }
+            Step::DropDatabase { name } => {
+                let server = self.recorded_server(name)?;
+                let record = self.record(name)?;
+                crate::drivers::dbserver::DbServerApi::drop(
+                    server.as_ref(),
+                    &record.database,
+                    &record.user,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }
+            Step::ForgetDatabase { name } => self.records(|r| r.remove(name)),
             Step::Run { app, replica } => {
                 let app = self.app(app)?;
                 let name = container_name(&app.name, *replica);
@@ -649,7 +786,7 @@ pub fn container_config(
     instance: &str,
 ) -> ContainerConfig {
     let spec = &app.spec;
-    let mut labels = observe::owner_labels(instance, "app", &app.name);
+    let mut labels = observe::owner_labels(instance, app.kind, &app.name);
     labels.insert(SPEC_HASH.to_owned(), app.hash.clone());
     labels.insert(SPEC.to_owned(), spec.to_json());
     labels.insert(REVISION.to_owned(), desired.revision.clone());
@@ -731,5 +868,6 @@ pub fn container_config(
         restart: spec.restart.clone(),
         user: spec.user.clone(),
         init: spec.init,
+        networks: spec.networks.clone(),
     }
 }

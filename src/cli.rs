@@ -34,6 +34,55 @@ pub enum Command {
     Run(RunArgs),
     /// Show what a running `berth run` reports: resources, revisions, last pass, events.
     Status(StatusArgs),
+    /// Dump, list and restore database backups.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+/// `berth backup`
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Dump DB now into `<state-dir>/backups/DB/` (or into --to, a file or a folder).
+    Run {
+        /// The Database resource.
+        db: String,
+        /// The manifests declaring it: a directory or one file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Write the dump here instead (not rotated).
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Where secrets and backups live.
+        #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::statedir::DEFAULT)]
+        state_dir: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// List the backups of DB (or of every database), oldest first.
+    List {
+        /// The Database resource.
+        db: Option<String>,
+        /// Where backups live.
+        #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::statedir::DEFAULT)]
+        state_dir: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Restore FILE into DB, replacing what it holds.
+    Restore {
+        /// The Database resource.
+        db: String,
+        /// The dump, as listed by `berth backup list`.
+        file: PathBuf,
+        /// The manifests declaring it: a directory or one file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Where secrets live.
+        #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::statedir::DEFAULT)]
+        state_dir: PathBuf,
+    },
 }
 
 /// `berth status`

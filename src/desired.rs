@@ -10,9 +10,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::databases::{self, DesiredDatabase, LinkValue};
 use crate::drivers::proxy::ProxyDriver;
 use crate::manifest::Manifests;
-use crate::manifest::model::{AppSpec, DeletionPolicy, Protocol, UpdateStrategy};
+use crate::manifest::model::{
+    AppSpec, DatabaseMode, DeletionPolicy, EnvValue, Protocol, UpdateStrategy,
+};
 use crate::observe::Observed;
 use crate::routes::{self, Route};
 use crate::secrets::{Secret, SecretError, SecretStore};
@@ -63,6 +66,9 @@ pub struct ContainerSpec {
     /// Docker's `--init`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
+    /// Networks joined besides `network` (the managed databases' network).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
 }
 
 /// A health check in its normalized form.
@@ -155,6 +161,8 @@ pub struct DesiredApp {
     pub secrets: BTreeMap<String, Secret>,
     /// The host port the proxy reaches it on, when the proxy runs on the host.
     pub host_port: Option<u16>,
+    /// `app`, or `database` for a managed database's container (the `berth.kind` label).
+    pub kind: &'static str,
 }
 
 impl DesiredApp {
@@ -188,26 +196,42 @@ pub struct Desired {
     pub routes: BTreeMap<String, Route>,
     /// The proxy file of each domain, rendered.
     pub proxy_files: BTreeMap<String, String>,
+    /// Databases by name (managed ones also have their container in `apps`).
+    pub databases: BTreeMap<String, DesiredDatabase>,
+    /// The internal network of managed databases, when there are any.
+    pub db_network: Option<String>,
+    /// The shared database servers berth can reach as administrator.
+    pub servers: databases::Servers,
 }
 
 impl Desired {
     /// Every secret value in use, for scrubbing text that came from outside.
     pub fn secret_values(&self) -> Vec<Secret> {
+        let databases = self.databases.values().flat_map(|d| {
+            [
+                d.password.clone(),
+                d.url.clone(),
+                d.server.as_ref().map(|s| s.admin_password.clone()),
+            ]
+            .into_iter()
+            .flatten()
+        });
         self.apps
             .values()
             .flat_map(|a| a.secrets.values().cloned())
+            .chain(databases)
             .collect()
     }
 }
 
-/// A secret an app names that the store does not have.
+/// A secret an app or a database names that the store does not have.
 #[derive(Debug, thiserror::Error)]
-#[error("App/{app}: env {variable}: {source}")]
+#[error("{resource}: {}{source}", variable.as_ref().map(|v| format!("env {v}: ")).unwrap_or_default())]
 pub struct MissingSecret {
-    /// The app.
-    pub app: String,
-    /// The variable.
-    pub variable: String,
+    /// `App/web`, `Database/blog`.
+    pub resource: String,
+    /// The variable, for an app.
+    pub variable: Option<String>,
     /// Why.
     #[source]
     pub source: SecretError,
@@ -237,28 +261,70 @@ pub fn build_lenient(
     let settings = manifests.settings();
     let mut missing = Vec::new();
     let mut apps = BTreeMap::new();
+    let (databases, db_missing) = databases::desired(manifests, store);
+    missing.extend(db_missing.into_iter().map(|m| MissingSecret {
+        resource: format!("Database/{}", m.database),
+        variable: None,
+        source: m.source,
+    }));
+    let managed: Vec<&DesiredDatabase> = databases
+        .values()
+        .filter(|d| d.mode == DatabaseMode::Managed)
+        .collect();
+    let db_network = (!managed.is_empty()).then(|| databases::network(&settings.network));
+    for db in &managed {
+        let spec = databases::managed_app_spec(db);
+        let (secrets, shown) = resolve_secret_env(&db.name, &spec, store, &mut missing, true);
+        let network = db_network.clone().unwrap_or_default();
+        let mut app = desired_app(&db.name, &spec, &network, secrets, shown, Vec::new());
+        app.kind = "database";
+        apps.insert(db.name.clone(), app);
+    }
     for (name, app) in &manifests.apps {
-        let mut secrets = BTreeMap::new();
-        let mut shown = BTreeMap::new();
-        for (variable, secret) in &app.spec.secret_env {
-            match store.get(secret) {
-                Ok(s) => {
-                    shown.insert(variable.clone(), s.redacted());
-                    secrets.insert(variable.clone(), s);
+        let (mut secrets, mut shown) =
+            resolve_secret_env(name, &app.spec, store, &mut missing, false);
+        let mut spec = app.spec.clone();
+        let mut networks = Vec::new();
+        for link in &app.spec.databases {
+            let Some(db) = databases.get(&link.name) else {
+                continue;
+            };
+            let prefix = link.prefix.as_deref().unwrap_or("");
+            for (variable, value) in databases::link_env(db, prefix) {
+                match value {
+                    LinkValue::Plain(v) => {
+                        spec.env.insert(variable, EnvValue(v));
+                    }
+                    LinkValue::Secret(Some(secret)) => {
+                        shown.insert(variable.clone(), secret.redacted());
+                        secrets.insert(variable, secret);
+                    }
+                    LinkValue::Secret(None) => {
+                        shown.insert(
+                            variable,
+                            format!(
+                                "<secret:{} to be generated>",
+                                databases::password_secret(&db.name)
+                            ),
+                        );
+                    }
                 }
-                Err(source) => {
-                    shown.insert(variable.clone(), format!("<secret:{secret} unavailable>"));
-                    missing.push(MissingSecret {
-                        app: name.clone(),
-                        variable: variable.clone(),
-                        source,
-                    });
+            }
+            if db.mode == DatabaseMode::Managed {
+                // It waits for the database, on the database's network.
+                if !spec.depends_on.contains(&db.name) {
+                    spec.depends_on.push(db.name.clone());
+                }
+                if let Some(n) = &db_network {
+                    if !networks.contains(n) {
+                        networks.push(n.clone());
+                    }
                 }
             }
         }
         apps.insert(
             name.clone(),
-            desired_app(name, &app.spec, &settings.network, secrets, shown),
+            desired_app(name, &spec, &settings.network, secrets, shown, networks),
         );
     }
     let desired = Desired {
@@ -268,8 +334,51 @@ pub fn build_lenient(
         revision: revision.to_owned(),
         routes: BTreeMap::new(),
         proxy_files: BTreeMap::new(),
+        databases,
+        db_network,
+        servers: databases::servers(manifests, store),
     };
     (desired, missing)
+}
+
+/// Resolves an app's `secretEnv`: values to inject, and how each is shown. Missing
+/// secrets are recorded, except generated ones (a dry run before the first apply).
+fn resolve_secret_env(
+    name: &str,
+    spec: &AppSpec,
+    store: &SecretStore,
+    missing: &mut Vec<MissingSecret>,
+    generated: bool,
+) -> (BTreeMap<String, Secret>, BTreeMap<String, String>) {
+    let mut secrets = BTreeMap::new();
+    let mut shown = BTreeMap::new();
+    {
+        let app = spec;
+        let name = name.to_owned();
+        for (variable, secret) in &app.secret_env {
+            match store.get(secret) {
+                Ok(s) => {
+                    shown.insert(variable.clone(), s.redacted());
+                    secrets.insert(variable.clone(), s);
+                }
+                Err(_) if generated => {
+                    shown.insert(
+                        variable.clone(),
+                        format!("<secret:{secret} to be generated>"),
+                    );
+                }
+                Err(source) => {
+                    shown.insert(variable.clone(), format!("<secret:{secret} unavailable>"));
+                    missing.push(MissingSecret {
+                        resource: format!("App/{name}"),
+                        variable: Some(variable.clone()),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    (secrets, shown)
 }
 
 fn desired_app(
@@ -278,6 +387,7 @@ fn desired_app(
     network: &str,
     secrets: BTreeMap<String, Secret>,
     shown_secrets: BTreeMap<String, String>,
+    networks: Vec<String>,
 ) -> DesiredApp {
     let volumes: Vec<DesiredVolume> = app
         .volumes
@@ -365,6 +475,7 @@ fn desired_app(
         labels: app.labels.clone(),
         user: app.user.clone(),
         init: app.init,
+        networks,
     };
     let hash = spec.hash();
     DesiredApp {
@@ -378,6 +489,7 @@ fn desired_app(
         deletion_policy: app.deletion_policy,
         secrets,
         host_port: None,
+        kind: "app",
     }
 }
 

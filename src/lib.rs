@@ -4,7 +4,9 @@
 //! berth validates them, plans the changes against what the host holds, and converges.
 
 pub mod apply;
+pub mod backup;
 pub mod controller;
+pub mod databases;
 pub mod desired;
 pub mod drivers;
 pub mod fsutil;

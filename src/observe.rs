@@ -65,6 +65,48 @@ pub struct ObservedContainer {
     /// What pruning does to its app's volumes.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// `app`, or `database` for a managed database.
+    #[serde(default = "app_kind")]
+    pub kind: String,
+}
+
+fn app_kind() -> String {
+    "app".to_owned()
+}
+
+/// A shared database as its server holds it, with berth's record of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedDatabase {
+    /// What berth recorded when it created it (`None`: never created by berth).
+    pub record: Option<crate::databases::SharedRecord>,
+    /// What the server holds, or why it could not be read.
+    pub state: Result<DatabaseState, String>,
+}
+
+/// What a shared server holds for one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseState {
+    /// The database exists.
+    pub database_exists: bool,
+    /// The user exists.
+    pub user_exists: bool,
+    /// The user logs in with the password berth holds.
+    pub login_ok: bool,
+    /// The user holds its rights on the database.
+    pub grants_ok: bool,
+}
+
+impl From<crate::drivers::dbserver::DbState> for DatabaseState {
+    fn from(s: crate::drivers::dbserver::DbState) -> DatabaseState {
+        DatabaseState {
+            database_exists: s.database_exists,
+            user_exists: s.user_exists,
+            login_ok: s.login_ok,
+            grants_ok: s.grants_ok,
+        }
+    }
 }
 
 /// A volume berth owns.
@@ -103,6 +145,8 @@ pub struct Observed {
     pub published_ports: BTreeSet<u16>,
     /// The proxy files on disk named like berth's: domain → (state, content).
     pub proxy_files: BTreeMap<String, (crate::routes::FileState, String)>,
+    /// Shared databases, declared or recorded, as their servers hold them.
+    pub databases: BTreeMap<String, ObservedDatabase>,
 }
 
 fn owned(labels: &BTreeMap<String, String>, instance: &str) -> bool {
@@ -127,7 +171,9 @@ pub async fn observe(docker: &dyn DockerApi, instance: &str) -> Result<Observed,
     let mut observed = Observed::default();
     for c in containers {
         observed.published_ports.extend(c.published.iter().copied());
-        if owned(&c.labels, instance) && c.labels.get(KIND).map(String::as_str) == Some("app") {
+        let kind = c.labels.get(KIND).map(String::as_str).unwrap_or_default();
+        if owned(&c.labels, instance) && matches!(kind, "app" | "database") {
+            let kind = kind.to_owned();
             if let Some(port) = c.labels.get(HOST_PORT).and_then(|p| p.parse().ok()) {
                 let app = c.labels.get(NAME).cloned().unwrap_or_default();
                 observed.host_ports.insert(app, port);
@@ -145,6 +191,7 @@ pub async fn observe(docker: &dyn DockerApi, instance: &str) -> Result<Observed,
                     .get(SPEC)
                     .and_then(|s| serde_json::from_str(s).ok()),
                 deletion_policy: policy(&c.labels),
+                kind,
                 id: c.id,
                 name: c.name,
                 state: c.state,

@@ -70,6 +70,9 @@ pub async fn prepare(
     options: &PassOptions,
 ) -> Result<Prepared, ReconcileError> {
     let settings = manifests.settings();
+    if options.apply {
+        crate::databases::generate_passwords(manifests, &state.secrets())?;
+    }
     let (mut desired, missing) = desired::build_lenient(manifests, &state.secrets(), revision);
     if options.apply && !missing.is_empty() {
         return Err(ReconcileError::MissingSecrets(missing));
@@ -82,6 +85,7 @@ pub async fn prepare(
         observed.proxy_files = proxy
             .observe()
             .map_err(|e| ReconcileError::Proxy(format!("failed to read the proxy's files: {e}")))?;
+        observed.databases = observe_shared(&desired, state, &options.instance).await;
     }
     let tokens = private_tokens(manifests, state, options.apply)?;
     let tls_dir = state.path().join("tls");
@@ -125,6 +129,76 @@ pub async fn prepare(
     })
 }
 
+/// Reads, through SQL, every shared database that is declared or that berth recorded
+/// (a removed manifest's database is still berth's to drop or forget). The servers
+/// are asked concurrently; one unreachable server only marks its own databases.
+async fn observe_shared(
+    desired: &desired::Desired,
+    state: &StateDir,
+    instance: &str,
+) -> BTreeMap<String, observe::ObservedDatabase> {
+    use crate::databases::Records;
+    use crate::drivers::dbserver;
+    let records = Records::new(state.path(), instance).load();
+    let mut asks = Vec::new();
+    for db in desired.databases.values() {
+        if db.mode != crate::manifest::model::DatabaseMode::Shared {
+            continue;
+        }
+        let record = records.get(&db.name).cloned();
+        let (Some(server), Some(password)) = (db.server.clone(), db.password.clone()) else {
+            // Not readable yet (no admin password, no generated password): planned
+            // from the record alone.
+            let state = match (&db.server, &record) {
+                (None, _) => Err(format!(
+                    "server {} is not reachable without its admin password",
+                    db.server_name.as_deref().unwrap_or("?")
+                )),
+                (Some(_), _) => Ok(observe::DatabaseState {
+                    database_exists: record.is_some(),
+                    user_exists: record.is_some(),
+                    login_ok: false,
+                    grants_ok: false,
+                }),
+            };
+            if record.is_some() || state.is_err() {
+                asks.push(futures_util::future::Either::Left(std::future::ready((
+                    db.name.clone(),
+                    observe::ObservedDatabase { record, state },
+                ))));
+            }
+            continue;
+        };
+        let (name, database, user) = (db.name.clone(), db.database.clone(), db.user.clone());
+        asks.push(futures_util::future::Either::Right(async move {
+            let state = dbserver::connect(server)
+                .observe(&database, &user, &password)
+                .await
+                .map(observe::DatabaseState::from)
+                .map_err(|e| e.to_string());
+            (name, observe::ObservedDatabase { record, state })
+        }));
+    }
+    let mut out: BTreeMap<String, observe::ObservedDatabase> = futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .collect();
+    // Recorded but no longer declared: the record says what to do; its state is not
+    // needed to plan (the drop is idempotent).
+    for (name, record) in records {
+        out.entry(name).or_insert(observe::ObservedDatabase {
+            record: Some(record),
+            state: Ok(observe::DatabaseState {
+                database_exists: true,
+                user_exists: true,
+                login_ok: true,
+                grants_ok: true,
+            }),
+        });
+    }
+    out
+}
+
 /// Executes a prepared plan and records which apps are now as declared.
 pub async fn execute(
     prepared: &Prepared,
@@ -134,6 +208,7 @@ pub async fn execute(
     on_progress: OnProgress,
 ) -> Report {
     options.proxy = prepared.proxy.clone();
+    options.state_dir = Some(state.path().to_path_buf());
     let report = apply::apply(
         &prepared.plan,
         &prepared.desired,

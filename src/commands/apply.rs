@@ -34,14 +34,11 @@ pub fn exec(args: &ApplyArgs, color: bool) -> anyhow::Result<ExitCode> {
     let state = StateDir::new(&args.host.state_dir);
     // Say plainly what this version does not converge yet, rather than skip it quietly.
     // (Notifiers have nothing to converge: `berth run` sends through them.)
-    let unapplied: Vec<String> = [
-        ("Database", manifests.databases.len()),
-        ("Workflow", manifests.workflows.len()),
-    ]
-    .iter()
-    .filter(|(_, n)| *n > 0)
-    .map(|(k, n)| format!("{n} {k}"))
-    .collect();
+    let unapplied: Vec<String> = [("Workflow", manifests.workflows.len())]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
     if !unapplied.is_empty() {
         eprintln!(
             "note: {} validated but not converged by apply in this version",

@@ -1,6 +1,7 @@
 //! One module per subcommand: build the options, call the library, print the result.
 
 mod apply;
+mod backup;
 mod init;
 mod run;
 mod schema;
@@ -20,5 +21,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(args) => apply::exec(&args, cli.color.enabled()),
         Command::Run(args) => run::exec(&args),
         Command::Status(args) => status::exec(&args),
+        Command::Backup(command) => backup::exec(&command),
     }
 }

@@ -101,6 +101,10 @@ pub struct Controller {
     latest: Arc<Mutex<Option<String>>>,
     /// A failure was reported and no success since: the next success is a recovery.
     failing: Arc<AtomicBool>,
+    /// The databases of the last valid revision that have a backup schedule.
+    schedules: Arc<Mutex<Vec<crate::databases::DesiredDatabase>>>,
+    /// Poked when the schedules change.
+    schedules_changed: Arc<Notify>,
 }
 
 impl Controller {
@@ -128,6 +132,8 @@ impl Controller {
             fetch_now: Arc::new(Notify::new()),
             latest: Arc::new(Mutex::new(None)),
             failing: Arc::new(AtomicBool::new(failing)),
+            schedules: Arc::new(Mutex::new(Vec::new())),
+            schedules_changed: Arc::new(Notify::new()),
         }
     }
 
@@ -164,6 +170,8 @@ impl Controller {
                 None
             }
         };
+
+        tokio::spawn(self.backups());
 
         // Managed containers that die or vanish are repaired at once.
         let mut events = self
@@ -316,6 +324,91 @@ impl Controller {
                         });
                     }
                 }
+            }
+        }
+    }
+
+    /// Runs each database's backups on its schedule (host local time), records the
+    /// result in status and sends `BackupFailed` when one fails.
+    fn backups(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let schedules = self.schedules.clone();
+        let changed = self.schedules_changed.clone();
+        let state_dir = self.state.path().to_path_buf();
+        let status = self.status.clone();
+        let notifier = self.notifier.clone();
+        let instance = self.options.instance.clone();
+        async move {
+            loop {
+                let now = chrono::Local::now();
+                let next = {
+                    let all = schedules.lock().unwrap_or_else(|e| e.into_inner());
+                    all.iter()
+                        .filter_map(|db| {
+                            let at = db
+                                .backup
+                                .as_ref()?
+                                .schedule
+                                .schedule()
+                                .find_next_occurrence(&now, false)
+                                .ok()?;
+                            Some((at, db.clone()))
+                        })
+                        .min_by_key(|(at, _)| *at)
+                };
+                let Some((at, db)) = next else {
+                    changed.notified().await;
+                    continue;
+                };
+                let wait = (at - now).to_std().unwrap_or_default();
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = changed.notified() => continue,
+                }
+                let keep = db.backup.as_ref().map(|b| b.keep);
+                let result = crate::backup::run(&db, &state_dir, None, keep).await;
+                let record = match &result {
+                    Ok(f) => {
+                        info!(database = %db.name, file = %f.path.display(), bytes = f.bytes, "backed up");
+                        status::BackupRecord {
+                            time: status::now(),
+                            file: Some(f.path.display().to_string()),
+                            bytes: Some(f.bytes),
+                            error: None,
+                        }
+                    }
+                    Err(e) => {
+                        warn!(database = %db.name, "backup failed: {e}");
+                        notifier.send(Notification {
+                            event: EventKind::BackupFailed,
+                            instance: instance.clone(),
+                            revision: None,
+                            summary: format!("backup of Database/{} failed", db.name),
+                            details: vec![e.to_string()],
+                        });
+                        status::BackupRecord {
+                            time: status::now(),
+                            file: None,
+                            bytes: None,
+                            error: Some(e.to_string()),
+                        }
+                    }
+                };
+                status.update(|st| {
+                    match &record.error {
+                        Some(e) => {
+                            st.push_event("BackupFailed", format!("Database/{}: {e}", db.name))
+                        }
+                        None => st.push_event(
+                            "BackedUp",
+                            format!(
+                                "Database/{} → {}",
+                                db.name,
+                                record.file.as_deref().unwrap_or_default()
+                            ),
+                        ),
+                    }
+                    st.backups.insert(db.name.clone(), record);
+                });
             }
         }
     }
@@ -555,6 +648,7 @@ impl Controller {
             }
         };
         self.configure_notifiers(&manifests);
+        self.configure_backups(&manifests);
         let settings = manifests.settings();
         let (auto_apply, resync) = (settings.auto_apply, settings.resync.get());
         let options = PassOptions {
@@ -727,6 +821,27 @@ impl Controller {
         }
     }
 
+    /// Takes this revision's backup schedules (shared databases: berth dumps those).
+    fn configure_backups(&self, manifests: &manifest::Manifests) {
+        let (databases, _) = crate::databases::desired(manifests, &self.state.secrets());
+        let scheduled: Vec<_> = databases
+            .into_values()
+            .filter(|d| {
+                d.backup.is_some() && d.mode == crate::manifest::model::DatabaseMode::Shared
+            })
+            .collect();
+        let mut current = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
+        let same = current.len() == scheduled.len()
+            && current
+                .iter()
+                .zip(&scheduled)
+                .all(|(a, b)| a.name == b.name && a.backup == b.backup && a == b);
+        if !same {
+            *current = scheduled;
+            self.schedules_changed.notify_one();
+        }
+    }
+
     /// Points the notifiers at this revision's Notifier resources. A notifier whose
     /// URL secret is missing is skipped and reported; the pass goes on.
     fn configure_notifiers(&self, manifests: &manifest::Manifests) {
@@ -807,6 +922,7 @@ fn kind_of(target: crate::plan::Target) -> &'static str {
     match target {
         crate::plan::Target::App => "App",
         crate::plan::Target::Domain => "Domain",
+        crate::plan::Target::Database => "Database",
         crate::plan::Target::Volume => "Volume",
         crate::plan::Target::Network => "Network",
     }

@@ -197,6 +197,8 @@ pub struct ContainerConfig {
     pub user: Option<String>,
     /// Docker's `--init`.
     pub init: bool,
+    /// Networks joined besides `network`.
+    pub networks: Vec<String>,
 }
 
 impl std::fmt::Debug for ContainerConfig {
@@ -251,6 +253,7 @@ pub trait DockerApi: Send + Sync {
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
+        internal: bool,
     ) -> Result<(), DockerError>;
     /// Removes a network.
     async fn remove_network(&self, name: &str) -> Result<(), DockerError>;
@@ -418,11 +421,13 @@ impl DockerApi for BollardDocker {
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
+        internal: bool,
     ) -> Result<(), DockerError> {
         let request = NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".to_owned()),
             attachable: Some(true),
+            internal: internal.then_some(true),
             labels: Some(labels.clone().into_iter().collect()),
             ..Default::default()
         };
@@ -587,11 +592,27 @@ impl DockerApi for BollardDocker {
         let options = CreateContainerOptionsBuilder::default()
             .name(&config.name)
             .build();
-        self.client
+        let id = self
+            .client
             .create_container(Some(options), body)
             .await
             .map(|r| r.id)
-            .map_err(|e| call_error("create container", &config.name, e))
+            .map_err(|e| call_error("create container", &config.name, e))?;
+        // API 1.41 takes one network at creation; the others are joined before start.
+        for network in &config.networks {
+            let request = bollard::models::NetworkConnectRequest {
+                container: id.clone(),
+                endpoint_config: Some(EndpointSettings {
+                    aliases: Some(config.aliases.clone()),
+                    ..Default::default()
+                }),
+            };
+            if let Err(e) = self.client.connect_network(network, request).await {
+                let _ = self.remove_container(&id).await;
+                return Err(call_error("connect container to network", network, e));
+            }
+        }
+        Ok(id)
     }
 
     async fn start_container(&self, id: &str) -> Result<(), DockerError> {

@@ -652,6 +652,33 @@ fn check_revision(report: &mut Report, mut typed: Vec<Typed>) -> Manifests {
             keep[n] = false;
             continue;
         }
+        // A managed database is a container named after it: it cannot share an app's name.
+        let clash = match (&t.spec, kind) {
+            (Spec::Database(d), _) if d.mode == super::model::DatabaseMode::Managed => {
+                index.by_id.get(&(Kind::App, t.name.as_str())).copied()
+            }
+            (_, Kind::App) => index
+                .by_id
+                .get(&(Kind::Database, t.name.as_str()))
+                .copied()
+                .filter(|&o| {
+                    matches!(&typed[o].spec, Spec::Database(d) if d.mode == super::model::DatabaseMode::Managed)
+                }),
+            _ => None,
+        };
+        if let Some(other) = clash {
+            let f = &report.docs[typed[other].doc];
+            let message = format!(
+                "`{}` names both an App and a managed Database (at {}:{}); their containers \
+                 would share the name: rename one",
+                t.name,
+                f.file,
+                locate(&f.node, "/metadata/name", false).line
+            );
+            report.at(t.doc, "/metadata/name", message);
+            keep[n] = false;
+            continue;
+        }
         index.by_id.insert((kind, t.name.as_str()), n);
     }
     if let Some(s) = first_settings {

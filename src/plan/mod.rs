@@ -16,8 +16,9 @@ pub use diff::{spec_changes, unified_diff};
 pub use order::rounds;
 pub use render::render_text;
 
+use crate::databases::DesiredDatabase;
 use crate::desired::{Desired, DesiredApp, container_name};
-use crate::manifest::model::{DeletionPolicy, UpdateStrategy};
+use crate::manifest::model::{DatabaseMode, DeletionPolicy, UpdateStrategy};
 use crate::observe::{Observed, ObservedContainer};
 use crate::routes::FileState;
 
@@ -29,6 +30,8 @@ pub enum Target {
     Network,
     /// A named volume.
     Volume,
+    /// A database: a managed one's container, a shared one's database and user.
+    Database,
     /// An app's containers.
     App,
     /// A domain's proxy file.
@@ -40,6 +43,7 @@ impl std::fmt::Display for Target {
         f.write_str(match self {
             Target::Network => "network",
             Target::Volume => "volume",
+            Target::Database => "database",
             Target::App => "app",
             Target::Domain => "domain",
         })
@@ -70,9 +74,32 @@ pub enum Op {
     rename_all_fields = "camelCase"
 )]
 pub enum Step {
-    /// Create the shared network.
+    /// Create the shared network (or the databases' internal one).
     CreateNetwork {
         /// Its name.
+        name: String,
+        /// No route out of it (the managed databases' network).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        internal: bool,
+    },
+    /// Create a shared database and its user, or put them back as declared.
+    EnsureDatabase {
+        /// The Database resource.
+        name: String,
+    },
+    /// Remember a shared database berth owns (and its deletion policy).
+    RecordDatabase {
+        /// The Database resource.
+        name: String,
+    },
+    /// Drop a shared database and its user.
+    DropDatabase {
+        /// The Database resource.
+        name: String,
+    },
+    /// Forget a shared database (its data stays on the server).
+    ForgetDatabase {
+        /// The Database resource.
         name: String,
     },
     /// Remove a network berth created.
@@ -272,10 +299,24 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
             network.reasons.push("new network".into());
             network.steps.push(Step::CreateNetwork {
                 name: desired.network.clone(),
+                internal: false,
             });
         }
     }
     actions.push(network);
+    if let Some(name) = &desired.db_network {
+        let mut a = Action::new(Target::Network, name, Op::Noop);
+        if !observed.networks.contains(name) && !observed.foreign_networks.contains(name) {
+            a.op = Op::Create;
+            a.reasons
+                .push("new internal network for managed databases".into());
+            a.steps.push(Step::CreateNetwork {
+                name: name.clone(),
+                internal: true,
+            });
+        }
+        actions.push(a);
+    }
 
     // Named volumes.
     let owned_volumes: BTreeSet<&str> = observed.volumes.iter().map(|v| v.name.as_str()).collect();
@@ -294,7 +335,13 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
                 conflicted_apps.insert(app.name.clone());
             } else {
                 a.op = Op::Create;
-                a.reasons.push(format!("new volume for app {}", app.name));
+                let owner = if app.kind == "database" {
+                    "database"
+                } else {
+                    "app"
+                };
+                a.reasons
+                    .push(format!("new volume for {owner} {}", app.name));
                 a.steps.push(Step::CreateVolume {
                     name: v.docker_name.clone(),
                     app: app.name.clone(),
@@ -303,6 +350,20 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
                 });
             }
             actions.push(a);
+        }
+    }
+
+    // Shared and external databases, before the apps that link them.
+    for db in desired.databases.values() {
+        match db.mode {
+            DatabaseMode::Shared => actions.push(plan_shared(db, observed)),
+            DatabaseMode::External => {
+                let mut a = Action::new(Target::Database, &db.name, Op::Noop);
+                a.reasons
+                    .push(format!("external {}: linked only", db.engine.as_str()));
+                actions.push(a);
+            }
+            DatabaseMode::Managed => {}
         }
     }
 
@@ -316,6 +377,14 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
             let app = &desired.apps[&name];
             let current = by_app.remove(name.as_str()).unwrap_or_default();
             let mut a = plan_app(app, &current, observed);
+            if app.kind == "database" {
+                a.target = Target::Database;
+                for r in &mut a.reasons {
+                    if let Some(rest) = r.strip_prefix("new app (") {
+                        *r = format!("new managed database ({rest}");
+                    }
+                }
+            }
             if conflicted_apps.contains(&name) && a.op != Op::Conflict {
                 a.op = Op::Conflict;
                 a.steps.clear();
@@ -374,17 +443,62 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
         actions.push(a);
     }
 
+    // Shared databases berth created whose manifest is gone.
+    for (name, o) in &observed.databases {
+        if desired.databases.contains_key(name) {
+            continue;
+        }
+        let Some(r) = &o.record else { continue };
+        let on = format!(
+            "database {} and user {} on {}",
+            r.database, r.user, r.server
+        );
+        if !options.prune {
+            let mut a = Action::new(Target::Database, name, Op::Noop);
+            a.reasons
+                .push(format!("no longer declared; {on} kept (pruning is off)"));
+            actions.push(a);
+        } else if r.deletion_policy == DeletionPolicy::Delete {
+            let mut a = Action::new(Target::Database, name, Op::Delete);
+            a.reasons.push(format!(
+                "no longer declared; drop {on} (deletionPolicy: delete): THE DATA IS DELETED"
+            ));
+            a.steps.push(Step::DropDatabase { name: name.clone() });
+            a.steps.push(Step::ForgetDatabase { name: name.clone() });
+            actions.push(a);
+        } else {
+            let mut a = Action::new(Target::Database, name, Op::Delete);
+            a.reasons.push(format!(
+                "no longer declared; {on} kept with its data (deletionPolicy: retain), \
+                 berth stops managing it"
+            ));
+            a.steps.push(Step::ForgetDatabase { name: name.clone() });
+            actions.push(a);
+        }
+    }
+
     // Prune what is owned but no longer declared.
+    let kind_of = |name: &str| {
+        let database = observed
+            .containers
+            .iter()
+            .any(|c| c.app == name && c.kind == "database");
+        if database {
+            Target::Database
+        } else {
+            Target::App
+        }
+    };
     if !options.prune {
         for name in by_app.keys() {
-            let mut a = Action::new(Target::App, name, Op::Noop);
+            let mut a = Action::new(kind_of(name), name, Op::Noop);
             a.reasons
                 .push("no longer declared; kept (pruning is off)".into());
             actions.push(a);
         }
     } else {
         for (name, containers) in by_app {
-            let mut a = Action::new(Target::App, name, Op::Delete);
+            let mut a = Action::new(kind_of(name), name, Op::Delete);
             a.reasons.push("no longer declared".into());
             for c in containers {
                 a.steps.push(Step::Remove {
@@ -438,7 +552,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
             }
         }
         for n in &observed.networks {
-            if *n != desired.network {
+            if *n != desired.network && desired.db_network.as_ref() != Some(n) {
                 let mut a = Action::new(Target::Network, n, Op::Delete);
                 a.reasons.push("no longer declared".into());
                 a.steps.push(Step::RemoveNetwork { name: n.clone() });
@@ -465,6 +579,110 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
 }
 
 /// Plans one app's replicas.
+/// A shared database: created when missing, put back when its user cannot log in or
+/// lost its rights, adopted (recorded) when it exists already as declared.
+fn plan_shared(db: &DesiredDatabase, observed: &Observed) -> Action {
+    let mut a = Action::new(Target::Database, &db.name, Op::Noop);
+    let server = db.server_name.as_deref().unwrap_or("?");
+    let on = format!("database {} on {server} with user {}", db.database, db.user);
+    let ensure = Step::EnsureDatabase {
+        name: db.name.clone(),
+    };
+    let o = observed.databases.get(&db.name);
+    let record = o.and_then(|o| o.record.as_ref());
+    match o.map(|o| &o.state) {
+        None => {
+            a.op = Op::Create;
+            a.reasons.push(format!("create {on}"));
+            a.steps.push(ensure);
+        }
+        Some(Err(e)) => {
+            a.op = Op::Update;
+            a.reasons
+                .push(format!("ensure {on} (its state could not be read: {e})"));
+            a.steps.push(ensure);
+        }
+        Some(Ok(state)) if !state.database_exists || !state.user_exists => {
+            a.op = if record.is_some() {
+                Op::Update
+            } else {
+                Op::Create
+            };
+            if record.is_some() {
+                a.drift = true;
+                a.reasons.push(format!(
+                    "{on}: {} missing (drift)",
+                    match (state.database_exists, state.user_exists) {
+                        (false, false) => "database and user",
+                        (false, true) => "database",
+                        _ => "user",
+                    }
+                ));
+            } else {
+                a.reasons.push(format!("create {on}"));
+            }
+            a.steps.push(ensure);
+        }
+        Some(Ok(state)) if !state.login_ok => {
+            a.op = Op::Update;
+            a.drift = record.is_some();
+            a.reasons.push(format!(
+                "user {} cannot log in with the password in secret {}: reset",
+                db.user,
+                crate::databases::password_secret(&db.name)
+            ));
+            a.steps.push(ensure);
+        }
+        Some(Ok(state)) if !state.grants_ok => {
+            a.op = Op::Update;
+            a.drift = true;
+            a.reasons.push(format!(
+                "user {} lost its rights on {} (drift)",
+                db.user, db.database
+            ));
+            a.steps.push(ensure);
+        }
+        Some(Ok(_)) => match record {
+            None => {
+                a.op = Op::Update;
+                a.reasons.push(format!("adopt the existing {on}"));
+                a.steps.push(Step::RecordDatabase {
+                    name: db.name.clone(),
+                });
+            }
+            Some(r) if r.deletion_policy != db.deletion_policy => {
+                a.op = Op::Update;
+                a.reasons.push(format!(
+                    "deletionPolicy {} → {}",
+                    policy_word(r.deletion_policy),
+                    policy_word(db.deletion_policy)
+                ));
+                a.steps.push(Step::RecordDatabase {
+                    name: db.name.clone(),
+                });
+            }
+            Some(_) => a.reasons.push(on.clone()),
+        },
+    }
+    if matches!(a.op, Op::Create | Op::Update)
+        && a.steps
+            .iter()
+            .any(|s| matches!(s, Step::EnsureDatabase { .. }))
+    {
+        a.steps.push(Step::RecordDatabase {
+            name: db.name.clone(),
+        });
+    }
+    a
+}
+
+fn policy_word(p: DeletionPolicy) -> &'static str {
+    match p {
+        DeletionPolicy::Retain => "retain",
+        DeletionPolicy::Delete => "delete",
+    }
+}
+
 fn plan_app(app: &DesiredApp, current: &[&ObservedContainer], observed: &Observed) -> Action {
     let mut a = Action::new(Target::App, &app.name, Op::Noop);
     // Canonical names held by objects berth does not own block the app.

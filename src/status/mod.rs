@@ -100,6 +100,22 @@ pub struct Status {
     pub conditions: Vec<Condition>,
     /// The last fetch of a Git source.
     pub fetch: Option<FetchRecord>,
+    /// The last scheduled backup of each database.
+    pub backups: BTreeMap<String, BackupRecord>,
+}
+
+/// How a database's last scheduled backup went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// When it finished (RFC 3339).
+    pub time: String,
+    /// The dump, when it worked.
+    pub file: Option<String>,
+    /// Its size in bytes.
+    pub bytes: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
 }
 
 /// How the last fetch of a Git source went.

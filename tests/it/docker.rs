@@ -195,6 +195,7 @@ impl Drop for Scenario {
             docker(&["volume", "rm", "-f", v]);
         }
         docker(&["network", "rm", &format!("{}-net", self.prefix)]);
+        docker(&["network", "rm", &format!("{}-net-db", self.prefix)]);
         for i in &self.extra_images {
             docker(&["rmi", i]);
         }
@@ -701,7 +702,10 @@ fn the_driver_streams_events_of_managed_containers() {
         let docker = BollardDocker::connect().await.unwrap();
         let network = format!("{}-net", s.prefix);
         let mut labels = berth::observe::owner_labels(&s.prefix, "network", "test");
-        docker.create_network(&network, &labels).await.unwrap();
+        docker
+            .create_network(&network, &labels, false)
+            .await
+            .unwrap();
         let mut events = docker.container_events(&format!("berth.instance={}", s.prefix));
         // The stream subscribes when first polled: keep polling it from a task.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<
@@ -732,6 +736,7 @@ fn the_driver_streams_events_of_managed_containers() {
             restart: "no".into(),
             user: None,
             init: false,
+            networks: vec![],
         };
         let id = docker.create_container(&config).await.unwrap();
         docker.start_container(&id).await.unwrap();

@@ -2,6 +2,8 @@
 
 mod cli;
 mod corpus;
+mod databases;
+mod dbserver;
 mod docker;
 mod gitops;
 mod listener;
@@ -10,6 +12,7 @@ mod planner;
 mod routing;
 mod run;
 mod schemas;
+mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

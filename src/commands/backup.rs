@@ -1,0 +1,91 @@
+//! `berth backup run|list|restore`: database dumps by hand.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use berth::backup;
+use berth::databases::{self, DesiredDatabase};
+use berth::manifest;
+use berth::secrets::SecretStore;
+
+use crate::cli::{BackupCommand, Format};
+
+pub fn exec(command: &BackupCommand) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    match command {
+        BackupCommand::Run {
+            db,
+            path,
+            to,
+            state_dir,
+            output,
+        } => {
+            let database = declared(path, state_dir, db)?;
+            let keep = database.backup.as_ref().map(|b| b.keep);
+            let file = runtime.block_on(backup::run(&database, state_dir, to.as_deref(), keep))?;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&file)?),
+                Format::Text => println!(
+                    "backed up Database/{} to {} ({} bytes)",
+                    file.database,
+                    file.path.display(),
+                    file.bytes
+                ),
+            }
+        }
+        BackupCommand::List {
+            db,
+            state_dir,
+            output,
+        } => {
+            let files = backup::list(state_dir, db.as_deref())?;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&files)?),
+                Format::Text if files.is_empty() => println!("no backups"),
+                Format::Text => {
+                    for f in files {
+                        println!(
+                            "{:<20} {}  {:>10} bytes  {}",
+                            f.database,
+                            f.taken,
+                            f.bytes,
+                            f.path.display()
+                        );
+                    }
+                }
+            }
+        }
+        BackupCommand::Restore {
+            db,
+            file,
+            path,
+            state_dir,
+        } => {
+            let database = declared(path, state_dir, db)?;
+            runtime.block_on(backup::restore(&database, file))?;
+            println!("restored {} into Database/{db}", file.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The database `name` as the manifests under `path` declare it, credentials resolved.
+fn declared(path: &Path, state_dir: &Path, name: &str) -> anyhow::Result<DesiredDatabase> {
+    let manifests = manifest::load_dir(path)
+        .map_err(|d| anyhow::anyhow!("{}the manifests under {} are invalid", d, path.display()))?;
+    let (mut all, _) = databases::desired(&manifests, &SecretStore::new(state_dir));
+    match all.remove(name) {
+        Some(db) => Ok(db),
+        None => bail!(
+            "no Database `{name}` under {}; declared: {}",
+            path.display(),
+            manifests
+                .databases
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
