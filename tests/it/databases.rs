@@ -181,6 +181,36 @@ fn shared_lifecycle(server: &ServerFixture) {
         .unwrap();
     assert!(rows.contains("hello from berth"), "{rows}");
 
+    // A new password in the secret store: the user's password is reset and the app that
+    // links the database is re-created with it.
+    let old_id = s.inspect(&s.name("web"))["Id"].clone();
+    let secret_file = s
+        .state_path()
+        .join(format!("secrets/db-{}-password", s.name("blog")));
+    let password = "rotated0password0for0the0test0000".to_owned();
+    fs::write(&secret_file, &password).unwrap();
+    let (_, plan) = s.dry_run();
+    assert!(
+        plan.contains(&format!(
+            "~ update database {}: user {db_name} cannot log in with the password in secret db-{}-password: reset",
+            s.name("blog"),
+            s.name("blog")
+        )),
+        "{plan}"
+    );
+    assert!(plan.contains("secret DB_PASSWORD changed"), "{plan}");
+    assert!(!plan.contains(&password), "{plan}");
+    s.apply();
+    assert_ne!(
+        s.inspect(&s.name("web"))["Id"],
+        old_id,
+        "the app is re-created"
+    );
+    assert_eq!(env_map(&s, &s.name("web"))["DB_PASSWORD"], password);
+    server
+        .sql(&db_name, &password, &db_name, "SELECT title FROM posts;")
+        .expect("the new password works");
+
     // Removed with deletionPolicy: retain: berth lets go, the data stays.
     s.remove("blog.yaml");
     s.write("web.yaml", &s.app("web", image(), "  port: 80\n"));
@@ -391,4 +421,68 @@ fn berth_run_backs_up_on_schedule_and_rotates() {
     );
     let dir = s.state_path().join("backups").join(&name);
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "keep: 1");
+    let password =
+        fs::read_to_string(s.state_path().join(format!("secrets/db-{name}-password"))).unwrap();
+    assert!(!c.log().contains(&password));
+    assert!(!c.log().contains(&server.admin_password));
+    assert!(!status.to_string().contains(&password));
+}
+
+#[test]
+fn a_failing_scheduled_backup_is_reported_and_notified() {
+    let server = servers::mariadb();
+    let s = Scenario::new();
+    let hook = crate::listener::Listener::start(200);
+    fs::write(
+        s.state_path().join("secrets/main-admin"),
+        &server.admin_password,
+    )
+    .unwrap();
+    fs::write(
+        s.state_path().join("secrets/hook-url"),
+        format!("{}/hook", hook.base),
+    )
+    .unwrap();
+    s.write("settings.yaml", &settings(&s, server));
+    s.write(
+        "notify.yaml",
+        "apiVersion: berth/v1\nkind: Notifier\nmetadata: {name: ops}\n\
+         spec: {type: webhook, urlSecret: hook-url, events: [BackupFailed]}\n",
+    );
+    s.write(
+        "db.yaml",
+        &database(
+            &s,
+            "shop",
+            "mariadb",
+            "  mode: shared\n  server: main\n  backup: {schedule: \"* * * * *\", keep: 3}\n",
+        ),
+    );
+    // The backup folder cannot be made: a file is in the way.
+    let name = s.name("shop");
+    fs::create_dir_all(s.state_path().join("backups")).unwrap();
+    fs::write(s.state_path().join("backups").join(&name), "in the way").unwrap();
+    let source = s.manifests_path().display().to_string();
+    let c = crate::run::Controller::start_with(&s, &source, &[]);
+    crate::run::eventually(&c, 80, "the failed backup is recorded", || {
+        c.api("/api/v1/status")["backups"][&name]["error"].is_string()
+    });
+    let status = c.api("/api/v1/status");
+    let error = status["backups"][&name]["error"].as_str().unwrap();
+    assert!(error.starts_with("failed to create "), "{error}");
+    crate::run::eventually(&c, 10, "the notifier hears of it", || {
+        hook.received()
+            .iter()
+            .any(|r| r.json()["event"] == "BackupFailed")
+    });
+    let sent: Vec<serde_json::Value> = hook.received().iter().map(|r| r.json()).collect();
+    assert!(
+        sent.iter().all(|m| m["event"] == "BackupFailed"),
+        "{sent:?}"
+    );
+    assert_eq!(
+        sent[0]["summary"],
+        format!("backup of Database/{name} failed"),
+        "{sent:?}"
+    );
 }
