@@ -401,3 +401,253 @@ fn a_git_source_reads_the_commit_tree_at_a_ref_and_folder() {
     assert!(e.starts_with("failed to fetch file://"), "{e}");
     assert_eq!(source.read(&second).unwrap().files.len(), 2);
 }
+
+/// Serves `root`'s repositories over Git's smart HTTP (git-http-backend as a CGI of
+/// busybox httpd), behind basic authentication as `x-access-token:<token>`.
+struct HttpGit {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpGit {
+    fn start(root: &Path, token: &str) -> HttpGit {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().join("www");
+        fs::create_dir_all(www.join("cgi-bin")).unwrap();
+        let cgi = www.join("cgi-bin/git");
+        fs::write(
+            &cgi,
+            format!(
+                "#!/bin/sh\nexport GIT_PROJECT_ROOT={} GIT_HTTP_EXPORT_ALL=1\n\
+                 exec /usr/lib/git-core/git-http-backend\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&cgi, fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = dir.path().join("httpd.conf");
+        fs::write(&conf, format!("/cgi-bin:x-access-token:{token}\n")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("busybox")
+            .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}")])
+            .arg("-h")
+            .arg(&www)
+            .arg("-c")
+            .arg(&conf)
+            .spawn()
+            .expect("busybox httpd starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "httpd did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        HttpGit {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for HttpGit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_http_git_source_needs_its_token_and_never_sends_it_in_clear_text() {
+    use berth::secrets::Secret;
+    use berth::source::git::{GitSource, GitSpec};
+    let repo = Repo::new();
+    repo.commit("first", &[("app.yaml", "kind: App\n".to_owned())]);
+    let server = HttpGit::start(repo.bare.parent().unwrap(), "t0ken-h7");
+    let url = format!(
+        "http://127.0.0.1:{}/cgi-bin/git/state.git#main:deploy",
+        server.port
+    );
+    let state = tempfile::tempdir().unwrap();
+
+    // Without a token the server's 401 is a clear failure.
+    let source = GitSource::new(GitSpec::parse(&url).unwrap(), state.path(), None);
+    let e = source.fetch().unwrap_err().to_string();
+    assert!(e.starts_with("failed to fetch http://127.0.0.1:"), "{e}");
+
+    // With one, over plain http: refused before anything is sent (tokens go over https).
+    let token = Secret::new("git-token", "t0ken-h7");
+    let source = GitSource::new(GitSpec::parse(&url).unwrap(), state.path(), Some(token));
+    let e = source.fetch().unwrap_err().to_string();
+    assert!(
+        e.contains("Will not send credentials in clear text over http"),
+        "{e}"
+    );
+    assert!(!e.contains("t0ken-h7"), "{e}");
+}
+
+/// nginx terminating TLS in front of `upstream` on loopback, with a certificate for
+/// 127.0.0.1 from a CA of the test's own (returned: the CA's file).
+struct TlsProxy {
+    child: std::process::Child,
+    port: u16,
+    ca: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsProxy {
+    fn start(upstream: u16) -> TlsProxy {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=berth test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "site.key",
+            "-out",
+            "site.csr",
+        ]);
+        fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "site.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "site.pem",
+        ]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = format!(
+            "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
+             fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
+             server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/site.pem;\n\
+             ssl_certificate_key {d}/site.key;\n    location / {{ proxy_pass http://127.0.0.1:{upstream}; }}\n  }}\n}}\n",
+            d = d.display()
+        );
+        fs::write(d.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .arg("-p")
+            .arg(d)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .spawn()
+            .expect("nginx starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        TlsProxy {
+            child,
+            port,
+            ca: d.join("ca.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_https_git_source_authenticates_with_the_token_secret() {
+    let s = Scenario::new();
+    let web = s.name("web");
+    let repo = Repo::new();
+    let commit = repo.commit(
+        "first",
+        &[("web.yaml", s.app("web", image(), "  port: 80\n"))],
+    );
+    let git = HttpGit::start(repo.bare.parent().unwrap(), "t0ken-h7");
+    let tls = TlsProxy::start(git.port);
+    write_secret(&s, "git-token", "t0ken-h7");
+    let source = format!(
+        "https://127.0.0.1:{}/cgi-bin/git/state.git#main:deploy",
+        tls.port
+    );
+    // The test's CA is trusted the way an operator would: SSL_CERT_FILE.
+    let ca = tls.ca.display().to_string();
+    let c = Controller::start_with_env(&s, &source, &[], &[("SSL_CERT_FILE", &ca)]);
+    eventually(&c, 40, "the commit fetched over https runs", || {
+        running(&web) && c.api("/api/v1/status")["revisionApplied"] == commit.as_str()
+    });
+    assert!(!c.log().contains("t0ken-h7"));
+    drop(c);
+
+    // The wrong token: the fetch fails, says so, and shows no token.
+    let s2 = Scenario::new();
+    write_secret(&s2, "git-token", "guessed-9");
+    let c = Controller::start_with_env(&s2, &source, &[], &[("SSL_CERT_FILE", &ca)]);
+    eventually(&c, 20, "the failed fetch is reported", || {
+        c.api("/api/v1/status")["fetch"]["error"].is_string()
+    });
+    let status = c.api("/api/v1/status");
+    let error = status["fetch"]["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.starts_with("failed to fetch https://127.0.0.1:"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("guessed-9") && !c.log().contains("guessed-9"),
+        "{error}"
+    );
+}

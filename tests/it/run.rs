@@ -23,6 +23,16 @@ impl Controller {
 
     /// `berth run --source <source> <extra…>` for the scenario's instance and state.
     pub fn start_with(s: &Scenario, source: &str, extra: &[&str]) -> Controller {
+        Controller::start_with_env(s, source, extra, &[])
+    }
+
+    /// The same, with more environment variables.
+    pub fn start_with_env(
+        s: &Scenario,
+        source: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Controller {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("run.log");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -38,6 +48,7 @@ impl Controller {
             .args(["--instance", &s.prefix, "--ready-timeout", "20"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "berth=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
