@@ -172,6 +172,7 @@ impl Controller {
         };
 
         tokio::spawn(self.backups());
+        tokio::spawn(self.delivery_counts());
 
         // Managed containers that die or vanish are repaired at once.
         let mut events = self
@@ -409,6 +410,24 @@ impl Controller {
                     }
                     st.backups.insert(db.name.clone(), record);
                 });
+            }
+        }
+    }
+
+    /// Copies the notifiers' delivery counts into status when they change (deliveries
+    /// happen after the pass that sent them).
+    fn delivery_counts(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let notifier = self.notifier.clone();
+        let status = self.status.clone();
+        async move {
+            let mut last = Vec::new();
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let now = notifier.deliveries();
+                if now != last {
+                    status.update(|st| st.notifiers = now.clone());
+                    last = now;
+                }
             }
         }
     }

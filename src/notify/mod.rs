@@ -197,7 +197,8 @@ impl Default for DeliveryOptions {
 }
 
 /// How deliveries to one target went since berth started.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Delivery {
     /// The `Notifier` resource.
     pub notifier: String,

@@ -102,6 +102,8 @@ pub struct Status {
     pub fetch: Option<FetchRecord>,
     /// The last scheduled backup of each database.
     pub backups: BTreeMap<String, BackupRecord>,
+    /// How deliveries to each notifier went since `berth run` started.
+    pub notifiers: Vec<crate::notify::Delivery>,
 }
 
 /// How a database's last scheduled backup went.

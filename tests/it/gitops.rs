@@ -314,6 +314,17 @@ fn a_git_source_converges_on_push_and_notifies_once_per_event() {
             && of_event(&generic.received(), "SyncRecovered").len() == 1
     });
 
+    // Status counts the deliveries per notifier.
+    eventually(&c, 10, "the status counts deliveries", || {
+        let n = c.api("/api/v1/status")["notifiers"].clone();
+        n.as_array().is_some_and(|all| {
+            all.len() == 2
+                && all
+                    .iter()
+                    .all(|d| d["sent"].as_u64() >= Some(4) && d["failed"] == 0)
+        })
+    });
+
     // No secret in any message, the status or the log.
     let mut everything = c.log();
     everything.push_str(&c.api("/api/v1/status").to_string());
