@@ -124,6 +124,16 @@ impl DockerApi for Counting {
     fn container_events(&self, label: &str) -> EventStream {
         self.inner.container_events(label)
     }
+    async fn exec(
+        &self,
+        container: &str,
+        cmd: &[String],
+        stdin: Option<&std::path::Path>,
+        stdout: Option<&std::path::Path>,
+    ) -> Result<u64, DockerError> {
+        self.tick();
+        self.inner.exec(container, cmd, stdin, stdout).await
+    }
 }
 
 fn sh(script: &str) -> Duration {

@@ -8,39 +8,44 @@ use serde::Serialize;
 
 use crate::databases::DesiredDatabase;
 use crate::drivers::dbserver::{self, DbServerApi};
-use crate::manifest::model::DatabaseMode;
+use crate::drivers::docker::DockerApi;
+use crate::manifest::model::{DatabaseMode, Engine};
 
 /// Why a backup or a restore failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    /// Only shared databases are dumped by berth in this version.
-    #[error(
-        "Database/{0}: berth backs up shared databases; a {1} database is backed up where it \
-         runs (for a managed one, run the engine's dump tool in its container)"
-    )]
+    /// An external database is backed up where it runs.
+    #[error("Database/{0}: {1}")]
     Unsupported(String, &'static str),
+    /// A managed database's dump needs the Docker daemon.
+    #[error("Database/{name}: {cause}")]
+    Docker {
+        /// The database.
+        name: String,
+        /// What the daemon said.
+        cause: crate::drivers::docker::DockerError,
+    },
     /// The server's admin password is missing.
     #[error("Database/{0}: its server's admin password is not in the secret store")]
     NoServer(String),
     /// The dump or restore itself failed.
-    #[error("Database/{name}: {source}")]
+    // The cause is part of the message (not a `source`), so it is printed once.
+    #[error("Database/{name}: {cause}")]
     Server {
         /// The database.
         name: String,
         /// What the server or tool said.
-        #[source]
-        source: dbserver::DbError,
+        cause: dbserver::DbError,
     },
     /// The backup folder could not be used.
-    #[error("failed to {what} {}: {source}; check the state directory's permissions", path.display())]
+    #[error("failed to {what} {}: {cause}; check the state directory's permissions", path.display())]
     Io {
         /// What was being done.
         what: &'static str,
         /// Where.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file to restore is not one of this database's backups.
     #[error("{}: not a backup file of Database/{name}", path.display())]
@@ -72,12 +77,11 @@ pub fn folder(state_dir: &Path, database: &str) -> PathBuf {
 }
 
 fn driver(db: &DesiredDatabase) -> Result<std::sync::Arc<dyn DbServerApi>, BackupError> {
-    match db.mode {
-        DatabaseMode::Shared => {}
-        DatabaseMode::Managed => return Err(BackupError::Unsupported(db.name.clone(), "managed")),
-        DatabaseMode::External => {
-            return Err(BackupError::Unsupported(db.name.clone(), "external"));
-        }
+    if db.mode == DatabaseMode::External {
+        return Err(BackupError::Unsupported(
+            db.name.clone(),
+            "an external database is backed up where it runs",
+        ));
     }
     let server = db
         .server
@@ -87,9 +91,77 @@ fn driver(db: &DesiredDatabase) -> Result<std::sync::Arc<dyn DbServerApi>, Backu
 }
 
 fn extension(db: &DesiredDatabase) -> &'static str {
-    db.server
-        .as_ref()
-        .map_or("dump", |s| dbserver::dump_extension(s.engine))
+    match (db.mode, db.engine) {
+        (DatabaseMode::Managed, Engine::Postgres) => "dump",
+        (DatabaseMode::Managed, Engine::Mysql | Engine::Mariadb) => "sql",
+        (DatabaseMode::Managed, Engine::Redis) => "rdb",
+        (DatabaseMode::Managed, Engine::Mongo) => "archive",
+        _ => db
+            .server
+            .as_ref()
+            .map_or("dump", |s| dbserver::dump_extension(s.engine)),
+    }
+}
+
+/// The commands that dump and restore a managed database inside its container, with
+/// the engine's own tools; passwords come from the container's environment, never
+/// from berth's command line.
+fn managed_commands(db: &DesiredDatabase) -> (Vec<String>, Option<Vec<String>>) {
+    let sh = |script: &str| -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into(), db.database.clone()]
+    };
+    match db.engine {
+        Engine::Postgres => (
+            vec![
+                "pg_dump".into(),
+                "-Fc".into(),
+                "-U".into(),
+                db.user.clone(),
+                db.database.clone(),
+            ],
+            Some(vec![
+                "pg_restore".into(),
+                "--clean".into(),
+                "--if-exists".into(),
+                "--no-owner".into(),
+                "--single-transaction".into(),
+                "--exit-on-error".into(),
+                "-U".into(),
+                db.user.clone(),
+                "-d".into(),
+                db.database.clone(),
+            ]),
+        ),
+        Engine::Mysql => (
+            sh(
+                "MYSQL_PWD=\"$MYSQL_ROOT_PASSWORD\" exec mysqldump -uroot --single-transaction --routines --triggers \"$0\"",
+            ),
+            Some(sh(
+                "MYSQL_PWD=\"$MYSQL_ROOT_PASSWORD\" exec mysql -uroot \"$0\"",
+            )),
+        ),
+        Engine::Mariadb => (
+            sh(
+                "MYSQL_PWD=\"$MARIADB_ROOT_PASSWORD\" exec mariadb-dump -uroot --single-transaction --routines --triggers \"$0\"",
+            ),
+            Some(sh(
+                "MYSQL_PWD=\"$MARIADB_ROOT_PASSWORD\" exec mariadb -uroot \"$0\"",
+            )),
+        ),
+        // An RDB snapshot; restoring one means replacing dump.rdb while redis is stopped.
+        Engine::Redis => (
+            sh("exec redis-cli -a \"$REDIS_PASSWORD\" --no-auth-warning --rdb -"),
+            None,
+        ),
+        Engine::Mongo => (
+            sh(
+                "exec mongodump --archive --username \"$MONGO_INITDB_ROOT_USERNAME\" --password \"$MONGO_INITDB_ROOT_PASSWORD\" --authenticationDatabase admin --db \"$0\"",
+            ),
+            Some(sh(
+                "exec mongorestore --archive --drop --username \"$MONGO_INITDB_ROOT_USERNAME\" --password \"$MONGO_INITDB_ROOT_PASSWORD\" --authenticationDatabase admin",
+            )),
+        ),
+    }
 }
 
 /// Dumps `db` into its folder under `state_dir` (or into `dest`, a file or a folder),
@@ -99,8 +171,12 @@ pub async fn run(
     state_dir: &Path,
     dest: Option<&Path>,
     keep: Option<u32>,
+    docker: Option<&dyn DockerApi>,
 ) -> Result<BackupFile, BackupError> {
-    let server = driver(db)?;
+    let server = match db.mode {
+        DatabaseMode::Managed => None,
+        _ => Some(driver(db)?),
+    };
     let taken = compact_now();
     let file_name = format!("{taken}.{}", extension(db));
     let path = match dest {
@@ -112,7 +188,7 @@ pub async fn run(
         std::fs::create_dir_all(dir).map_err(|source| BackupError::Io {
             what: "create",
             path: dir.to_path_buf(),
-            source,
+            cause: source,
         })?;
         #[cfg(unix)]
         {
@@ -121,13 +197,32 @@ pub async fn run(
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
     }
-    let bytes = server
-        .dump(&db.database, &path)
-        .await
-        .map_err(|source| BackupError::Server {
-            name: db.name.clone(),
-            source,
-        })?;
+    let bytes = match server {
+        Some(server) => {
+            server
+                .dump(&db.database, &path)
+                .await
+                .map_err(|source| BackupError::Server {
+                    name: db.name.clone(),
+                    cause: source,
+                })?
+        }
+        None => {
+            let docker = docker.ok_or(BackupError::Unsupported(
+                db.name.clone(),
+                "a managed database is dumped in its container: the Docker daemon is needed",
+            ))?;
+            let (dump, _) = managed_commands(db);
+            let container = crate::desired::container_name(&db.name, 1);
+            docker
+                .exec(&container, &dump, None, Some(&path))
+                .await
+                .map_err(|source| BackupError::Docker {
+                    name: db.name.clone(),
+                    cause: source,
+                })?
+        }
+    };
     if let (Some(keep), None) = (keep, dest) {
         rotate(state_dir, &db.name, keep as usize)?;
     }
@@ -159,7 +254,7 @@ pub fn list(state_dir: &Path, database: Option<&str>) -> Result<Vec<BackupFile>,
                 return Err(BackupError::Io {
                     what: "read",
                     path: root,
-                    source,
+                    cause: source,
                 });
             }
         },
@@ -174,7 +269,7 @@ pub fn list(state_dir: &Path, database: Option<&str>) -> Result<Vec<BackupFile>,
                 return Err(BackupError::Io {
                     what: "read",
                     path: dir,
-                    source,
+                    cause: source,
                 });
             }
         };
@@ -209,15 +304,18 @@ pub fn rotate(state_dir: &Path, database: &str, keep: usize) -> Result<usize, Ba
         std::fs::remove_file(&f.path).map_err(|source| BackupError::Io {
             what: "remove",
             path: f.path.clone(),
-            source,
+            cause: source,
         })?;
     }
     Ok(excess)
 }
 
 /// Restores `file` into `db` (its current content is replaced).
-pub async fn restore(db: &DesiredDatabase, file: &Path) -> Result<(), BackupError> {
-    let server = driver(db)?;
+pub async fn restore(
+    db: &DesiredDatabase,
+    file: &Path,
+    docker: Option<&dyn DockerApi>,
+) -> Result<(), BackupError> {
     if !file.is_file() {
         return Err(BackupError::NotABackup {
             name: db.name.clone(),
@@ -230,12 +328,33 @@ pub async fn restore(db: &DesiredDatabase, file: &Path) -> Result<(), BackupErro
             path: file.to_path_buf(),
         });
     }
-    server
+    if db.mode == DatabaseMode::Managed {
+        let (_, restore) = managed_commands(db);
+        let restore = restore.ok_or(BackupError::Unsupported(
+            db.name.clone(),
+            "a redis snapshot is restored by stopping redis and putting the file in its \
+             volume as dump.rdb",
+        ))?;
+        let docker = docker.ok_or(BackupError::Unsupported(
+            db.name.clone(),
+            "a managed database is restored in its container: the Docker daemon is needed",
+        ))?;
+        let container = crate::desired::container_name(&db.name, 1);
+        docker
+            .exec(&container, &restore, Some(file), None)
+            .await
+            .map_err(|source| BackupError::Docker {
+                name: db.name.clone(),
+                cause: source,
+            })?;
+        return Ok(());
+    }
+    driver(db)?
         .restore(&db.database, file)
         .await
         .map_err(|source| BackupError::Server {
             name: db.name.clone(),
-            source,
+            cause: source,
         })
 }
 

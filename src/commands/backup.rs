@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use berth::backup;
 use berth::databases::{self, DesiredDatabase};
+use berth::drivers::docker::{BollardDocker, DockerApi};
 use berth::manifest;
+use berth::manifest::model::DatabaseMode;
 use berth::secrets::SecretStore;
 
 use crate::cli::{BackupCommand, Format};
@@ -23,7 +25,12 @@ pub fn exec(command: &BackupCommand) -> anyhow::Result<ExitCode> {
         } => {
             let database = declared(path, state_dir, db)?;
             let keep = database.backup.as_ref().map(|b| b.keep);
-            let file = runtime.block_on(backup::run(&database, state_dir, to.as_deref(), keep))?;
+            let file = runtime.block_on(async {
+                let docker = docker_for(&database).await?;
+                backup::run(&database, state_dir, to.as_deref(), keep, docker.as_deref())
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
             match output {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&file)?),
                 Format::Text => println!(
@@ -63,11 +70,24 @@ pub fn exec(command: &BackupCommand) -> anyhow::Result<ExitCode> {
             state_dir,
         } => {
             let database = declared(path, state_dir, db)?;
-            runtime.block_on(backup::restore(&database, file))?;
+            runtime.block_on(async {
+                let docker = docker_for(&database).await?;
+                backup::restore(&database, file, docker.as_deref())
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
             println!("restored {} into Database/{db}", file.display());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Docker daemon, for a managed database (dumped in its container).
+async fn docker_for(db: &DesiredDatabase) -> anyhow::Result<Option<Box<dyn DockerApi>>> {
+    if db.mode != DatabaseMode::Managed {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(BollardDocker::connect().await?)))
 }
 
 /// The database `name` as the manifests under `path` declare it, credentials resolved.

@@ -338,6 +338,7 @@ impl Controller {
         let status = self.status.clone();
         let notifier = self.notifier.clone();
         let instance = self.options.instance.clone();
+        let docker = self.docker.clone();
         async move {
             loop {
                 let now = chrono::Local::now();
@@ -366,7 +367,8 @@ impl Controller {
                     () = changed.notified() => continue,
                 }
                 let keep = db.backup.as_ref().map(|b| b.keep);
-                let result = crate::backup::run(&db, &state_dir, None, keep).await;
+                let result =
+                    crate::backup::run(&db, &state_dir, None, keep, Some(docker.as_ref())).await;
                 let record = match &result {
                     Ok(f) => {
                         info!(database = %db.name, file = %f.path.display(), bytes = f.bytes, "backed up");
@@ -840,13 +842,13 @@ impl Controller {
         }
     }
 
-    /// Takes this revision's backup schedules (shared databases: berth dumps those).
+    /// Takes this revision's backup schedules (managed and shared databases).
     fn configure_backups(&self, manifests: &manifest::Manifests) {
         let (databases, _) = crate::databases::desired(manifests, &self.state.secrets());
         let scheduled: Vec<_> = databases
             .into_values()
             .filter(|d| {
-                d.backup.is_some() && d.mode == crate::manifest::model::DatabaseMode::Shared
+                d.backup.is_some() && d.mode != crate::manifest::model::DatabaseMode::External
             })
             .collect();
         let mut current = self.schedules.lock().unwrap_or_else(|e| e.into_inner());

@@ -287,6 +287,17 @@ pub trait DockerApi: Send + Sync {
     async fn container_state(&self, id: &str) -> Result<ContainerState, DockerError>;
     /// Container events for objects with `label` (such as `berth.managed=true`).
     fn container_events(&self, label: &str) -> EventStream;
+    /// Runs `cmd` in the running container `container`, feeding it the file `stdin`
+    /// and writing its standard output to the file `stdout` (atomically: a temporary
+    /// file renamed when the command succeeded). Returns the bytes written. A non-zero
+    /// exit is an error carrying the end of its standard error.
+    async fn exec(
+        &self,
+        container: &str,
+        cmd: &[String],
+        stdin: Option<&std::path::Path>,
+        stdout: Option<&std::path::Path>,
+    ) -> Result<u64, DockerError>;
 }
 
 /// The real daemon, through bollard.
@@ -687,6 +698,158 @@ impl DockerApi for BollardDocker {
             exit_code: state.exit_code,
             addresses,
         })
+    }
+
+    async fn exec(
+        &self,
+        container: &str,
+        cmd: &[String],
+        stdin: Option<&std::path::Path>,
+        stdout: Option<&std::path::Path>,
+    ) -> Result<u64, DockerError> {
+        use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+        use tokio::io::AsyncWriteExt;
+        let failed = |message: String| DockerError::Call {
+            op: "run a command in",
+            target: container.to_owned(),
+            message,
+            status: None,
+        };
+        let created = self
+            .client
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    attach_stdin: Some(stdin.is_some()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| call_error("run a command in", container, e))?;
+        let started = self
+            .client
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: Some(1024 * 1024),
+                }),
+            )
+            .await
+            .map_err(|e| call_error("run a command in", container, e))?;
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started
+        else {
+            return Err(failed("the command detached".into()));
+        };
+        let feed = async move {
+            if let Some(path) = stdin {
+                let mut file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                tokio::io::copy(&mut file, &mut input)
+                    .await
+                    .map_err(|e| format!("cannot send {}: {e}", path.display()))?;
+            }
+            input
+                .shutdown()
+                .await
+                .map_err(|e| format!("cannot close the command's input: {e}"))
+        };
+        let temp = stdout.map(|p| {
+            let mut name = p.as_os_str().to_owned();
+            name.push(".tmp");
+            std::path::PathBuf::from(name)
+        });
+        let collect = async {
+            let mut file = match &temp {
+                Some(t) => Some(
+                    tokio::fs::File::create(t)
+                        .await
+                        .map_err(|e| format!("cannot write {}: {e}", t.display()))?,
+                ),
+                None => None,
+            };
+            let mut written = 0u64;
+            let mut errors: Vec<u8> = Vec::new();
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(|e| e.to_string())? {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        written += message.len() as u64;
+                        if let Some(f) = file.as_mut() {
+                            f.write_all(&message)
+                                .await
+                                .map_err(|e| format!("cannot write the output: {e}"))?;
+                        }
+                    }
+                    bollard::container::LogOutput::StdErr { message } => {
+                        errors.extend_from_slice(&message);
+                        // Only the end is kept: it says why.
+                        if errors.len() > 4000 {
+                            errors.drain(..errors.len() - 2000);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(mut f) = file {
+                f.flush()
+                    .await
+                    .and(f.sync_all().await)
+                    .map_err(|e| format!("cannot write the output: {e}"))?;
+            }
+            Ok::<_, String>((written, errors))
+        };
+        let (fed, collected) = tokio::join!(feed, collect);
+        let cleanup = || {
+            if let Some(t) = &temp {
+                let _ = std::fs::remove_file(t);
+            }
+        };
+        let (written, errors) = match (fed, collected) {
+            (_, Err(e)) | (Err(e), _) => {
+                cleanup();
+                return Err(failed(e));
+            }
+            (Ok(()), Ok(done)) => done,
+        };
+        let code = self
+            .client
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| call_error("run a command in", container, e))?
+            .exit_code
+            .unwrap_or(-1);
+        if code != 0 {
+            cleanup();
+            let text = String::from_utf8_lossy(&errors);
+            let tail: String = text
+                .trim()
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(failed(format!(
+                "`{}` exited with code {code}: {tail}",
+                cmd[0]
+            )));
+        }
+        if let (Some(t), Some(dest)) = (&temp, stdout) {
+            std::fs::rename(t, dest).map_err(|e| {
+                cleanup();
+                failed(format!("cannot move the output to {}: {e}", dest.display()))
+            })?;
+        }
+        Ok(written)
     }
 
     fn container_events(&self, label: &str) -> EventStream {

@@ -486,3 +486,90 @@ fn a_failing_scheduled_backup_is_reported_and_notified() {
         "{sent:?}"
     );
 }
+
+#[test]
+fn a_managed_database_is_dumped_and_restored_in_its_container() {
+    let s = Scenario::new();
+    // A stand-in whose pg_dump and pg_restore record what berth runs: the engine's own
+    // tools are not here (no registry), berth's part is the exec, the files and the
+    // arguments.
+    let tag = "postgres:16-berthtest-backup";
+    let ctx = tempfile::tempdir().unwrap();
+    let scripts = [
+        ("pg_isready", "#!/bin/sh\nexit 0\n"),
+        ("pg_dump", "#!/bin/sh\necho \"PGDMP stand-in dump: $*\"\n"),
+        (
+            "pg_restore",
+            "#!/bin/sh\ncat > /www/restored\necho \"$*\" > /www/restore-args\n",
+        ),
+    ];
+    let mut dockerfile = format!("FROM {}\n", image());
+    for (name, body) in scripts {
+        fs::write(ctx.path().join(name), body).unwrap();
+        dockerfile.push_str(&format!("COPY {name} /usr/local/bin/{name}\n"));
+    }
+    dockerfile.push_str("RUN [\"/bin/chmod\", \"755\", \"/usr/local/bin/pg_isready\", \"/usr/local/bin/pg_dump\", \"/usr/local/bin/pg_restore\"]\n");
+    fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let built = docker(&["build", "-q", "-t", tag, ctx.path().to_str().unwrap()]);
+    assert!(built.status.success(), "{}", text(&built));
+    s.write(
+        "db.yaml",
+        &database(
+            &s,
+            "pg",
+            "postgres",
+            "  version: 16-berthtest-backup\n  backup: {schedule: \"0 3 * * *\", keep: 2}\n",
+        ),
+    );
+    s.apply();
+    let user = s.name("pg").replace('-', "_");
+    let manifests = s.manifests_path().to_str().unwrap().to_owned();
+
+    let (code, out) = berth_backup(&s, &["run", &s.name("pg"), &manifests]);
+    assert_eq!(code, Some(0), "{out}");
+    let (_, listed) = berth_backup(&s, &["list", &s.name("pg"), "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let file = listed[0]["path"].as_str().unwrap().to_owned();
+    assert!(file.ends_with(".dump"), "{file}");
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        format!("PGDMP stand-in dump: -Fc -U {user} {user}\n")
+    );
+
+    let (code, out) = berth_backup(&s, &["restore", &s.name("pg"), &file, &manifests]);
+    assert_eq!(code, Some(0), "{out}");
+    let restored = docker(&["exec", &s.name("pg"), "cat", "/www/restored"]);
+    assert_eq!(text(&restored), fs::read_to_string(&file).unwrap());
+    let args = docker(&["exec", &s.name("pg"), "cat", "/www/restore-args"]);
+    assert_eq!(
+        text(&args).trim(),
+        format!(
+            "--clean --if-exists --no-owner --single-transaction --exit-on-error -U {user} -d {user}"
+        )
+    );
+
+    // A dump tool that fails: the error says which and why, no file is left.
+    let failing = docker(&[
+        "exec",
+        &s.name("pg"),
+        "sh",
+        "-c",
+        "printf '#!/bin/sh\\necho \"pg_dump: error: connection refused\" >&2\\nexit 1\\n' > /usr/local/bin/pg_dump",
+    ]);
+    assert!(failing.status.success(), "{}", text(&failing));
+    let (code, out) = berth_backup(&s, &["run", &s.name("pg"), &manifests]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("`pg_dump` exited with code 1: pg_dump: error: connection refused"),
+        "{out}"
+    );
+    let (_, listed) = berth_backup(&s, &["list", &s.name("pg"), "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let leftovers: Vec<_> = fs::read_dir(s.state_path().join("backups").join(s.name("pg")))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+}
