@@ -352,9 +352,8 @@ impl Ctx<'_> {
     /// server must still be in Settings, with its admin password.
     fn recorded_server(
         &self,
-        name: &str,
+        record: &crate::databases::SharedRecord,
     ) -> Result<Arc<dyn crate::drivers::dbserver::DbServerApi>, String> {
-        let record = self.record(name)?;
         let address = self
             .desired
             .servers
@@ -526,8 +525,8 @@ impl Ctx<'_> {
                 })
             }
             Step::DropDatabase { name } => {
-                let server = self.recorded_server(name)?;
                 let record = self.record(name)?;
+                let server = self.recorded_server(&record)?;
                 crate::drivers::dbserver::DbServerApi::drop(
                     server.as_ref(),
                     &record.database,

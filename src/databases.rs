@@ -18,7 +18,7 @@ use crate::manifest::model::{
 use crate::secrets::{Secret, SecretError, SecretStore};
 
 /// One database as berth will provide it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DesiredDatabase {
     /// The resource's name.
     pub name: String,
@@ -51,74 +51,33 @@ pub struct DesiredDatabase {
     pub image: String,
 }
 
-impl PartialEq for DesiredDatabase {
-    fn eq(&self, other: &Self) -> bool {
-        let key = |d: &DesiredDatabase| {
-            (
-                d.name.clone(),
-                d.engine,
-                d.mode,
-                d.database.clone(),
-                d.user.clone(),
-                d.host.clone(),
-                d.port,
-                d.password.clone(),
-                d.url.clone(),
-                d.server_name.clone(),
-                d.deletion_policy,
-                d.image.clone(),
-            )
-        };
-        key(self) == key(other)
-            && self.backup == other.backup
-            && self.server.as_ref().map(|s| s.admin_password.clone())
-                == other.server.as_ref().map(|s| s.admin_password.clone())
-    }
-}
-
 /// The shared servers of Settings whose admin password the store holds, by name.
-#[derive(Debug, Clone, Default)]
-pub struct Servers(pub BTreeMap<String, ServerAddress>);
+pub type Servers = BTreeMap<String, ServerAddress>;
 
-impl PartialEq for Servers {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.keys().eq(other.0.keys())
-    }
-}
-
-impl Servers {
-    /// The server named `name`.
-    pub fn get(&self, name: &str) -> Option<&ServerAddress> {
-        self.0.get(name)
-    }
-}
-
-/// Reads the servers of Settings (those whose admin password is in the store).
+/// Reads the servers of Settings, each admin password once.
 pub fn servers(manifests: &Manifests, store: &SecretStore) -> Servers {
-    let settings = manifests.settings();
-    Servers(
-        settings
-            .servers
-            .iter()
-            .filter_map(|(name, server)| {
-                let admin_password = store.get(&server.admin_password_secret).ok()?;
-                Some((
-                    name.clone(),
-                    ServerAddress {
-                        name: name.clone(),
-                        engine: server.engine,
-                        host: server.host.clone(),
-                        port: server.port.unwrap_or(match server.engine {
-                            ServerEngine::Postgres => 5432,
-                            ServerEngine::Mysql | ServerEngine::Mariadb => 3306,
-                        }),
-                        admin_user: server.admin_user.clone(),
-                        admin_password,
-                    },
-                ))
-            })
-            .collect(),
-    )
+    manifests
+        .settings()
+        .servers
+        .iter()
+        .filter_map(|(name, server)| {
+            let address = store
+                .get(&server.admin_password_secret)
+                .ok()
+                .map(|admin_password| ServerAddress {
+                    name: name.clone(),
+                    engine: server.engine,
+                    host: server.host.clone(),
+                    port: server.port.unwrap_or(match server.engine {
+                        ServerEngine::Postgres => 5432,
+                        ServerEngine::Mysql | ServerEngine::Mariadb => 3306,
+                    }),
+                    admin_user: server.admin_user.clone(),
+                    admin_password,
+                })?;
+            Some((name.clone(), address))
+        })
+        .collect()
 }
 
 /// The secret holding a database user's password.
@@ -194,17 +153,17 @@ pub struct DatabaseSecretMissing {
     pub source: SecretError,
 }
 
-/// Every declared database, resolved: credentials from the store, servers from
-/// Settings. Missing generated passwords are not errors (apply generates them);
+/// Every declared database, resolved: credentials from the store, shared servers from
+/// `servers`. Missing generated passwords are not errors (apply generates them);
 /// missing URL or admin secrets are returned.
 pub fn desired(
     manifests: &Manifests,
     store: &SecretStore,
+    servers: &Servers,
 ) -> (
     BTreeMap<String, DesiredDatabase>,
     Vec<DatabaseSecretMissing>,
 ) {
-    let settings = manifests.settings();
     let mut out = BTreeMap::new();
     let mut missing = Vec::new();
     for (name, resource) in &manifests.databases {
@@ -237,27 +196,20 @@ pub fn desired(
             DatabaseMode::Managed => {}
             DatabaseMode::Shared => {
                 let server_name = spec.server.clone().unwrap_or_default();
-                if let Some(server) = settings.servers.get(&server_name) {
+                if let Some(server) = servers.get(&server_name) {
                     db.host = server.host.clone();
-                    db.port = server.port.unwrap_or(match server.engine {
-                        ServerEngine::Postgres => 5432,
-                        ServerEngine::Mysql | ServerEngine::Mariadb => 3306,
-                    });
-                    match store.get(&server.admin_password_secret) {
-                        Ok(admin_password) => {
-                            db.server = Some(ServerAddress {
-                                name: server_name.clone(),
-                                engine: server.engine,
-                                host: server.host.clone(),
-                                port: db.port,
-                                admin_user: server.admin_user.clone(),
-                                admin_password,
-                            })
-                        }
-                        Err(source) => missing.push(DatabaseSecretMissing {
+                    db.port = server.port;
+                    db.server = Some(server.clone());
+                } else if let Some(server) = manifests.settings().servers.get(&server_name) {
+                    // Its admin password is missing: say why (validation refuses an
+                    // unknown server).
+                    db.host = server.host.clone();
+                    db.port = server.port.unwrap_or(db.port);
+                    if let Err(source) = store.get(&server.admin_password_secret) {
+                        missing.push(DatabaseSecretMissing {
                             database: name.clone(),
                             source,
-                        }),
+                        });
                     }
                 }
                 db.server_name = Some(server_name);
@@ -271,10 +223,8 @@ pub fn desired(
                             db.port = parts.port.unwrap_or(db.port);
                             db.database = parts.database.unwrap_or(db.database);
                             db.user = parts.user.unwrap_or(db.user);
+                            db.password = parts.password.map(|p| Secret::new(&secret, &p));
                         }
-                        db.password = UrlParts::parse(url.expose())
-                            .and_then(|p| p.password)
-                            .map(|p| Secret::new(&secret, &p));
                         db.url = Some(url);
                     }
                     Err(source) => missing.push(DatabaseSecretMissing {

@@ -261,7 +261,8 @@ pub fn build_lenient(
     let settings = manifests.settings();
     let mut missing = Vec::new();
     let mut apps = BTreeMap::new();
-    let (databases, db_missing) = databases::desired(manifests, store);
+    let servers = databases::servers(manifests, store);
+    let (databases, db_missing) = databases::desired(manifests, store, &servers);
     missing.extend(db_missing.into_iter().map(|m| MissingSecret {
         resource: format!("Database/{}", m.database),
         variable: None,
@@ -336,7 +337,7 @@ pub fn build_lenient(
         proxy_files: BTreeMap::new(),
         databases,
         db_network,
-        servers: databases::servers(manifests, store),
+        servers,
     };
     (desired, missing)
 }
@@ -352,29 +353,25 @@ fn resolve_secret_env(
 ) -> (BTreeMap<String, Secret>, BTreeMap<String, String>) {
     let mut secrets = BTreeMap::new();
     let mut shown = BTreeMap::new();
-    {
-        let app = spec;
-        let name = name.to_owned();
-        for (variable, secret) in &app.secret_env {
-            match store.get(secret) {
-                Ok(s) => {
-                    shown.insert(variable.clone(), s.redacted());
-                    secrets.insert(variable.clone(), s);
-                }
-                Err(_) if generated => {
-                    shown.insert(
-                        variable.clone(),
-                        format!("<secret:{secret} to be generated>"),
-                    );
-                }
-                Err(source) => {
-                    shown.insert(variable.clone(), format!("<secret:{secret} unavailable>"));
-                    missing.push(MissingSecret {
-                        resource: format!("App/{name}"),
-                        variable: Some(variable.clone()),
-                        source,
-                    });
-                }
+    for (variable, secret) in &spec.secret_env {
+        match store.get(secret) {
+            Ok(s) => {
+                shown.insert(variable.clone(), s.redacted());
+                secrets.insert(variable.clone(), s);
+            }
+            Err(_) if generated => {
+                shown.insert(
+                    variable.clone(),
+                    format!("<secret:{secret} to be generated>"),
+                );
+            }
+            Err(source) => {
+                shown.insert(variable.clone(), format!("<secret:{secret} unavailable>"));
+                missing.push(MissingSecret {
+                    resource: format!("App/{name}"),
+                    variable: Some(variable.clone()),
+                    source,
+                });
             }
         }
     }

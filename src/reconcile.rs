@@ -139,62 +139,63 @@ async fn observe_shared(
 ) -> BTreeMap<String, observe::ObservedDatabase> {
     use crate::databases::Records;
     use crate::drivers::dbserver;
-    let records = Records::new(state.path(), instance).load();
+    use observe::{DatabaseState, ObservedDatabase};
+    let mut records = Records::new(state.path(), instance).load();
+    let mut out = BTreeMap::new();
     let mut asks = Vec::new();
     for db in desired.databases.values() {
         if db.mode != crate::manifest::model::DatabaseMode::Shared {
             continue;
         }
-        let record = records.get(&db.name).cloned();
-        let (Some(server), Some(password)) = (db.server.clone(), db.password.clone()) else {
-            // Not readable yet (no admin password, no generated password): planned
-            // from the record alone.
-            let state = match (&db.server, &record) {
-                (None, _) => Err(format!(
+        let record = records.remove(&db.name);
+        match (db.server.clone(), db.password.clone()) {
+            (Some(server), Some(password)) => {
+                let (name, database, user) =
+                    (db.name.clone(), db.database.clone(), db.user.clone());
+                asks.push(async move {
+                    let state = dbserver::connect(server)
+                        .observe(&database, &user, &password)
+                        .await
+                        .map(DatabaseState::from)
+                        .map_err(|e| e.to_string());
+                    (name, ObservedDatabase { record, state })
+                });
+            }
+            // Not readable: without the admin password nothing can be known.
+            (None, _) => {
+                let state = Err(format!(
                     "server {} is not reachable without its admin password",
                     db.server_name.as_deref().unwrap_or("?")
-                )),
-                (Some(_), _) => Ok(observe::DatabaseState {
-                    database_exists: record.is_some(),
-                    user_exists: record.is_some(),
-                    login_ok: false,
-                    grants_ok: false,
-                }),
-            };
-            if record.is_some() || state.is_err() {
-                asks.push(futures_util::future::Either::Left(std::future::ready((
-                    db.name.clone(),
-                    observe::ObservedDatabase { record, state },
-                ))));
+                ));
+                out.insert(db.name.clone(), ObservedDatabase { record, state });
             }
-            continue;
-        };
-        let (name, database, user) = (db.name.clone(), db.database.clone(), db.user.clone());
-        asks.push(futures_util::future::Either::Right(async move {
-            let state = dbserver::connect(server)
-                .observe(&database, &user, &password)
-                .await
-                .map(observe::DatabaseState::from)
-                .map_err(|e| e.to_string());
-            (name, observe::ObservedDatabase { record, state })
-        }));
+            // No password generated yet (a dry run): planned from the record alone.
+            (Some(_), None) => {
+                if let Some(record) = record {
+                    let state = Ok(DatabaseState {
+                        database_exists: true,
+                        user_exists: true,
+                        login_ok: false,
+                        grants_ok: false,
+                    });
+                    let record = Some(record);
+                    out.insert(db.name.clone(), ObservedDatabase { record, state });
+                }
+            }
+        }
     }
-    let mut out: BTreeMap<String, observe::ObservedDatabase> = futures_util::future::join_all(asks)
-        .await
-        .into_iter()
-        .collect();
-    // Recorded but no longer declared: the record says what to do; its state is not
-    // needed to plan (the drop is idempotent).
+    out.extend(futures_util::future::join_all(asks).await);
+    // Recorded but no longer declared: the record says what to do; the server's state
+    // is not needed to plan (the drop is idempotent).
     for (name, record) in records {
-        out.entry(name).or_insert(observe::ObservedDatabase {
-            record: Some(record),
-            state: Ok(observe::DatabaseState {
-                database_exists: true,
-                user_exists: true,
-                login_ok: true,
-                grants_ok: true,
-            }),
+        let state = Ok(DatabaseState {
+            database_exists: true,
+            user_exists: true,
+            login_ok: true,
+            grants_ok: true,
         });
+        let record = Some(record);
+        out.insert(name, ObservedDatabase { record, state });
     }
     out
 }

@@ -94,7 +94,9 @@ async fn docker_for(db: &DesiredDatabase) -> anyhow::Result<Option<Box<dyn Docke
 fn declared(path: &Path, state_dir: &Path, name: &str) -> anyhow::Result<DesiredDatabase> {
     let manifests = manifest::load_dir(path)
         .map_err(|d| anyhow::anyhow!("{}the manifests under {} are invalid", d, path.display()))?;
-    let (mut all, _) = databases::desired(&manifests, &SecretStore::new(state_dir));
+    let store = SecretStore::new(state_dir);
+    let servers = databases::servers(&manifests, &store);
+    let (mut all, _) = databases::desired(&manifests, &store, &servers);
     match all.remove(name) {
         Some(db) => Ok(db),
         None => bail!(

@@ -70,8 +70,8 @@ pub enum PassOutcome {
     Transient {
         /// The revision tried, when one was read.
         revision: Option<String>,
-        /// What failed, one line per resource.
-        message: String,
+        /// What failed: one entry per resource, or one for the whole pass.
+        failures: Vec<String>,
     },
 }
 
@@ -228,9 +228,9 @@ impl Controller {
                     stalled_on = Some(revision.clone());
                     resync
                 }
-                Some(PassOutcome::Transient { message, .. }) => {
+                Some(PassOutcome::Transient { failures, .. }) => {
                     let delay = backoff.failure(Instant::now(), jitter());
-                    warn!(retry_in = ?delay, "pass failed: {message}");
+                    warn!(retry_in = ?delay, "pass failed: {}", failures.join("; "));
                     delay
                 }
                 None => resync,
@@ -264,7 +264,7 @@ impl Controller {
                 .revision_applied
                 .filter(|r| r.len() == 40),
         };
-        self.record_fetch(&fetched);
+        record_fetch(&self.status, &fetched);
         *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = commit;
     }
 
@@ -434,10 +434,6 @@ impl Controller {
         }
     }
 
-    fn record_fetch(&self, fetched: &Result<String, String>) {
-        record_fetch(&self.status, fetched);
-    }
-
     /// Writes a pass's result into the status store.
     fn record(&self, trigger: &Trigger, outcome: &PassOutcome, took: Duration) {
         let (result, event) = match outcome {
@@ -471,8 +467,8 @@ impl Controller {
                     format!("revision {} is invalid: {message}", status::short(revision)),
                 )),
             ),
-            PassOutcome::Transient { message, .. } => {
-                ("Failed", Some(("SyncFailed", message.clone())))
+            PassOutcome::Transient { failures, .. } => {
+                ("Failed", Some(("SyncFailed", failures.join("; "))))
             }
         };
         self.status.update(|st| {
@@ -501,12 +497,12 @@ impl Controller {
                         message: message.clone(),
                     });
                 }
-                PassOutcome::Transient { revision, message } => {
+                PassOutcome::Transient { revision, failures } => {
                     if let Some(r) = revision {
                         st.revision_observed = Some(r.clone());
                     }
                     st.set_phase(&Phase::Failed {
-                        message: message.clone(),
+                        message: failures.join("; "),
                     });
                 }
             }
@@ -591,16 +587,15 @@ impl Controller {
                 self.notifier
                     .send(note(EventKind::SyncFailed, revision, summary, details));
             }
-            PassOutcome::Transient { revision, message } => {
+            PassOutcome::Transient { revision, failures } => {
                 self.failing.store(true, Ordering::SeqCst);
                 let revision = revision.clone().unwrap_or_default();
-                let details = message.split("; ").map(str::to_owned).collect();
                 self.notifier.send(note(
                     EventKind::SyncFailed,
                     &revision,
                     "sync failed: some resources could not be applied; retrying with backoff"
                         .to_owned(),
-                    details,
+                    failures.clone(),
                 ));
             }
         }
@@ -647,7 +642,7 @@ impl Controller {
             Err(message) => {
                 return Some(PassOutcome::Transient {
                     revision: None,
-                    message,
+                    failures: vec![message],
                 });
             }
         };
@@ -669,7 +664,6 @@ impl Controller {
             }
         };
         self.configure_notifiers(&manifests);
-        self.configure_backups(&manifests);
         let settings = manifests.settings();
         let (auto_apply, resync) = (settings.auto_apply, settings.resync.get());
         let options = PassOptions {
@@ -677,9 +671,9 @@ impl Controller {
             apply: auto_apply,
             no_prune: false,
         };
-        let transient = |message: String| PassOutcome::Transient {
+        let transient = |failures: Vec<String>| PassOutcome::Transient {
             revision: Some(revision.id.clone()),
-            message,
+            failures,
         };
         let prepared = match reconcile::prepare(
             &manifests,
@@ -691,8 +685,9 @@ impl Controller {
         .await
         {
             Ok(p) => p,
-            Err(e) => return Some(transient(e.to_string())),
+            Err(e) => return Some(transient(vec![e.to_string()])),
         };
+        self.configure_backups(&prepared.desired.databases);
         let plan = &prepared.plan;
         let changes = change_lines(plan);
         let drift_only = plan.changes().all(|a| a.drift);
@@ -803,7 +798,7 @@ impl Controller {
                     _ => None,
                 })
                 .collect();
-            return Some(transient(failed.join("; ")));
+            return Some(transient(failed));
         }
         Some(PassOutcome::Synced {
             revision: revision.id,
@@ -843,21 +838,19 @@ impl Controller {
     }
 
     /// Takes this revision's backup schedules (managed and shared databases).
-    fn configure_backups(&self, manifests: &manifest::Manifests) {
-        let (databases, _) = crate::databases::desired(manifests, &self.state.secrets());
+    fn configure_backups(
+        &self,
+        databases: &std::collections::BTreeMap<String, crate::databases::DesiredDatabase>,
+    ) {
         let scheduled: Vec<_> = databases
-            .into_values()
+            .values()
             .filter(|d| {
                 d.backup.is_some() && d.mode != crate::manifest::model::DatabaseMode::External
             })
+            .cloned()
             .collect();
         let mut current = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
-        let same = current.len() == scheduled.len()
-            && current
-                .iter()
-                .zip(&scheduled)
-                .all(|(a, b)| a.name == b.name && a.backup == b.backup && a == b);
-        if !same {
+        if *current != scheduled {
             *current = scheduled;
             self.schedules_changed.notify_one();
         }

@@ -34,6 +34,31 @@ pub struct Condition {
     pub last_transition: String,
 }
 
+impl Condition {
+    /// A condition that keeps its `lastTransition` from `before` while its status holds
+    /// (so the time says when it became so, not when it was last checked).
+    fn keeping_transition(
+        before: &[Condition],
+        now: &str,
+        kind: &str,
+        status: bool,
+        reason: &str,
+        message: String,
+    ) -> Condition {
+        let last_transition = before
+            .iter()
+            .find(|c| c.kind == kind && c.status == status)
+            .map_or_else(|| now.to_owned(), |c| c.last_transition.clone());
+        Condition {
+            kind: kind.into(),
+            status,
+            reason: reason.into(),
+            message,
+            last_transition,
+        }
+    }
+}
+
 /// The state of one resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -236,17 +261,7 @@ impl Status {
         let time = now();
         let old = std::mem::take(&mut self.conditions);
         let make = |kind: &str, status: bool, reason: &str, message: String| {
-            let last_transition = old
-                .iter()
-                .find(|c| c.kind == kind && c.status == status)
-                .map_or_else(|| time.clone(), |c| c.last_transition.clone());
-            Condition {
-                kind: kind.into(),
-                status,
-                reason: reason.into(),
-                message,
-                last_transition,
-            }
+            Condition::keeping_transition(&old, &time, kind, status, reason, message)
         };
         // Ready is false while stalled or failing, and unknown-but-kept while a pass runs.
         let ready_now = match (&ready, phase) {
@@ -321,41 +336,15 @@ impl Status {
         // Retrying will not help these until the revision changes.
         let stalled = matches!(reason, "InvalidRevision" | "Conflict");
         let old = self.resources.get(&key);
-        let transition = |k: &str, status: bool| -> String {
-            old.and_then(|r| r.conditions.iter().find(|c| c.kind == k))
-                .filter(|c| c.status == status)
-                .map_or_else(|| time.clone(), |c| c.last_transition.clone())
+        let before = old.map_or(&[][..], |r| r.conditions.as_slice());
+        let make = |kind: &str, status: bool, reason: &str, message: &str| {
+            Condition::keeping_transition(before, &time, kind, status, reason, message.into())
         };
+        let (stalled_reason, stalled_message) = if stalled { (reason, message) } else { ("", "") };
         let conditions = vec![
-            Condition {
-                kind: "Ready".into(),
-                status: ready,
-                reason: reason.into(),
-                message: message.into(),
-                last_transition: transition("Ready", ready),
-            },
-            Condition {
-                kind: "Reconciling".into(),
-                status: false,
-                reason: "Idle".into(),
-                message: String::new(),
-                last_transition: transition("Reconciling", false),
-            },
-            Condition {
-                kind: "Stalled".into(),
-                status: stalled,
-                reason: if stalled {
-                    reason.into()
-                } else {
-                    String::new()
-                },
-                message: if stalled {
-                    message.into()
-                } else {
-                    String::new()
-                },
-                last_transition: transition("Stalled", stalled),
-            },
+            make("Ready", ready, reason, message),
+            make("Reconciling", false, "Idle", ""),
+            make("Stalled", stalled, stalled_reason, stalled_message),
         ];
         let last_action = action.or_else(|| old.and_then(|r| r.last_action.clone()));
         self.resources.insert(

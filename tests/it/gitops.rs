@@ -440,11 +440,7 @@ impl HttpGit {
         fs::set_permissions(&cgi, fs::Permissions::from_mode(0o755)).unwrap();
         let conf = dir.path().join("httpd.conf");
         fs::write(&conf, format!("/cgi-bin:x-access-token:{token}\n")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::free_port();
         let child = Command::new("busybox")
             .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}")])
             .arg("-h")
@@ -576,11 +572,7 @@ impl TlsProxy {
             "-out",
             "site.pem",
         ]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::free_port();
         let conf = format!(
             "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\

@@ -17,6 +17,15 @@ mod servers;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A loopback port nothing listens on (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The crate root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -35,11 +35,7 @@ impl Controller {
     ) -> Controller {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("run.log");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["run", "--source", source])
             .args(extra)

@@ -8,7 +8,6 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -171,10 +170,7 @@ pub fn mariadb() -> &'static ServerFixture {
 
 /// A port nobody listens on (bound, then released).
 pub fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    crate::free_port()
 }
 
 /// A password for a test server: random, long, with punctuation but no quote.
