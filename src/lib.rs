@@ -16,6 +16,7 @@ pub mod observe;
 pub mod plan;
 pub mod ports;
 pub mod reconcile;
+pub mod resource;
 pub mod routes;
 pub mod secrets;
 pub mod source;
