@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::desired::secrets::PassSecrets;
 use crate::drivers::dbserver::ServerAddress;
 use crate::fsutil;
 use crate::manifest::Manifests;
 use crate::manifest::model::{
     AppSpec, Backup, DatabaseMode, DatabaseSpec, DeletionPolicy, Engine, ServerEngine,
 };
-use crate::secrets::{Secret, SecretError, SecretStore};
+use crate::secrets::{Secret, SecretError, SecretSource};
 
 /// One database as berth will provide it.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +56,7 @@ pub struct DesiredDatabase {
 pub type Servers = BTreeMap<String, ServerAddress>;
 
 /// Reads the servers of Settings, each admin password once.
-pub fn servers(manifests: &Manifests, store: &SecretStore) -> Servers {
+pub fn servers(manifests: &Manifests, store: &dyn SecretSource) -> Servers {
     manifests
         .settings()
         .servers
@@ -122,21 +123,21 @@ pub fn database_name(name: &str, spec: &DatabaseSpec) -> String {
         .unwrap_or_else(|| name.replace('-', "_"))
 }
 
-/// Generates the passwords every managed and shared database needs (apply does this
-/// before planning; a dry run only reads them).
-pub fn generate_passwords(manifests: &Manifests, store: &SecretStore) -> Result<(), SecretError> {
+/// Generates (in the pass's memory) the passwords every managed and shared database
+/// needs and the store lacks; the plan names each, apply writes them.
+pub fn generate_passwords(manifests: &Manifests, store: &PassSecrets) -> Result<(), SecretError> {
     for (name, db) in &manifests.databases {
         if db.spec.mode == DatabaseMode::External {
             continue;
         }
-        store.get_or_generate(&password_secret(name))?;
+        store.generated(&password_secret(name))?;
         if db.spec.mode == DatabaseMode::Managed
             && matches!(
                 db.spec.engine,
                 Engine::Mysql | Engine::Mariadb | Engine::Mongo
             )
         {
-            store.get_or_generate(&root_password_secret(name))?;
+            store.generated(&root_password_secret(name))?;
         }
     }
     Ok(())
@@ -158,7 +159,7 @@ pub struct DatabaseSecretMissing {
 /// missing URL or admin secrets are returned.
 pub fn desired(
     manifests: &Manifests,
-    store: &SecretStore,
+    store: &dyn SecretSource,
     servers: &Servers,
 ) -> (
     BTreeMap<String, DesiredDatabase>,

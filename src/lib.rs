@@ -18,6 +18,7 @@ pub mod ports;
 pub mod reconcile;
 pub mod resource;
 pub mod routes;
+pub mod runtime;
 pub mod secrets;
 pub mod source;
 pub mod statedir;

@@ -1,18 +1,19 @@
-//! One reconcile pass, shared by `berth apply` and the controller: from valid manifests
-//! to the desired state (secrets, host ports, routes), the observed state (Docker and
-//! proxy files), the plan, and — when asked — its execution.
+//! One reconcile pass, shared by `berth apply` and the controller, through its stages:
+//! valid manifests → desired (expanded, secrets read or generated in memory) →
+//! observed (Docker, proxy files, database servers, ports, files) → resolved (host
+//! ports, routes, files to write) → plan → and, when asked, apply.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::apply::{self, ApplyOptions, OnProgress, Report};
+use crate::desired::secrets::{Generation, PassSecrets};
 use crate::desired::{self, Desired, MissingSecret};
 use crate::drivers::docker::{DockerApi, DockerError};
 use crate::drivers::proxy::ProxyDriver;
 use crate::manifest::Manifests;
-use crate::manifest::model::Tls;
 use crate::observe::{self, Observed};
+use crate::plan::resolve::{self, ResolveError};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::secrets::SecretError;
 use crate::statedir::StateDir;
@@ -29,9 +30,12 @@ pub enum ReconcileError {
     /// A secret could not be read or generated.
     #[error(transparent)]
     Secret(#[from] SecretError),
-    /// The proxy's files could not be read or written.
-    #[error("{0}")]
-    Proxy(String),
+    /// The proxy's files could not be read.
+    #[error("failed to read the proxy's files: {0}")]
+    ProxyFiles(std::io::Error),
+    /// What depends on the host could not be resolved.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
 }
 
 /// How a pass is planned.
@@ -39,8 +43,8 @@ pub enum ReconcileError {
 pub struct PassOptions {
     /// The berth instance.
     pub instance: String,
-    /// Whether this pass will apply: generates private tokens and writes TLS secrets
-    /// to files; without it missing secrets only warn.
+    /// Whether this pass will apply: missing generated secrets get values (written by
+    /// the plan's steps) and missing secrets are errors; without it they only warn.
     pub apply: bool,
     /// `--no-prune`.
     pub no_prune: bool,
@@ -61,7 +65,9 @@ pub struct Prepared {
     pub missing_secrets: Vec<MissingSecret>,
 }
 
-/// Plans a pass. With `docker: None` the host is taken as empty (`--offline`).
+/// Plans a pass: expand and read secrets (desired), observe the host, resolve what
+/// depends on it, plan. Nothing is written: every write is a step of the plan. With
+/// `docker: None` the host is taken as empty (`--offline`).
 pub async fn prepare(
     manifests: &Manifests,
     revision: &str,
@@ -70,49 +76,37 @@ pub async fn prepare(
     options: &PassOptions,
 ) -> Result<Prepared, ReconcileError> {
     let settings = manifests.settings();
-    if options.apply {
-        crate::databases::generate_passwords(manifests, &state.secrets())?;
-    }
-    let (mut desired, missing) = desired::build_lenient(manifests, &state.secrets(), revision);
-    if options.apply && !missing.is_empty() {
-        return Err(ReconcileError::MissingSecrets(missing));
-    }
+    let generation = if options.apply {
+        Generation::Generate
+    } else {
+        Generation::Preview
+    };
+    let secrets = PassSecrets::new(state.secrets(), generation);
+    crate::databases::generate_passwords(manifests, &secrets)?;
+    let (mut desired, mut missing) = desired::build_lenient(manifests, &secrets, revision);
     let proxy = ProxyDriver::from_settings(&settings);
+    let tls_dir = state.path().join("tls");
     let mut observed = Observed::default();
     if let Some(docker) = docker {
         observed = observe::observe(docker, &options.instance).await?;
         observed.applied_apps = state.applied().apps;
-        observed.proxy_files = proxy
-            .observe()
-            .map_err(|e| ReconcileError::Proxy(format!("failed to read the proxy's files: {e}")))?;
+        observed.proxy_files = proxy.observe().map_err(ReconcileError::ProxyFiles)?;
         observed.databases = observe_shared(&desired, state, &options.instance).await;
+        observed.listening_ports = crate::ports::listening();
+        observed.files = observe::file_hashes(&tls_dir);
     }
-    let tokens = private_tokens(manifests, state, options.apply)?;
-    let tls_dir = state.path().join("tls");
-    if options.apply {
-        write_tls_secrets(manifests, state, &tls_dir)?;
+    let resolution = resolve::resolve(
+        &mut desired,
+        manifests,
+        &observed,
+        &secrets,
+        &proxy,
+        &tls_dir,
+    )?;
+    missing.extend(resolution.missing);
+    if options.apply && !missing.is_empty() {
+        return Err(ReconcileError::MissingSecrets(missing));
     }
-    let secret_file = |name: &str| {
-        tls_dir
-            .join(format!("{name}.pem"))
-            .to_string_lossy()
-            .into_owned()
-    };
-    let listening = if docker.is_some() {
-        crate::ports::listening()
-    } else {
-        Default::default()
-    };
-    desired
-        .add_routes(
-            manifests,
-            &observed,
-            &listening,
-            &tokens,
-            &secret_file,
-            &proxy,
-        )
-        .map_err(ReconcileError::Proxy)?;
     let plan = plan::plan(
         &desired,
         &observed,
@@ -124,7 +118,7 @@ pub async fn prepare(
         desired,
         plan,
         proxy,
-        tokens,
+        tokens: resolution.tokens,
         missing_secrets: missing,
     })
 }
@@ -230,70 +224,4 @@ pub async fn execute(
         );
     }
     report
-}
-
-/// The tokens of private domains: generated once into the secret store when applying;
-/// a plan shows a placeholder for a token that does not exist yet.
-fn private_tokens(
-    manifests: &Manifests,
-    state: &StateDir,
-    generate: bool,
-) -> Result<BTreeMap<String, String>, SecretError> {
-    let store = state.secrets();
-    let mut tokens = BTreeMap::new();
-    for (name, d) in &manifests.domains {
-        if !d.spec.private {
-            continue;
-        }
-        let secret = private_token_secret(name);
-        let token = if generate {
-            store.get_or_generate(&secret)?.expose().to_owned()
-        } else {
-            match store.get(&secret) {
-                Ok(s) => s.expose().to_owned(),
-                Err(_) => "token-generated-on-apply".to_owned(),
-            }
-        };
-        tokens.insert(name.clone(), token);
-    }
-    Ok(tokens)
-}
-
-/// The secret holding a private domain's token.
-fn private_token_secret(domain: &str) -> String {
-    let name = format!("private-{domain}");
-    if name.len() <= 63 {
-        name
-    } else {
-        format!("private-{}", crate::secrets::short_hash(domain))
-    }
-}
-
-/// Writes certificates and keys kept as secrets to files the proxy can read (0600).
-fn write_tls_secrets(
-    manifests: &Manifests,
-    state: &StateDir,
-    dir: &Path,
-) -> Result<(), ReconcileError> {
-    let store = state.secrets();
-    for d in manifests.domains.values() {
-        if let Tls::Secrets {
-            certificate_secret,
-            key_secret,
-        } = &d.spec.tls
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                ReconcileError::Proxy(format!("failed to create {}: {e}", dir.display()))
-            })?;
-            for name in [certificate_secret, key_secret] {
-                let secret = store.get(name)?;
-                let path = dir.join(format!("{name}.pem"));
-                crate::fsutil::write_atomic_mode(&path, secret.expose().as_bytes(), Some(0o600))
-                    .map_err(|e| {
-                        ReconcileError::Proxy(format!("failed to write {}: {e}", path.display()))
-                    })?;
-            }
-        }
-    }
-    Ok(())
 }

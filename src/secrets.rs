@@ -38,6 +38,24 @@ pub enum SecretError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// The file could not be written.
+    #[error("failed to write secret `{name}` to {file}: {source}")]
+    Write {
+        /// The secret's name.
+        name: String,
+        /// Its file.
+        file: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// No random value could be had from the kernel.
+    #[error("failed to generate secret `{name}`: {source}")]
+    Generate {
+        /// The secret's name.
+        name: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
 }
 
 /// A secret's value. Its `Debug` and `Display` never show the value.
@@ -93,6 +111,18 @@ impl fmt::Display for Secret {
 pub fn short_hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     hex::encode(&digest[..4])
+}
+
+/// Anything secrets are read from: the store, or a pass's view of it.
+pub trait SecretSource {
+    /// Reads secret `name`.
+    fn get(&self, name: &str) -> Result<Secret, SecretError>;
+}
+
+impl SecretSource for SecretStore {
+    fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        SecretStore::get(self, name)
+    }
 }
 
 /// Where secrets are read from.
@@ -159,32 +189,42 @@ impl SecretStore {
     /// mode 0600 when it does not exist yet: generated once, kept for good.
     pub fn get_or_generate(&self, name: &str) -> Result<Secret, SecretError> {
         match self.get(name) {
-            Err(SecretError::Missing { file, .. }) => {
-                let value = random_token().map_err(|source| SecretError::Read {
-                    name: name.to_owned(),
-                    file: file.clone(),
-                    source,
-                })?;
-                std::fs::create_dir_all(&self.dir)
-                    .and_then(|()| {
-                        crate::fsutil::write_atomic_mode(
-                            Path::new(&file),
-                            value.as_bytes(),
-                            Some(0o600),
-                        )
-                    })
-                    .map_err(|source| SecretError::Read {
-                        name: name.to_owned(),
-                        file,
-                        source,
-                    })?;
-                Ok(Secret {
-                    name: name.to_owned(),
-                    value,
-                })
+            Err(SecretError::Missing { .. }) => {
+                let secret = Secret::generate(name)?;
+                self.put(&secret)?;
+                Ok(secret)
             }
             other => other,
         }
+    }
+
+    /// Stores `secret` (mode 0600), written to a temporary file and renamed into place.
+    pub fn put(&self, secret: &Secret) -> Result<(), SecretError> {
+        syntax::check_name(&secret.name).map_err(SecretError::InvalidName)?;
+        let file = self.dir.join(&secret.name);
+        std::fs::create_dir_all(&self.dir)
+            .and_then(|()| {
+                crate::fsutil::write_atomic_mode(&file, secret.value.as_bytes(), Some(0o600))
+            })
+            .map_err(|source| SecretError::Write {
+                name: secret.name.clone(),
+                file: file.display().to_string(),
+                source,
+            })
+    }
+}
+
+impl Secret {
+    /// A new random value (32 hex digits) for secret `name`, not stored anywhere yet.
+    pub fn generate(name: &str) -> Result<Secret, SecretError> {
+        let value = random_token().map_err(|source| SecretError::Generate {
+            name: name.to_owned(),
+            source,
+        })?;
+        Ok(Secret {
+            name: name.to_owned(),
+            value,
+        })
     }
 }
 

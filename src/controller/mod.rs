@@ -939,5 +939,7 @@ fn kind_of(target: crate::plan::Target) -> &'static str {
         crate::plan::Target::Database => "Database",
         crate::plan::Target::Volume => "Volume",
         crate::plan::Target::Network => "Network",
+        crate::plan::Target::Secret => "Secret",
+        crate::plan::Target::File => "File",
     }
 }

@@ -1,12 +1,18 @@
 //! The planner: `plan(&Desired, &Observed) -> Plan`, pure and deterministic.
 //!
 //! Each declared or owned resource gets one [`Action`] saying what happens to it and
-//! why, with the concrete [`Step`]s that apply executes. The same value feeds
-//! `apply --dry-run`, `apply`, the status API and notifications.
+//! why, with the concrete [`Step`]s that apply executes, the [`Phase`] it runs in and
+//! the actions it needs. Every write berth makes — a generated secret, a TLS file, a
+//! proxy file — is a step of the plan. The same value feeds `apply --dry-run`, `apply`,
+//! the status API and notifications; apply decides nothing of its own.
 
+mod app;
+mod database;
 mod diff;
+mod domain;
 mod order;
 mod render;
+pub mod resolve;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,11 +22,11 @@ pub use diff::{spec_changes, unified_diff};
 pub use order::rounds;
 pub use render::render_text;
 
-use crate::databases::DesiredDatabase;
-use crate::desired::{Desired, DesiredApp, container_name};
-use crate::manifest::model::{DatabaseMode, DeletionPolicy, UpdateStrategy};
+use crate::databases::SharedRecord;
+use crate::desired::{Desired, ObjectKind};
+use crate::manifest::model::{DatabaseMode, DeletionPolicy};
 use crate::observe::{Observed, ObservedContainer};
-use crate::routes::FileState;
+use crate::resource::{ResourceId, ResourceKind};
 
 /// What kind of object an action is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -36,6 +42,29 @@ pub enum Target {
     App,
     /// A domain's proxy file.
     Domain,
+    /// A secret berth generates into the secret store.
+    Secret,
+    /// A file berth writes for the proxy (a certificate or key kept as a secret).
+    File,
+}
+
+impl Target {
+    /// The resource kind, for the targets that are resources (not writes).
+    pub fn resource_kind(self) -> Option<ResourceKind> {
+        Some(match self {
+            Target::Network => ResourceKind::Network,
+            Target::Volume => ResourceKind::Volume,
+            Target::Database => ResourceKind::Database,
+            Target::App => ResourceKind::App,
+            Target::Domain => ResourceKind::Domain,
+            Target::Secret | Target::File => return None,
+        })
+    }
+
+    /// Whether the target is a write into the state dir rather than a resource.
+    pub fn is_write(self) -> bool {
+        matches!(self, Target::Secret | Target::File)
+    }
 }
 
 impl std::fmt::Display for Target {
@@ -46,6 +75,8 @@ impl std::fmt::Display for Target {
             Target::Database => "database",
             Target::App => "app",
             Target::Domain => "domain",
+            Target::Secret => "secret",
+            Target::File => "file",
         })
     }
 }
@@ -91,11 +122,15 @@ pub enum Step {
     RecordDatabase {
         /// The Database resource.
         name: String,
+        /// What is recorded.
+        record: SharedRecord,
     },
     /// Drop a shared database and its user.
     DropDatabase {
         /// The Database resource.
         name: String,
+        /// What berth recorded of it: the server, database and user to drop.
+        record: SharedRecord,
     },
     /// Forget a shared database (its data stays on the server).
     ForgetDatabase {
@@ -176,6 +211,38 @@ pub enum Step {
         /// The domain.
         domain: String,
     },
+    /// Write a secret generated for this pass into the secret store (mode 0600).
+    GenerateSecret {
+        /// The secret's name.
+        name: String,
+    },
+    /// Write a secret's value to a file the proxy reads (mode 0600).
+    WriteFile {
+        /// The file.
+        path: String,
+        /// The secret it holds.
+        secret: String,
+    },
+}
+
+/// When an action runs. Apply runs the phases in this order; within `Containers`, the
+/// dependency rounds in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    /// Generated secrets and files, before anything uses them.
+    Write,
+    /// Networks and volumes.
+    Infrastructure,
+    /// Shared and external databases.
+    Databases,
+    /// Apps' and managed databases' containers, round by round.
+    Containers,
+    /// Proxy files, written and checked in one batch, then one reload.
+    Proxy,
+    /// Removals of what is no longer declared: containers, databases, volumes,
+    /// networks, in that order.
+    Prune,
 }
 
 /// What happens to one resource, and why.
@@ -196,8 +263,24 @@ pub struct Action {
     pub diff: Option<String>,
     /// The dependency round (apps only): round N starts after round N-1 finished.
     pub round: usize,
+    /// When it runs.
+    pub phase: Phase,
+    /// The actions that must succeed first: when one of them fails, this one is
+    /// skipped (an app whose database or volume could not be made).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<Need>,
     /// The changes apply makes.
     pub steps: Vec<Step>,
+}
+
+/// An action another one needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Need {
+    /// The kind of object.
+    pub target: Target,
+    /// Its name.
+    pub name: String,
 }
 
 impl Action {
@@ -210,8 +293,15 @@ impl Action {
             drift: false,
             diff: None,
             round: 0,
+            phase: Phase::Infrastructure,
+            needs: Vec::new(),
             steps: Vec::new(),
         }
+    }
+
+    /// The resource this action is about (`None` for writes into the state dir).
+    pub fn resource(&self) -> Option<ResourceId> {
+        Some(ResourceId::new(self.target.resource_kind()?, &self.name))
     }
 }
 
@@ -228,12 +318,19 @@ pub struct Summary {
     pub unchanged: usize,
     /// Resources blocked by objects berth does not own.
     pub conflicts: usize,
+    /// Secrets to generate and files to write into the state dir.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub writes: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Summary {
     /// Whether anything would change (or is blocked).
     pub fn has_changes(&self) -> bool {
-        self.create + self.update + self.delete + self.conflicts > 0
+        self.create + self.update + self.delete + self.conflicts + self.writes > 0
     }
 }
 
@@ -250,6 +347,14 @@ impl std::fmt::Display for Summary {
                 " {} conflict{} with objects berth does not own.",
                 self.conflicts,
                 if self.conflicts == 1 { "" } else { "s" }
+            )?;
+        }
+        if self.writes > 0 {
+            write!(
+                f,
+                " {} write{} into the state dir.",
+                self.writes,
+                if self.writes == 1 { "" } else { "s" }
             )?;
         }
         Ok(())
@@ -284,7 +389,7 @@ pub struct PlanOptions {
 
 /// Computes the plan that takes `observed` to `desired`.
 pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Plan {
-    let mut actions = Vec::new();
+    let mut actions = writes(desired, observed);
 
     // The shared network.
     let mut network = Action::new(Target::Network, &desired.network, Op::Noop);
@@ -335,10 +440,9 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
                 conflicted_apps.insert(app.name.clone());
             } else {
                 a.op = Op::Create;
-                let owner = if app.kind == "database" {
-                    "database"
-                } else {
-                    "app"
+                let owner = match app.kind {
+                    ObjectKind::Database => "database",
+                    _ => "app",
                 };
                 a.reasons
                     .push(format!("new volume for {owner} {}", app.name));
@@ -355,16 +459,18 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
 
     // Shared and external databases, before the apps that link them.
     for db in desired.databases.values() {
-        match db.mode {
-            DatabaseMode::Shared => actions.push(plan_shared(db, observed)),
+        let mut a = match db.mode {
+            DatabaseMode::Shared => database::plan_shared(db, observed),
             DatabaseMode::External => {
                 let mut a = Action::new(Target::Database, &db.name, Op::Noop);
                 a.reasons
                     .push(format!("external {}: linked only", db.engine.as_str()));
-                actions.push(a);
+                a
             }
-            DatabaseMode::Managed => {}
-        }
+            DatabaseMode::Managed => continue,
+        };
+        a.phase = Phase::Databases;
+        actions.push(a);
     }
 
     // Apps, by dependency round.
@@ -376,15 +482,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
         for name in names {
             let app = &desired.apps[&name];
             let current = by_app.remove(name.as_str()).unwrap_or_default();
-            let mut a = plan_app(app, &current, observed);
-            if app.kind == "database" {
-                a.target = Target::Database;
-                for r in &mut a.reasons {
-                    if let Some(rest) = r.strip_prefix("new app (") {
-                        *r = format!("new managed database ({rest}");
-                    }
-                }
-            }
+            let mut a = app::plan_app(app, &current, observed);
             if conflicted_apps.contains(&name) && a.op != Op::Conflict {
                 a.op = Op::Conflict;
                 a.steps.clear();
@@ -393,96 +491,27 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
                     vec!["blocked: one of its volumes exists and is not managed by berth".into()];
             }
             a.round = round;
+            a.phase = Phase::Containers;
+            a.needs = needs(desired, app);
             actions.push(a);
         }
     }
 
     // Proxy files, after the apps they route to.
     let last_round = actions.iter().map(|a| a.round).max().unwrap_or(0);
-    for (domain, content) in &desired.proxy_files {
-        let mut a = Action::new(Target::Domain, domain, Op::Noop);
+    for mut a in domain::plan_files(desired, observed) {
         a.round = last_round + 1;
-        let route = desired.routes.get(domain);
-        match observed.proxy_files.get(domain) {
-            None => {
-                a.op = Op::Create;
-                if let Some(r) = route {
-                    a.reasons.push(format!(
-                        "new route {} at {} → {}",
-                        r.hosts.join(", "),
-                        r.public_path(),
-                        r.upstream.address()
-                    ));
-                }
-            }
-            Some((FileState::Foreign, _)) => {
-                a.op = Op::Conflict;
-                a.reasons.push(
-                    "its proxy file exists and was not written by berth (no berth header); \
-                     move it away or rename the domain"
-                        .into(),
-                );
-            }
-            Some((state, current)) if current != content || *state == FileState::Edited => {
-                a.op = Op::Update;
-                if *state == FileState::Edited {
-                    a.drift = true;
-                    a.reasons.push("proxy file edited by hand (drift)".into());
-                } else {
-                    a.reasons.push("proxy config changed".into());
-                }
-                a.diff = Some(unified_diff(current, content));
-            }
-            Some(_) => {}
-        }
-        if matches!(a.op, Op::Create | Op::Update) {
-            a.steps.push(Step::WriteProxyFile {
-                domain: domain.clone(),
-            });
-        }
         actions.push(a);
     }
 
-    // Shared databases berth created whose manifest is gone.
-    for (name, o) in &observed.databases {
-        if desired.databases.contains_key(name) {
-            continue;
-        }
-        let Some(r) = &o.record else { continue };
-        let on = format!(
-            "database {} and user {} on {}",
-            r.database, r.user, r.server
-        );
-        if !options.prune {
-            let mut a = Action::new(Target::Database, name, Op::Noop);
-            a.reasons
-                .push(format!("no longer declared; {on} kept (pruning is off)"));
-            actions.push(a);
-        } else if r.deletion_policy == DeletionPolicy::Delete {
-            let mut a = Action::new(Target::Database, name, Op::Delete);
-            a.reasons.push(format!(
-                "no longer declared; drop {on} (deletionPolicy: delete): THE DATA IS DELETED"
-            ));
-            a.steps.push(Step::DropDatabase { name: name.clone() });
-            a.steps.push(Step::ForgetDatabase { name: name.clone() });
-            actions.push(a);
-        } else {
-            let mut a = Action::new(Target::Database, name, Op::Delete);
-            a.reasons.push(format!(
-                "no longer declared; {on} kept with its data (deletionPolicy: retain), \
-                 berth stops managing it"
-            ));
-            a.steps.push(Step::ForgetDatabase { name: name.clone() });
-            actions.push(a);
-        }
-    }
-
-    // Prune what is owned but no longer declared.
+    // Prune what is owned but no longer declared: containers, then databases, then
+    // volumes, proxy files and networks.
+    let mut prune = Vec::new();
     let kind_of = |name: &str| {
         let database = observed
             .containers
             .iter()
-            .any(|c| c.app == name && c.kind == "database");
+            .any(|c| c.app == name && c.kind == ObjectKind::Database);
         if database {
             Target::Database
         } else {
@@ -494,7 +523,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
             let mut a = Action::new(kind_of(name), name, Op::Noop);
             a.reasons
                 .push("no longer declared; kept (pruning is off)".into());
-            actions.push(a);
+            prune.push(a);
         }
     } else {
         for (name, containers) in by_app {
@@ -506,63 +535,41 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
                     name: c.name.clone(),
                 });
             }
-            actions.push(a);
+            prune.push(a);
         }
-        let declared: BTreeSet<&str> = desired
-            .apps
-            .values()
-            .flat_map(|a| a.volumes.iter().map(|v| v.docker_name.as_str()))
-            .collect();
-        for v in &observed.volumes {
-            if declared.contains(v.name.as_str()) {
-                continue;
-            }
-            // The policy in force is the app's, as recorded on its containers; the
-            // volume's own label covers apps whose containers are already gone.
-            let policy = observed
-                .containers
-                .iter()
-                .find(|c| c.app == v.app)
-                .map_or(v.deletion_policy, |c| c.deletion_policy);
-            if policy == DeletionPolicy::Delete {
-                let mut a = Action::new(Target::Volume, &v.name, Op::Delete);
-                a.reasons.push(format!(
-                    "no longer declared; app {} says deletionPolicy: delete",
-                    v.app
-                ));
-                a.steps.push(Step::RemoveVolume {
-                    name: v.name.clone(),
-                });
-                actions.push(a);
-            } else {
-                let mut a = Action::new(Target::Volume, &v.name, Op::Noop);
-                a.reasons
-                    .push("no longer declared; data kept (deletionPolicy: retain)".into());
-                actions.push(a);
-            }
-        }
-        for (domain, (state, _)) in &observed.proxy_files {
-            if *state != FileState::Foreign && !desired.proxy_files.contains_key(domain) {
-                let mut a = Action::new(Target::Domain, domain, Op::Delete);
-                a.reasons.push("no longer declared".into());
-                a.steps.push(Step::RemoveProxyFile {
-                    domain: domain.clone(),
-                });
-                actions.push(a);
-            }
-        }
+    }
+    prune.extend(database::plan_removed(
+        &desired.databases,
+        observed,
+        options,
+    ));
+    if options.prune {
+        prune.extend(prune_volumes(desired, observed));
+        prune.extend(domain::prune_files(desired, observed));
         for n in &observed.networks {
             if *n != desired.network && desired.db_network.as_ref() != Some(n) {
                 let mut a = Action::new(Target::Network, n, Op::Delete);
                 a.reasons.push("no longer declared".into());
                 a.steps.push(Step::RemoveNetwork { name: n.clone() });
-                actions.push(a);
+                prune.push(a);
             }
         }
+    }
+    for mut a in prune {
+        match (a.op, a.target) {
+            (Op::Delete, Target::Domain) => a.phase = Phase::Proxy,
+            (Op::Delete, _) => a.phase = Phase::Prune,
+            _ => {}
+        }
+        actions.push(a);
     }
 
     let mut summary = Summary::default();
     for a in &actions {
+        if a.target.is_write() {
+            summary.writes += 1;
+            continue;
+        }
         match a.op {
             Op::Create => summary.create += 1,
             Op::Update => summary.update += 1,
@@ -578,266 +585,107 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
     }
 }
 
-/// Plans one app's replicas.
-/// A shared database: created when missing, put back when its user cannot log in or
-/// lost its rights, adopted (recorded) when it exists already as declared.
-fn plan_shared(db: &DesiredDatabase, observed: &Observed) -> Action {
-    let mut a = Action::new(Target::Database, &db.name, Op::Noop);
-    let server = db.server_name.as_deref().unwrap_or("?");
-    let on = format!("database {} on {server} with user {}", db.database, db.user);
-    let ensure = Step::EnsureDatabase {
-        name: db.name.clone(),
-    };
-    let o = observed.databases.get(&db.name);
-    let record = o.and_then(|o| o.record.as_ref());
-    match o.map(|o| &o.state) {
-        None => {
-            a.op = Op::Create;
-            a.reasons.push(format!("create {on}"));
-            a.steps.push(ensure);
-        }
-        Some(Err(e)) => {
-            a.op = Op::Update;
-            a.reasons
-                .push(format!("ensure {on} (its state could not be read: {e})"));
-            a.steps.push(ensure);
-        }
-        Some(Ok(state)) if !state.database_exists || !state.user_exists => {
-            a.op = if record.is_some() {
-                Op::Update
-            } else {
-                Op::Create
-            };
-            if record.is_some() {
-                a.drift = true;
-                a.reasons.push(format!(
-                    "{on}: {} missing (drift)",
-                    match (state.database_exists, state.user_exists) {
-                        (false, false) => "database and user",
-                        (false, true) => "database",
-                        _ => "user",
-                    }
-                ));
-            } else {
-                a.reasons.push(format!("create {on}"));
-            }
-            a.steps.push(ensure);
-        }
-        Some(Ok(state)) if !state.login_ok => {
-            a.op = Op::Update;
-            a.drift = record.is_some();
-            a.reasons.push(format!(
-                "user {} cannot log in with the password in secret {}: reset",
-                db.user,
-                crate::databases::password_secret(&db.name)
-            ));
-            a.steps.push(ensure);
-        }
-        Some(Ok(state)) if !state.grants_ok => {
-            a.op = Op::Update;
-            a.drift = true;
-            a.reasons.push(format!(
-                "user {} lost its rights on {} (drift)",
-                db.user, db.database
-            ));
-            a.steps.push(ensure);
-        }
-        Some(Ok(_)) => match record {
-            None => {
-                a.op = Op::Update;
-                a.reasons.push(format!("adopt the existing {on}"));
-                a.steps.push(Step::RecordDatabase {
-                    name: db.name.clone(),
-                });
-            }
-            Some(r) if r.deletion_policy != db.deletion_policy => {
-                a.op = Op::Update;
-                a.reasons.push(format!(
-                    "deletionPolicy {} → {}",
-                    policy_word(r.deletion_policy),
-                    policy_word(db.deletion_policy)
-                ));
-                a.steps.push(Step::RecordDatabase {
-                    name: db.name.clone(),
-                });
-            }
-            Some(_) => a.reasons.push(on.clone()),
-        },
-    }
-    if matches!(a.op, Op::Create | Op::Update)
-        && a.steps
-            .iter()
-            .any(|s| matches!(s, Step::EnsureDatabase { .. }))
-    {
-        a.steps.push(Step::RecordDatabase {
-            name: db.name.clone(),
-        });
-    }
-    a
-}
-
-fn policy_word(p: DeletionPolicy) -> &'static str {
-    match p {
-        DeletionPolicy::Retain => "retain",
-        DeletionPolicy::Delete => "delete",
-    }
-}
-
-fn plan_app(app: &DesiredApp, current: &[&ObservedContainer], observed: &Observed) -> Action {
-    let mut a = Action::new(Target::App, &app.name, Op::Noop);
-    // Canonical names held by objects berth does not own block the app.
-    for replica in 1..=app.replicas {
-        let name = app.container_name(replica);
-        if observed.foreign_containers.contains(&name) {
-            a.op = Op::Conflict;
-            a.reasons.push(format!(
-                "container `{name}` exists and is not managed by berth; remove or rename it, \
-                 or rename the app"
-            ));
-        }
-    }
-    if a.op == Op::Conflict {
-        return a;
-    }
-    if current.is_empty() {
-        if app.replicas == 0 {
-            return a;
-        }
-        if observed.applied_apps.contains(&app.name) {
-            a.op = Op::Update;
-            a.drift = true;
-            a.reasons.push("container missing (drift)".into());
-        } else {
-            a.op = Op::Create;
-            a.reasons.push(format!("new app ({})", app.spec.image));
-        }
-        a.steps = (1..=app.replicas)
-            .map(|replica| Step::Run {
-                app: app.name.clone(),
-                replica,
-            })
-            .collect();
-        return a;
-    }
-
-    // Start-first needs two containers side by side: impossible with fixed host ports.
-    let start_first = app.update == UpdateStrategy::StartFirst && app.spec.ports.is_empty();
-    let max_current = current.iter().map(|c| c.replica).max().unwrap_or(0);
-    let mut reasons: Vec<String> = Vec::new();
-    if max_current != app.replicas {
-        reasons.push(format!("replicas {max_current} → {}", app.replicas));
-    }
-    let mut diff_from = None;
-    for replica in 1..=app.replicas.max(max_current) {
-        let mut mine: Vec<&ObservedContainer> = current
-            .iter()
-            .copied()
-            .filter(|c| c.replica == replica)
-            .collect();
-        if replica > app.replicas {
-            for c in mine {
-                a.steps.push(Step::Remove {
-                    id: c.id.clone(),
-                    name: c.name.clone(),
-                });
-            }
-            continue;
-        }
-        // Keep the best candidate: the right spec, running, with the right name.
-        let canonical = container_name(&app.name, replica);
-        mine.sort_by_key(|c| {
-            (
-                c.hash != app.hash,
-                !is_up(&c.state),
-                c.name != canonical,
-                c.name.clone(),
-            )
-        });
-        let Some((keep, extra)) = mine.split_first() else {
-            a.steps.push(Step::Run {
-                app: app.name.clone(),
-                replica,
-            });
-            // Beyond the highest replica running it is a scale-up; below, a hole.
-            if replica <= max_current {
-                a.drift = true;
-                reasons.push(format!("container {canonical} missing (drift)"));
-            }
-            continue;
+/// What an app's containers need to have succeeded: the networks it joins, its volumes,
+/// and the apps and databases it depends on.
+fn needs(desired: &Desired, app: &crate::desired::DesiredApp) -> Vec<Need> {
+    let mut out: Vec<Need> = std::iter::once(&app.spec.network)
+        .chain(&app.spec.networks)
+        .map(|n| Need {
+            target: Target::Network,
+            name: n.clone(),
+        })
+        .collect();
+    out.extend(app.volumes.iter().map(|v| Need {
+        target: Target::Volume,
+        name: v.docker_name.clone(),
+    }));
+    for d in &app.depends_on {
+        let target = match desired.apps.get(d) {
+            Some(a) if a.kind == ObjectKind::App => Target::App,
+            Some(_) => Target::Database,
+            None if desired.databases.contains_key(d) => Target::Database,
+            None => continue,
         };
-        for c in extra {
-            a.steps.push(Step::Remove {
-                id: c.id.clone(),
-                name: c.name.clone(),
-            });
-            reasons.push(format!("container {} is a leftover", c.name));
-        }
-        if keep.hash != app.hash {
-            a.steps.push(Step::Replace {
-                app: app.name.clone(),
-                replica,
-                old_id: keep.id.clone(),
-                old_name: keep.name.clone(),
-                start_first,
-            });
-            match &keep.spec {
-                Some(old) => {
-                    for r in spec_changes(old, &app.spec) {
-                        if !reasons.contains(&r) {
-                            reasons.push(r);
-                        }
-                    }
-                    diff_from.get_or_insert(old);
-                }
-                None => {
-                    a.drift = true;
-                    reasons.push(format!(
-                        "container {} has no readable spec (drift)",
-                        keep.name
-                    ));
-                }
-            }
-            continue;
-        }
-        if keep.name != canonical {
-            a.steps.push(Step::Rename {
-                id: keep.id.clone(),
-                from: keep.name.clone(),
-                to: canonical.clone(),
-            });
-            reasons.push(format!("container {} renamed to {canonical}", keep.name));
-        }
-        if !is_up(&keep.state) {
-            a.drift = true;
-            if matches!(keep.state.as_str(), "exited" | "created") {
-                a.steps.push(Step::Start {
-                    id: keep.id.clone(),
-                    name: canonical.clone(),
-                });
-            } else {
-                a.steps.push(Step::Replace {
-                    app: app.name.clone(),
-                    replica,
-                    old_id: keep.id.clone(),
-                    old_name: keep.name.clone(),
-                    start_first: false,
-                });
-            }
-            reasons.push(format!("container {canonical} is {} (drift)", keep.state));
-        }
+        out.push(Need {
+            target,
+            name: d.clone(),
+        });
     }
-    let replaces = a.steps.iter().any(|s| matches!(s, Step::Replace { .. }));
-    if app.update == UpdateStrategy::StartFirst && !start_first && replaces {
-        reasons.push("stop-first: its host ports cannot be bound twice".into());
-    }
-    if !a.steps.is_empty() {
-        a.op = Op::Update;
-        a.reasons = reasons;
-        a.diff = diff_from.map(|old| unified_diff(&old.to_yaml(), &app.spec.to_yaml()));
-    }
-    a
+    out
 }
 
-fn is_up(state: &str) -> bool {
-    matches!(state, "running" | "restarting")
+/// The secrets generated for this pass and the files to write, each its own action:
+/// a dry run lists them, and only apply writes them.
+fn writes(desired: &Desired, observed: &Observed) -> Vec<Action> {
+    let mut out = Vec::new();
+    for name in desired.new_secrets.keys() {
+        let mut a = Action::new(Target::Secret, name, Op::Create);
+        a.reasons.push("generate secret".into());
+        a.phase = Phase::Write;
+        a.steps.push(Step::GenerateSecret { name: name.clone() });
+        out.push(a);
+    }
+    for (path, file) in &desired.files {
+        let current = observed.files.get(path);
+        if current == Some(&file.hash()) {
+            continue;
+        }
+        let op = if current.is_some() {
+            Op::Update
+        } else {
+            Op::Create
+        };
+        let mut a = Action::new(Target::File, path, op);
+        a.reasons.push(format!(
+            "write TLS file from secret {} (mode 0600)",
+            file.secret.name()
+        ));
+        a.phase = Phase::Write;
+        a.steps.push(Step::WriteFile {
+            path: path.clone(),
+            secret: file.secret.name().to_owned(),
+        });
+        out.push(a);
+    }
+    out
+}
+
+/// Volumes no longer declared: removed when their app said `deletionPolicy: delete`,
+/// kept otherwise.
+fn prune_volumes(desired: &Desired, observed: &Observed) -> Vec<Action> {
+    let declared: BTreeSet<&str> = desired
+        .apps
+        .values()
+        .flat_map(|a| a.volumes.iter().map(|v| v.docker_name.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    for v in &observed.volumes {
+        if declared.contains(v.name.as_str()) {
+            continue;
+        }
+        // The policy in force is the app's, as recorded on its containers; the
+        // volume's own label covers apps whose containers are already gone.
+        let policy = observed
+            .containers
+            .iter()
+            .find(|c| c.app == v.app)
+            .map_or(v.deletion_policy, |c| c.deletion_policy);
+        if policy == DeletionPolicy::Delete {
+            let mut a = Action::new(Target::Volume, &v.name, Op::Delete);
+            a.reasons.push(format!(
+                "no longer declared; app {} says deletionPolicy: delete",
+                v.app
+            ));
+            a.steps.push(Step::RemoveVolume {
+                name: v.name.clone(),
+            });
+            out.push(a);
+        } else {
+            let mut a = Action::new(Target::Volume, &v.name, Op::Noop);
+            a.reasons
+                .push("no longer declared; data kept (deletionPolicy: retain)".into());
+            out.push(a);
+        }
+    }
+    out
 }

@@ -701,7 +701,11 @@ fn the_driver_streams_events_of_managed_containers() {
     runtime.block_on(async {
         let docker = BollardDocker::connect().await.unwrap();
         let network = format!("{}-net", s.prefix);
-        let mut labels = berth::observe::owner_labels(&s.prefix, "network", "test");
+        let mut labels = berth::desired::labels::owner_labels(
+            &s.prefix,
+            berth::desired::ObjectKind::Network,
+            "test",
+        );
         docker
             .create_network(&network, &labels, false)
             .await

@@ -1,131 +1,23 @@
-//! The desired state: a revision's manifests with secrets resolved, normalized into
-//! the container specs berth compares with what Docker holds.
-//!
-//! A [`ContainerSpec`] is what a container of an app should be, with secrets shown as
-//! `<secret:name sha256:…>`: it is hashed for the `berth.spec-hash` label, stored in the
-//! `berth.spec` label, and diffed for plans, so it never holds a secret's value.
+//! The desired state: a revision's manifests, expanded (managed databases become
+//! containers) and with their secrets read, normalized into the container specs berth
+//! compares with what Docker holds. Nothing here looks at the host: what depends on it
+//! (host ports, routes, files to write) is resolved by the planner.
+
+pub mod labels;
+pub mod secrets;
+pub mod spec;
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
 use crate::databases::{self, DesiredDatabase, LinkValue};
-use crate::drivers::proxy::ProxyDriver;
 use crate::manifest::Manifests;
 use crate::manifest::model::{
     AppSpec, DatabaseMode, DeletionPolicy, EnvValue, Protocol, UpdateStrategy,
 };
-use crate::observe::Observed;
-use crate::routes::{self, Route};
-use crate::secrets::{Secret, SecretError, SecretStore};
-
-/// Everything a container of an app should be; secrets appear redacted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerSpec {
-    /// The image.
-    pub image: String,
-    /// The command, when the image's is replaced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    /// Plain environment variables.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// Variables from secrets, as `<secret:name sha256:…>`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub secret_env: BTreeMap<String, String>,
-    /// The port the app listens on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// Published ports as `hostIp:host:container/protocol`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<String>,
-    /// Mounts as `source:target[:ro]` (source is a volume or a host path).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub volumes: Vec<String>,
-    /// The network joined.
-    pub network: String,
-    /// The health check.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<HealthCheck>,
-    /// CPU limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f64>,
-    /// Memory limit in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<u64>,
-    /// Restart policy.
-    pub restart: String,
-    /// Extra labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// The user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Docker's `--init`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub init: bool,
-    /// Networks joined besides `network` (the managed databases' network).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub networks: Vec<String>,
-}
-
-/// A health check in its normalized form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HealthCheck {
-    /// `http /path`, `tcp 80` or `cmd a b c`.
-    pub probe: Probe,
-    /// Milliseconds between checks.
-    pub interval_ms: u64,
-    /// Milliseconds a check may take.
-    pub timeout_ms: u64,
-    /// Failures before unhealthy.
-    pub retries: u32,
-    /// Milliseconds of grace after start.
-    pub start_period_ms: u64,
-}
-
-/// How health is probed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Probe {
-    /// An HTTP GET on the app's port, from the host.
-    Http {
-        /// The path.
-        path: String,
-        /// The port.
-        port: u16,
-    },
-    /// A TCP connection, from the host.
-    Tcp {
-        /// The port.
-        port: u16,
-    },
-    /// A command in the container (Docker's HEALTHCHECK).
-    Cmd {
-        /// The command.
-        cmd: Vec<String>,
-    },
-}
-
-impl ContainerSpec {
-    /// The canonical JSON: the `berth.spec` label and the input of the hash.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a spec serializes")
-    }
-
-    /// The SHA-256 of the canonical JSON, hex.
-    pub fn hash(&self) -> String {
-        hex::encode(Sha256::digest(self.to_json().as_bytes()))
-    }
-
-    /// A YAML rendering for people and diffs.
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).expect("a spec serializes")
-    }
-}
+use crate::routes::Route;
+use crate::secrets::{Secret, SecretError, SecretSource};
+pub use labels::ObjectKind;
+pub use spec::{ContainerSpec, HealthCheck, Mount, MountSource, PortBinding, PortProtocol, Probe};
 
 /// A named volume an app mounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,8 +53,8 @@ pub struct DesiredApp {
     pub secrets: BTreeMap<String, Secret>,
     /// The host port the proxy reaches it on, when the proxy runs on the host.
     pub host_port: Option<u16>,
-    /// `app`, or `database` for a managed database's container (the `berth.kind` label).
-    pub kind: &'static str,
+    /// An app's, or a managed database's container (the `berth.kind` label).
+    pub kind: ObjectKind,
 }
 
 impl DesiredApp {
@@ -202,6 +94,25 @@ pub struct Desired {
     pub db_network: Option<String>,
     /// The shared database servers berth can reach as administrator.
     pub servers: databases::Servers,
+    /// Secrets generated for this pass, written by apply before anything uses them.
+    pub new_secrets: BTreeMap<String, Secret>,
+    /// Files berth writes for the proxy, by path: certificates and keys kept as secrets.
+    pub files: BTreeMap<String, DesiredFile>,
+}
+
+/// A file berth writes from a secret (mode 0600).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredFile {
+    /// The secret whose value the file holds.
+    pub secret: Secret,
+}
+
+impl DesiredFile {
+    /// The SHA-256 of the content, hex: compared with the file on disk.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(self.secret.expose().as_bytes()))
+    }
 }
 
 impl Desired {
@@ -220,6 +131,8 @@ impl Desired {
             .values()
             .flat_map(|a| a.secrets.values().cloned())
             .chain(databases)
+            .chain(self.new_secrets.values().cloned())
+            .chain(self.files.values().map(|f| f.secret.clone()))
             .collect()
     }
 }
@@ -241,7 +154,7 @@ pub struct MissingSecret {
 /// secret missing from the store is an error (nothing can be applied without it).
 pub fn build(
     manifests: &Manifests,
-    store: &SecretStore,
+    store: &dyn SecretSource,
     revision: &str,
 ) -> Result<Desired, Vec<MissingSecret>> {
     match build_lenient(manifests, store, revision) {
@@ -255,7 +168,7 @@ pub fn build(
 /// returned so the caller can say its changes cannot be seen.
 pub fn build_lenient(
     manifests: &Manifests,
-    store: &SecretStore,
+    store: &dyn SecretSource,
     revision: &str,
 ) -> (Desired, Vec<MissingSecret>) {
     let settings = manifests.settings();
@@ -278,7 +191,7 @@ pub fn build_lenient(
         let (secrets, shown) = resolve_secret_env(&db.name, &spec, store, &mut missing, true);
         let network = db_network.clone().unwrap_or_default();
         let mut app = desired_app(&db.name, &spec, &network, secrets, shown, Vec::new());
-        app.kind = "database";
+        app.kind = ObjectKind::Database;
         apps.insert(db.name.clone(), app);
     }
     for (name, app) in &manifests.apps {
@@ -338,6 +251,8 @@ pub fn build_lenient(
         databases,
         db_network,
         servers,
+        new_secrets: BTreeMap::new(),
+        files: BTreeMap::new(),
     };
     (desired, missing)
 }
@@ -347,7 +262,7 @@ pub fn build_lenient(
 fn resolve_secret_env(
     name: &str,
     spec: &AppSpec,
-    store: &SecretStore,
+    store: &dyn SecretSource,
     missing: &mut Vec<MissingSecret>,
     generated: bool,
 ) -> (BTreeMap<String, Secret>, BTreeMap<String, String>) {
@@ -400,30 +315,28 @@ fn desired_app(
     let mounts = app
         .volumes
         .iter()
-        .map(|v| {
-            let source = match (&v.name, &v.host_path) {
-                (Some(volume), _) => format!("{name}-{volume}"),
-                (None, Some(path)) => path.clone(),
-                (None, None) => String::new(),
-            };
-            let ro = if v.read_only { ":ro" } else { "" };
-            format!("{source}:{}{ro}", v.mount)
+        .map(|v| Mount {
+            source: match (&v.name, &v.host_path) {
+                (Some(volume), _) => MountSource::Volume(format!("{name}-{volume}")),
+                (None, Some(path)) => MountSource::HostPath(path.clone()),
+                // Validation requires one of the two.
+                (None, None) => MountSource::HostPath(String::new()),
+            },
+            target: v.mount.clone(),
+            read_only: v.read_only,
         })
         .collect();
     let ports = app
         .ports
         .iter()
-        .map(|p| {
-            let proto = match p.protocol {
-                Protocol::Tcp => "tcp",
-                Protocol::Udp => "udp",
-            };
-            format!(
-                "{}:{}:{}/{proto}",
-                p.host_ip.as_deref().unwrap_or("0.0.0.0"),
-                p.host.unwrap_or(p.container),
-                p.container
-            )
+        .map(|p| PortBinding {
+            host_ip: p.host_ip.clone().unwrap_or_else(|| "0.0.0.0".to_owned()),
+            host: p.host.unwrap_or(p.container),
+            container: p.container,
+            protocol: match p.protocol {
+                Protocol::Tcp => PortProtocol::Tcp,
+                Protocol::Udp => PortProtocol::Udp,
+            },
         })
         .collect();
     let health = app.health.as_ref().map(|h| {
@@ -486,71 +399,6 @@ fn desired_app(
         deletion_policy: app.deletion_policy,
         secrets,
         host_port: None,
-        kind: "app",
-    }
-}
-
-impl Desired {
-    /// Adds the routes: allocates host ports to the apps the proxy reaches on the host
-    /// (publishing them on 127.0.0.1, which changes their specs), resolves each Domain
-    /// and renders its proxy file. `listening` holds the host's listening ports;
-    /// `tokens` the private domains' tokens; `secret_file` where a secret-backed
-    /// certificate is written.
-    pub fn add_routes(
-        &mut self,
-        manifests: &Manifests,
-        observed: &Observed,
-        listening: &std::collections::BTreeSet<u16>,
-        tokens: &BTreeMap<String, String>,
-        secret_file: &dyn Fn(&str) -> String,
-        proxy: &ProxyDriver,
-    ) -> Result<(), String> {
-        let settings = manifests.settings();
-        let apps: std::collections::BTreeSet<String> = routes::host_port_apps(manifests)
-            .into_iter()
-            .filter(|a| self.apps.contains_key(a))
-            .collect();
-        // Ports held by the apps' own containers are theirs, not in use by others.
-        let own: std::collections::BTreeSet<u16> = apps
-            .iter()
-            .filter_map(|a| observed.host_ports.get(a).copied())
-            .collect();
-        let used = observed
-            .published_ports
-            .iter()
-            .chain(listening)
-            .copied()
-            .filter(|p| !own.contains(p))
-            .collect();
-        let current: BTreeMap<String, u16> = observed
-            .host_ports
-            .iter()
-            .filter(|(a, _)| apps.contains(*a))
-            .map(|(a, p)| (a.clone(), *p))
-            .collect();
-        let ports = crate::ports::allocate(&apps, &current, &used, settings.host_ports)?;
-        for (name, host_port) in &ports {
-            let Some(app) = self.apps.get_mut(name) else {
-                continue;
-            };
-            let target = manifests
-                .domains
-                .values()
-                .find(|d| d.spec.app == *name)
-                .and_then(|d| d.spec.port)
-                .or(app.spec.port)
-                .unwrap_or(80);
-            app.spec
-                .ports
-                .push(format!("127.0.0.1:{host_port}:{target}/tcp"));
-            app.host_port = Some(*host_port);
-            app.hash = app.spec.hash();
-        }
-        self.routes = routes::routes_for(manifests, &ports, tokens, secret_file)?;
-        for (domain, route) in &self.routes {
-            self.proxy_files
-                .insert(domain.clone(), proxy.render(route)?);
-        }
-        Ok(())
+        kind: ObjectKind::App,
     }
 }

@@ -7,41 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::desired::ContainerSpec;
+use crate::desired::labels::{
+    DELETION_POLICY, HOST_PORT, KIND, NAME, ObjectKind, REPLICA, SPEC, SPEC_HASH, owned,
+};
 use crate::drivers::docker::{DockerApi, DockerError};
 use crate::manifest::model::DeletionPolicy;
-
-/// `berth.managed=true` marks every object berth created.
-pub const MANAGED: &str = "berth.managed";
-/// `app`, `volume` or `network`.
-pub const KIND: &str = "berth.kind";
-/// The owning resource's name.
-pub const NAME: &str = "berth.name";
-/// The SHA-256 of the normalized desired spec.
-pub const SPEC_HASH: &str = "berth.spec-hash";
-/// The spec itself (secrets redacted), so plans can say what changed without inspecting.
-pub const SPEC: &str = "berth.spec";
-/// The revision that created the object.
-pub const REVISION: &str = "berth.revision";
-/// Which berth instance owns the object (one host may run several state repositories).
-pub const INSTANCE: &str = "berth.instance";
-/// The replica number of an app's container (1-based).
-pub const REPLICA: &str = "berth.replica";
-/// `retain` or `delete`: what pruning does to a volume.
-pub const DELETION_POLICY: &str = "berth.deletion-policy";
-/// For volumes: the volume's name in the manifest.
-pub const VOLUME: &str = "berth.volume";
-/// For apps the proxy reaches on the host: the host port allocated to them.
-pub const HOST_PORT: &str = "berth.host-port";
-
-/// The labels every object of `kind` owned by `name` carries.
-pub fn owner_labels(instance: &str, kind: &str, name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (MANAGED.to_owned(), "true".to_owned()),
-        (INSTANCE.to_owned(), instance.to_owned()),
-        (KIND.to_owned(), kind.to_owned()),
-        (NAME.to_owned(), name.to_owned()),
-    ])
-}
 
 /// A container berth owns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,13 +35,9 @@ pub struct ObservedContainer {
     /// What pruning does to its app's volumes.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// `app`, or `database` for a managed database.
-    #[serde(default = "app_kind")]
-    pub kind: String,
-}
-
-fn app_kind() -> String {
-    "app".to_owned()
+    /// An app's, or a managed database's container.
+    #[serde(default)]
+    pub kind: ObjectKind,
 }
 
 /// A shared database as its server holds it, with berth's record of it.
@@ -147,11 +113,10 @@ pub struct Observed {
     pub proxy_files: BTreeMap<String, (crate::routes::FileState, String)>,
     /// Shared databases, declared or recorded, as their servers hold them.
     pub databases: BTreeMap<String, ObservedDatabase>,
-}
-
-fn owned(labels: &BTreeMap<String, String>, instance: &str) -> bool {
-    labels.get(MANAGED).map(String::as_str) == Some("true")
-        && labels.get(INSTANCE).map(String::as_str) == Some(instance)
+    /// Ports with a listening socket on this host.
+    pub listening_ports: BTreeSet<u16>,
+    /// The files berth writes for the proxy, as they are on disk: path → SHA-256.
+    pub files: BTreeMap<String, String>,
 }
 
 fn policy(labels: &BTreeMap<String, String>) -> DeletionPolicy {
@@ -171,9 +136,12 @@ pub async fn observe(docker: &dyn DockerApi, instance: &str) -> Result<Observed,
     let mut observed = Observed::default();
     for c in containers {
         observed.published_ports.extend(c.published.iter().copied());
-        let kind = c.labels.get(KIND).map(String::as_str).unwrap_or_default();
-        if owned(&c.labels, instance) && matches!(kind, "app" | "database") {
-            let kind = kind.to_owned();
+        let kind = c
+            .labels
+            .get(KIND)
+            .and_then(|k| ObjectKind::parse(k))
+            .filter(|k| matches!(k, ObjectKind::App | ObjectKind::Database));
+        if let Some(kind) = kind.filter(|_| owned(&c.labels, instance)) {
             if let Some(port) = c.labels.get(HOST_PORT).and_then(|p| p.parse().ok()) {
                 let app = c.labels.get(NAME).cloned().unwrap_or_default();
                 observed.host_ports.insert(app, port);
@@ -223,4 +191,22 @@ pub async fn observe(docker: &dyn DockerApi, instance: &str) -> Result<Observed,
     }
     observed.volumes.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(observed)
+}
+
+/// The SHA-256 of every regular file directly in `dir` (the TLS files berth writes),
+/// by path; an unreadable or missing folder holds nothing.
+pub fn file_hashes(dir: &std::path::Path) -> BTreeMap<String, String> {
+    use sha2::{Digest, Sha256};
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let content = std::fs::read(e.path()).ok()?;
+            let path = e.path().to_string_lossy().into_owned();
+            Some((path, hex::encode(Sha256::digest(&content))))
+        })
+        .collect()
 }

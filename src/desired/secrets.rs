@@ -1,0 +1,80 @@
+//! The secrets one pass uses: read from the store, or — for the secrets berth generates
+//! (database passwords, private URL tokens) — generated in memory, so that the plan
+//! can name each one it will write and only apply writes them.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::secrets::{Secret, SecretError, SecretSource, SecretStore};
+
+/// Whether missing generated secrets get a value in this pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// A pass that will apply: each missing generated secret gets a new value, which
+    /// the plan's `GenerateSecret` step writes to the store.
+    Generate,
+    /// A dry run: a missing generated secret stays missing and shows as "to be generated".
+    Preview,
+}
+
+/// The secret store as one pass sees it. It never writes.
+#[derive(Debug)]
+pub struct PassSecrets {
+    store: SecretStore,
+    generation: Generation,
+    generated: Mutex<BTreeMap<String, Secret>>,
+}
+
+impl PassSecrets {
+    /// A view of `store`.
+    pub fn new(store: SecretStore, generation: Generation) -> PassSecrets {
+        PassSecrets {
+            store,
+            generation,
+            generated: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Secret `name`: one generated in this pass, or the store's.
+    pub fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        if let Some(s) = self.lock().get(name) {
+            return Ok(s.clone());
+        }
+        self.store.get(name)
+    }
+
+    /// Secret `name`, generated (in memory) when the store lacks it and this pass may
+    /// generate; `Ok(None)` in a dry run when it does not exist yet.
+    pub fn generated(&self, name: &str) -> Result<Option<Secret>, SecretError> {
+        match self.get(name) {
+            Ok(s) => Ok(Some(s)),
+            Err(SecretError::Missing { .. }) if self.generation == Generation::Generate => {
+                let secret = Secret::generate(name)?;
+                self.lock().insert(name.to_owned(), secret.clone());
+                Ok(Some(secret))
+            }
+            Err(SecretError::Missing { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The secrets generated in this pass, by name: what apply will write.
+    pub fn new_secrets(&self) -> BTreeMap<String, Secret> {
+        self.lock().clone()
+    }
+
+    /// The store behind the view.
+    pub fn store(&self) -> &SecretStore {
+        &self.store
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Secret>> {
+        self.generated.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl SecretSource for PassSecrets {
+    fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        PassSecrets::get(self, name)
+    }
+}

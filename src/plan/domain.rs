@@ -1,0 +1,72 @@
+//! Domains: each one's proxy file written when new or changed (or edited by hand), left
+//! alone when another program wrote it, removed when the Domain is gone.
+
+use super::{Action, Op, Phase, Step, Target, unified_diff};
+use crate::desired::Desired;
+use crate::observe::Observed;
+use crate::routes::FileState;
+
+/// The proxy file of every declared Domain.
+pub(super) fn plan_files(desired: &Desired, observed: &Observed) -> Vec<Action> {
+    let mut out = Vec::new();
+    for (domain, content) in &desired.proxy_files {
+        let mut a = Action::new(Target::Domain, domain, Op::Noop);
+        a.phase = Phase::Proxy;
+        let route = desired.routes.get(domain);
+        match observed.proxy_files.get(domain) {
+            None => {
+                a.op = Op::Create;
+                if let Some(r) = route {
+                    a.reasons.push(format!(
+                        "new route {} at {} → {}",
+                        r.hosts.join(", "),
+                        r.public_path(),
+                        r.upstream.address()
+                    ));
+                }
+            }
+            Some((FileState::Foreign, _)) => {
+                a.op = Op::Conflict;
+                a.reasons.push(
+                    "its proxy file exists and was not written by berth (no berth header); \
+                     move it away or rename the domain"
+                        .into(),
+                );
+            }
+            Some((state, current)) if current != content || *state == FileState::Edited => {
+                a.op = Op::Update;
+                if *state == FileState::Edited {
+                    a.drift = true;
+                    a.reasons.push("proxy file edited by hand (drift)".into());
+                } else {
+                    a.reasons.push("proxy config changed".into());
+                }
+                a.diff = Some(unified_diff(current, content));
+            }
+            Some(_) => {}
+        }
+        if matches!(a.op, Op::Create | Op::Update) {
+            a.steps.push(Step::WriteProxyFile {
+                domain: domain.clone(),
+            });
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// Proxy files berth wrote for Domains that are no longer declared.
+pub(super) fn prune_files(desired: &Desired, observed: &Observed) -> Vec<Action> {
+    let mut out = Vec::new();
+    for (domain, (state, _)) in &observed.proxy_files {
+        if *state != FileState::Foreign && !desired.proxy_files.contains_key(domain) {
+            let mut a = Action::new(Target::Domain, domain, Op::Delete);
+            a.reasons.push("no longer declared".into());
+            a.steps.push(Step::RemoveProxyFile {
+                domain: domain.clone(),
+            });
+            out.push(a);
+        }
+    }
+    out
+}

@@ -1,0 +1,69 @@
+//! The runtime seam: how an app's replicas run. Docker containers on one host today
+//! ([`containers`]); Swarm services are the next implementation of the same contract.
+//! The planner decides which replicas to run, replace, start, rename or remove
+//! (plan/app.rs); a runtime carries those steps out and says when a replica is ready.
+
+pub mod containers;
+
+use async_trait::async_trait;
+
+use crate::desired::DesiredApp;
+use crate::drivers::docker::DockerError;
+
+/// Why a runtime step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The daemon refused or failed a call.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// The image is not on the host and could not be pulled.
+    #[error(
+        "{0}; the image is neither on this host nor pullable: build or load it here, or \
+         check the registry and its credentials"
+    )]
+    Pull(DockerError),
+    /// An object not made for this replica holds its name.
+    #[error("{source}; a container named {name} already exists: remove or rename it")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The daemon's answer.
+        source: DockerError,
+    },
+    /// A new replica never became ready.
+    #[error("{0}")]
+    NotReady(String),
+}
+
+/// What a runtime does with an app's replicas. Every method carries out one step the
+/// planner chose; none decides anything.
+#[async_trait]
+pub trait AppRuntime: Send + Sync {
+    /// Makes the app's image available (pulling it when needed).
+    async fn prepare_image(&self, app: &DesiredApp) -> Result<(), RuntimeError>;
+    /// Runs replica `replica` (1-based) and waits until it is ready.
+    async fn run(&self, app: &DesiredApp, replica: u32) -> Result<(), RuntimeError>;
+    /// Replaces a replica's current instance (`old_id`) with one of the desired spec:
+    /// the new one started and ready before the old one goes (`start_first`), or the
+    /// old one removed first. On failure of a start-first update the old one keeps
+    /// serving.
+    async fn replace(
+        &self,
+        app: &DesiredApp,
+        replica: u32,
+        old_id: &str,
+        old_name: &str,
+        start_first: bool,
+    ) -> Result<(), RuntimeError>;
+    /// Starts a stopped replica that is otherwise right, and waits until it is ready.
+    async fn start(
+        &self,
+        app: Option<&DesiredApp>,
+        id: &str,
+        name: &str,
+    ) -> Result<(), RuntimeError>;
+    /// Gives a replica its canonical name.
+    async fn rename(&self, id: &str, to: &str) -> Result<(), RuntimeError>;
+    /// Stops and removes a replica (one already gone is fine).
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+}
