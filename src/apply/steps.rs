@@ -173,6 +173,7 @@ impl Ctx<'_> {
                     .desired
                     .new_secrets
                     .get(name)
+                    .and_then(Option::as_ref)
                     .ok_or_else(|| ApplyError::NotDesired(format!("secret {name}")))?;
                 self.state_dir()?.secrets().put(secret)?;
                 Ok(())

@@ -94,8 +94,9 @@ pub struct Desired {
     pub db_network: Option<String>,
     /// The shared database servers berth can reach as administrator.
     pub servers: databases::Servers,
-    /// Secrets generated for this pass, written by apply before anything uses them.
-    pub new_secrets: BTreeMap<String, Secret>,
+    /// Secrets generated for this pass, written by apply before anything uses them
+    /// (without a value in a dry run, which generates nothing).
+    pub new_secrets: BTreeMap<String, Option<Secret>>,
     /// Files berth writes for the proxy, by path: certificates and keys kept as secrets.
     pub files: BTreeMap<String, DesiredFile>,
 }
@@ -131,7 +132,7 @@ impl Desired {
             .values()
             .flat_map(|a| a.secrets.values().cloned())
             .chain(databases)
-            .chain(self.new_secrets.values().cloned())
+            .chain(self.new_secrets.values().flatten().cloned())
             .chain(self.files.values().map(|f| f.secret.clone()))
             .collect()
     }

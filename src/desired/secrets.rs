@@ -22,7 +22,7 @@ pub enum Generation {
 pub struct PassSecrets {
     store: SecretStore,
     generation: Generation,
-    generated: Mutex<BTreeMap<String, Secret>>,
+    generated: Mutex<BTreeMap<String, Option<Secret>>>,
 }
 
 impl PassSecrets {
@@ -37,7 +37,7 @@ impl PassSecrets {
 
     /// Secret `name`: one generated in this pass, or the store's.
     pub fn get(&self, name: &str) -> Result<Secret, SecretError> {
-        if let Some(s) = self.lock().get(name) {
+        if let Some(Some(s)) = self.lock().get(name) {
             return Ok(s.clone());
         }
         self.store.get(name)
@@ -50,16 +50,20 @@ impl PassSecrets {
             Ok(s) => Ok(Some(s)),
             Err(SecretError::Missing { .. }) if self.generation == Generation::Generate => {
                 let secret = Secret::generate(name)?;
-                self.lock().insert(name.to_owned(), secret.clone());
+                self.lock().insert(name.to_owned(), Some(secret.clone()));
                 Ok(Some(secret))
             }
-            Err(SecretError::Missing { .. }) => Ok(None),
+            Err(SecretError::Missing { .. }) => {
+                self.lock().insert(name.to_owned(), None);
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
 
-    /// The secrets generated in this pass, by name: what apply will write.
-    pub fn new_secrets(&self) -> BTreeMap<String, Secret> {
+    /// The secrets this pass generates, by name: what apply will write. A dry run
+    /// names them without values.
+    pub fn new_secrets(&self) -> BTreeMap<String, Option<Secret>> {
         self.lock().clone()
     }
 
@@ -68,7 +72,7 @@ impl PassSecrets {
         &self.store
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Secret>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Option<Secret>>> {
         self.generated.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -620,7 +620,8 @@ fn writes(desired: &Desired, observed: &Observed) -> Vec<Action> {
     let mut out = Vec::new();
     for name in desired.new_secrets.keys() {
         let mut a = Action::new(Target::Secret, name, Op::Create);
-        a.reasons.push("generate secret".into());
+        a.reasons
+            .push("generated once into the secret store (mode 0600)".into());
         a.phase = Phase::Write;
         a.steps.push(Step::GenerateSecret { name: name.clone() });
         out.push(a);
@@ -637,7 +638,7 @@ fn writes(desired: &Desired, observed: &Observed) -> Vec<Action> {
         };
         let mut a = Action::new(Target::File, path, op);
         a.reasons.push(format!(
-            "write TLS file from secret {} (mode 0600)",
+            "TLS file from secret {} (mode 0600)",
             file.secret.name()
         ));
         a.phase = Phase::Write;

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Op, Plan};
+use super::{Op, Plan, Target};
 
 const RESET: &str = "\x1b[0m";
 const GREEN: &str = "\x1b[32m";
@@ -36,12 +36,14 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             Op::Conflict => ("!", RED),
             Op::Noop => (" ", ""),
         };
-        let verb = match a.op {
-            Op::Create => "create",
-            Op::Update => "update",
-            Op::Delete => "delete",
-            Op::Conflict => "conflict",
-            Op::Noop => "keep",
+        let verb = match (a.target, a.op) {
+            (Target::Secret, _) => "generate",
+            (Target::File, _) => "write",
+            (_, Op::Create) => "create",
+            (_, Op::Update) => "update",
+            (_, Op::Delete) => "delete",
+            (_, Op::Conflict) => "conflict",
+            (_, Op::Noop) => "keep",
         };
         let head = paint(code, &format!("{mark} {verb} {} {}", a.target, a.name));
         let _ = writeln!(out, "  {head}: {}", a.reasons.join("; "));

@@ -529,3 +529,116 @@ fn tls_from_files_and_from_secrets_with_a_redirect_to_https() {
     ]);
     assert!(page.contains("hello from the berth test image"), "{page}");
 }
+
+/// Every byte of a folder: each file's path, mode and content.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            let path = e.path();
+            let shown = path.strip_prefix(dir).unwrap().display().to_string();
+            if meta.is_dir() {
+                todo.push(path);
+                out.push((shown, meta.permissions().mode(), Vec::new()));
+            } else {
+                out.push((shown, meta.permissions().mode(), fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_dry_run_names_every_write_and_a_refused_apply_writes_nothing() {
+    let (_nginx, s) = with_nginx();
+    let key = s.state_path().join("secrets/site-key");
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=t.example.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(s.state_path().join("secrets/site-cert"))
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let (web, private, tls) = (s.name("web"), s.name("private"), s.name("tls"));
+    s.write(
+        "web.yaml",
+        &s.app(
+            "web",
+            image(),
+            "  port: 80\n  secretEnv: {MAIL_PASSWORD: mail-password}\n",
+        ),
+    );
+    s.write(
+        "private.yaml",
+        &domain(
+            &private,
+            &web,
+            "  hosts: [p.example.test]\n  private: true\n",
+        ),
+    );
+    s.write(
+        "tls.yaml",
+        &domain(
+            &tls,
+            &web,
+            "  hosts: [t.example.test]\n  tls: {certificateSecret: site-cert, keySecret: site-key}\n  redirectHttps: false\n",
+        ),
+    );
+    let state = s.state_path().display().to_string();
+    let (code, out) = s.dry_run();
+    assert_eq!(code, Some(2), "{out}");
+    for line in [
+        format!(
+            "+ generate secret private-{private}: generated once into the secret store (mode 0600)"
+        ),
+        format!(
+            "+ write file {state}/tls/site-cert.pem: TLS file from secret site-cert (mode 0600)"
+        ),
+        format!("+ write file {state}/tls/site-key.pem: TLS file from secret site-key (mode 0600)"),
+    ] {
+        assert!(out.contains(&line), "{line}\n{out}");
+    }
+    assert!(out.contains(" 3 writes into the state dir."), "{out}");
+
+    // The app's secret is missing: the apply is refused, and the state dir is exactly
+    // as it was — no token generated, no TLS file written.
+    let before = snapshot(s.state_path());
+    let out = s.berth(&["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("nothing was applied"), "{}", text(&out));
+    assert_eq!(
+        snapshot(s.state_path()),
+        before,
+        "a refused apply wrote nothing"
+    );
+
+    // With the secret the same plan applies, and a second pass has nothing to write.
+    fs::write(s.state_path().join("secrets/mail-password"), "pw-1234").unwrap();
+    let out = s.apply();
+    assert!(
+        out.contains(&format!("+ generate secret private-{private}")),
+        "{out}"
+    );
+    assert!(
+        s.state_path()
+            .join(format!("secrets/private-{private}"))
+            .exists()
+    );
+    // The store drops the trailing newline an editor adds, as for every secret.
+    assert_eq!(
+        fs::read_to_string(s.state_path().join("tls/site-key.pem")).unwrap(),
+        fs::read_to_string(&key).unwrap().trim_end()
+    );
+    let (code, out) = s.dry_run();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("write"), "{out}");
+}
