@@ -75,16 +75,10 @@ pub async fn prepare(
     docker: Option<&dyn DockerApi>,
     options: &PassOptions,
 ) -> Result<Prepared, ReconcileError> {
-    let settings = manifests.settings();
-    let generation = if options.apply {
-        Generation::Generate
-    } else {
-        Generation::Preview
-    };
-    let secrets = PassSecrets::new(state.secrets(), generation);
+    let secrets = PassSecrets::new(state.secrets(), generation(options));
     crate::databases::generate_passwords(manifests, &secrets)?;
-    let (mut desired, mut missing) = desired::build_lenient(manifests, &secrets, revision);
-    let proxy = ProxyDriver::from_settings(&settings);
+    let (desired, missing) = desired::build_lenient(manifests, &secrets, revision);
+    let proxy = ProxyDriver::from_settings(&manifests.settings());
     let tls_dir = state.path().join("tls");
     let mut observed = Observed::default();
     if let Some(docker) = docker {
@@ -95,6 +89,71 @@ pub async fn prepare(
         observed.listening_ports = crate::ports::listening();
         observed.files = observe::file_hashes(&tls_dir);
     }
+    plan_pass(
+        manifests, desired, missing, &observed, &secrets, &tls_dir, options,
+    )
+}
+
+/// Whether the pass generates the secrets it lacks.
+fn generation(options: &PassOptions) -> Generation {
+    if options.apply {
+        Generation::Generate
+    } else {
+        Generation::Preview
+    }
+}
+
+/// The pure part of a pass: resolve against what was observed, then plan.
+fn plan_pass(
+    manifests: &Manifests,
+    mut desired: Desired,
+    mut missing: Vec<MissingSecret>,
+    observed: &Observed,
+    secrets: &PassSecrets,
+    tls_dir: &std::path::Path,
+    options: &PassOptions,
+) -> Result<Prepared, ReconcileError> {
+    let settings = manifests.settings();
+    let proxy = ProxyDriver::from_settings(&settings);
+    let resolution = resolve::resolve(&mut desired, manifests, observed, secrets, &proxy, tls_dir)?;
+    missing.extend(resolution.missing);
+    if options.apply && !missing.is_empty() {
+        return Err(ReconcileError::MissingSecrets(missing));
+    }
+    let plan = plan::plan(
+        &desired,
+        observed,
+        PlanOptions {
+            prune: settings.prune && !options.no_prune,
+        },
+    );
+    Ok(Prepared {
+        desired,
+        plan,
+        proxy,
+        tokens: resolution.tokens,
+        missing_secrets: missing,
+    })
+}
+
+/// Plans a pass against a given observed state, through the same expand, resolve and
+/// plan stages as [`prepare`], reading secrets from `state` and never writing: for
+/// the planner's fixtures and benchmarks. `settle` may complete `observed` once the
+/// desired state is resolved (a fixture refers to the desired specs and hashes).
+pub fn plan_against(
+    manifests: &Manifests,
+    revision: &str,
+    state: &StateDir,
+    options: &PassOptions,
+    mut observed: Observed,
+    settle: impl FnOnce(&Desired, &mut Observed),
+) -> Result<Prepared, ReconcileError> {
+    let secrets = PassSecrets::new(state.secrets(), Generation::Preview);
+    crate::databases::generate_passwords(manifests, &secrets)?;
+    let (mut desired, mut missing) = desired::build_lenient(manifests, &secrets, revision);
+    let settings = manifests.settings();
+    let proxy = ProxyDriver::from_settings(&settings);
+    let tls_dir = state.path().join("tls");
     let resolution = resolve::resolve(
         &mut desired,
         manifests,
@@ -104,9 +163,7 @@ pub async fn prepare(
         &tls_dir,
     )?;
     missing.extend(resolution.missing);
-    if options.apply && !missing.is_empty() {
-        return Err(ReconcileError::MissingSecrets(missing));
-    }
+    settle(&desired, &mut observed);
     let plan = plan::plan(
         &desired,
         &observed,

@@ -6,10 +6,11 @@
 use std::fmt::Write as _;
 use std::fs;
 
+use berth::desired::Desired;
 use berth::observe::Observed;
-use berth::plan::{self, PlanOptions};
-use berth::secrets::SecretStore;
-use berth::{desired, manifest};
+use berth::reconcile::{self, PassOptions};
+use berth::statedir::StateDir;
+use berth::{manifest, plan};
 use serde_json::Value;
 
 use crate::root;
@@ -17,30 +18,40 @@ use crate::root;
 fn run_case(dir: &std::path::Path) -> String {
     let manifests =
         manifest::load_dir(&dir.join("manifests")).expect("fixture manifests are valid");
-    let store = SecretStore::new(dir);
-    let desired = desired::build(&manifests, &store, "rev1").expect("fixture secrets exist");
     let mut raw: Value =
         serde_json::from_str(&fs::read_to_string(dir.join("observed.json")).unwrap()).unwrap();
+    // `"spec": "=desired"` is filled in by `settle`, once the desired state is resolved.
+    let mut desired_specs = Vec::new();
     if let Some(containers) = raw.get_mut("containers").and_then(Value::as_array_mut) {
-        for c in containers {
-            let app = c["app"].as_str().unwrap().to_owned();
-            if let Some(d) = desired.apps.get(&app) {
-                if c["hash"] == "=desired" {
-                    c["hash"] = d.hash.clone().into();
-                }
-                if c["spec"] == "=desired" {
-                    c["spec"] = serde_json::to_value(&d.spec).unwrap();
-                }
-            } else if c["spec"] == "=desired" {
+        for (i, c) in containers.iter_mut().enumerate() {
+            if c["spec"] == "=desired" {
                 c["spec"] = Value::Null;
+                desired_specs.push(i);
             }
         }
     }
-    let observed: Observed = serde_json::from_value(raw).expect("observed.json is an Observed");
-    let prune = manifests.settings().prune;
-    let p = plan::plan(&desired, &observed, PlanOptions { prune });
-    let again = plan::plan(&desired, &observed, PlanOptions { prune });
-    assert_eq!(p, again, "planning is deterministic");
+    let state = StateDir::new(dir);
+    let options = PassOptions {
+        instance: "default".into(),
+        apply: false,
+        no_prune: false,
+    };
+    let prepare = || {
+        let observed: Observed =
+            serde_json::from_value(raw.clone()).expect("observed.json is an Observed");
+        reconcile::plan_against(&manifests, "rev1", &state, &options, observed, |d, o| {
+            settle(d, o, &desired_specs)
+        })
+        .expect("the fixture plans")
+    };
+    let prepared = prepare();
+    assert!(
+        prepared.missing_secrets.is_empty(),
+        "fixture secrets exist: {:?}",
+        prepared.missing_secrets
+    );
+    let p = prepared.plan;
+    assert_eq!(p, prepare().plan, "planning is deterministic");
     let mut out = plan::render_text(&p, false);
     out.push_str("\nsteps:\n");
     for a in &p.actions {
@@ -55,7 +66,8 @@ fn run_case(dir: &std::path::Path) -> String {
             );
         }
     }
-    out
+    // Files berth writes live under the state dir: shown without this machine's path.
+    out.replace(&dir.display().to_string(), "<state-dir>")
 }
 
 #[test]
@@ -85,4 +97,20 @@ fn every_fixture_plans_as_expected() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Puts the desired apps' own hash and spec where a fixture's container says
+/// `"=desired"`, once host ports are resolved (they are part of the spec).
+fn settle(desired: &Desired, observed: &mut Observed, desired_specs: &[usize]) {
+    for (i, c) in observed.containers.iter_mut().enumerate() {
+        let app = desired.apps.get(&c.app);
+        if c.hash == "=desired" {
+            if let Some(app) = app {
+                c.hash = app.hash.clone();
+            }
+        }
+        if desired_specs.contains(&i) {
+            c.spec = app.map(|a| a.spec.clone());
+        }
+    }
 }
