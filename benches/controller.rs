@@ -11,10 +11,9 @@
 //! Each figure is printed beside the container's own start time measured in the same
 //! run (`docker run -d` of the same image). `cargo bench --bench controller`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "berth-test/busybox:latest";
@@ -70,7 +69,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One HTTP/1.0 request to the controller; returns the status code and body.
+/// One request to the controller; returns the status code and body (0 and nothing
+/// while it does not answer). The client is built once, as a user's tool would keep it.
 fn http(
     port: u16,
     method: &str,
@@ -78,27 +78,26 @@ fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("the HTTP client builds")
+    });
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let mut request = client
+        .request(method, format!("http://127.0.0.1:{port}{path}"))
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let Ok(response) = request.send() else {
         return (0, String::new());
     };
-    let mut head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let _ = s.write_all(head.as_bytes());
-    let _ = s.write_all(body);
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+    let code = response.status().as_u16();
+    (code, response.text().unwrap_or_default())
 }
 
 fn status(port: u16) -> serde_json::Value {

@@ -113,7 +113,25 @@ mod tests {
            0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n\
            1: 0100007F:1F41 0100007F:9C40 01 00000000:00000000 00:00000000 00000000\n";
         assert_eq!(parse_proc_net_tcp(table), BTreeSet::from([8000]));
-        // This machine listens somewhere (sshd, dockerd…), or at least reads the table.
-        let _ = listening();
+    }
+
+    #[test]
+    fn a_port_this_process_listens_on_is_reported() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let v4_port = v4.local_addr().unwrap().port();
+        // IPv6 sockets are in /proc/net/tcp6; a host without IPv6 has no loopback for it.
+        let v6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let found = listening();
+        assert!(
+            found.contains(&v4_port),
+            "127.0.0.1:{v4_port} listens but is not reported: {found:?}"
+        );
+        if let Some(v6) = &v6 {
+            let v6_port = v6.local_addr().unwrap().port();
+            assert!(
+                found.contains(&v6_port),
+                "[::1]:{v6_port} listens but is not reported: {found:?}"
+            );
+        }
     }
 }

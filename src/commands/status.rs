@@ -1,8 +1,6 @@
 //! `berth status`: what a running controller reports, in a terminal.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -31,31 +29,44 @@ pub fn exec(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// GET `path` from a plain-HTTP server at `url` (the status server binds to loopback).
+/// GET `path` from the status server at `url`.
 fn fetch(url: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
-    let Some(authority) = url.strip_prefix("http://") else {
-        bail!("--url {url}: only http:// URLs are supported (the status server is plain HTTP)");
-    };
-    let authority = authority.trim_end_matches('/');
-    let mut stream = TcpStream::connect(authority).with_context(|| {
-        format!("cannot reach berth run at {url}; is it running with --listen {authority}?")
+    let base = reqwest::Url::parse(url).with_context(|| format!("--url {url} is not a URL"))?;
+    if !matches!(base.scheme(), "http" | "https") {
+        bail!(
+            "--url {url}: the status server is reached over http:// (or https:// behind a proxy)"
+        );
+    }
+    let target = base
+        .join(path)
+        .with_context(|| format!("--url {url} cannot lead to {path}"))?;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("failed to set up the HTTP client")?;
+    let mut request = client.get(target.clone());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().with_context(|| {
+        // `host_str` keeps an IPv6 address in brackets, as `--listen` takes it.
+        match (base.host_str(), base.port_or_known_default()) {
+            (Some(host), Some(port)) => {
+                format!(
+                    "cannot reach berth run at {url}; is it running with --listen {host}:{port}?"
+                )
+            }
+            _ => format!("cannot reach berth run at {url}"),
+        }
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\n{auth}\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let code = head.split_whitespace().nth(1).unwrap_or("?");
-    match code {
-        "200" => Ok(body.to_owned()),
-        "401" => bail!("{url} needs a token: pass --token or set BERTH_STATUS_TOKEN"),
-        other => bail!("{url}{path} answered {other}: {}", body.trim()),
+    let status = response.status();
+    let body = response
+        .text()
+        .with_context(|| format!("{target} broke off its answer"))?;
+    match status.as_u16() {
+        200 => Ok(body),
+        401 => bail!("{url} needs a token: pass --token or set BERTH_STATUS_TOKEN"),
+        other => bail!("{target} answered {other}: {}", body.trim()),
     }
 }
 

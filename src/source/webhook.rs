@@ -238,7 +238,7 @@ mod tests {
 
     fn payload(name: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/testdata/webhooks")
+            .join("tests/data/webhooks")
             .join(name);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }

@@ -419,6 +419,8 @@ mod tests {
 
     #[test]
     fn transitions_keep_their_time_until_the_status_changes() {
+        // Times are written to the second: the first one may read up to a second earlier.
+        let start = SystemTime::now() - std::time::Duration::from_secs(1);
         let mut s = Status::default();
         s.set_resource(
             "App",
@@ -428,9 +430,20 @@ mod tests {
             "running",
             Some("create".into()),
         );
-        let first = s.resources["App/blog"].conditions[0]
-            .last_transition
-            .clone();
+        let ready = &s.resources["App/blog"].conditions[0];
+        assert_eq!(
+            (ready.kind.as_str(), ready.status, ready.reason.as_str()),
+            ("Ready", true, "Applied")
+        );
+        assert_eq!(ready.message, "running");
+        let first = ready.last_transition.clone();
+        // The time a user reads is this moment, as RFC 3339.
+        let first_time = humantime::parse_rfc3339(&first)
+            .unwrap_or_else(|e| panic!("lastTransition {first:?} is not RFC 3339: {e}"));
+        assert!(
+            start <= first_time && first_time <= SystemTime::now(),
+            "lastTransition {first} is not the time the status was set"
+        );
         s.resources.get_mut("App/blog").unwrap().conditions[0].last_transition = "earlier".into();
         s.set_resource(
             "App/blog".split('/').next().unwrap(),
@@ -449,11 +462,23 @@ mod tests {
             Some("create")
         );
         s.set_resource("App", "blog", false, "ApplyFailed", "boom", None);
-        assert_ne!(
-            s.resources["App/blog"].conditions[0].last_transition,
-            "earlier"
+        let failed = &s.resources["App/blog"].conditions[0];
+        assert_eq!(
+            (
+                failed.status,
+                failed.reason.as_str(),
+                failed.message.as_str()
+            ),
+            (false, "ApplyFailed", "boom")
         );
-        assert!(!first.is_empty());
+        // The status changed: the time is now again, not the one kept before.
+        let failed_time = humantime::parse_rfc3339(&failed.last_transition)
+            .unwrap_or_else(|e| panic!("lastTransition {:?}: {e}", failed.last_transition));
+        assert!(
+            first_time <= failed_time && failed_time <= SystemTime::now(),
+            "lastTransition {} after the failure is not the time it failed",
+            failed.last_transition
+        );
     }
 
     #[test]

@@ -260,18 +260,21 @@ fn a_shared_mariadb_database_is_created_linked_backed_up_kept_and_dropped() {
 
 #[test]
 fn a_managed_database_is_a_container_with_the_images_contract() {
-    let s = Scenario::new();
-    // A stand-in tagged with the official repository's name and a test tag.
-    let tag = "postgres:16-berthtest";
+    let mut s = Scenario::new();
+    // A stand-in tagged with the official repository's name and a tag of the test's
+    // own, removed with the scenario.
+    let version = format!("16-berthtest-{}", s.prefix);
+    let tag = format!("postgres:{version}");
+    s.remove_with(&tag);
     let built = std::process::Command::new("bash")
         .arg(crate::root().join("tests/image/build-standin.sh"))
-        .args([tag, image(), "pg_isready"])
+        .args([&tag, image(), "pg_isready"])
         .output()
         .unwrap();
     assert!(built.status.success(), "{}", text(&built));
     s.write(
         "db.yaml",
-        &database(&s, "pg", "postgres", "  version: 16-berthtest\n"),
+        &database(&s, "pg", "postgres", &format!("  version: {version}\n")),
     );
     s.write(
         "web.yaml",
@@ -489,11 +492,13 @@ fn a_failing_scheduled_backup_is_reported_and_notified() {
 
 #[test]
 fn a_managed_database_is_dumped_and_restored_in_its_container() {
-    let s = Scenario::new();
+    let mut s = Scenario::new();
     // A stand-in whose pg_dump and pg_restore record what berth runs: the engine's own
     // tools are not here (no registry), berth's part is the exec, the files and the
     // arguments.
-    let tag = "postgres:16-berthtest-backup";
+    let version = format!("16-berthtest-backup-{}", s.prefix);
+    let tag = format!("postgres:{version}");
+    s.remove_with(&tag);
     let ctx = tempfile::tempdir().unwrap();
     let scripts = [
         ("pg_isready", "#!/bin/sh\nexit 0\n"),
@@ -510,7 +515,7 @@ fn a_managed_database_is_dumped_and_restored_in_its_container() {
     }
     dockerfile.push_str("RUN [\"/bin/chmod\", \"755\", \"/usr/local/bin/pg_isready\", \"/usr/local/bin/pg_dump\", \"/usr/local/bin/pg_restore\"]\n");
     fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
-    let built = docker(&["build", "-q", "-t", tag, ctx.path().to_str().unwrap()]);
+    let built = docker(&["build", "-q", "-t", &tag, ctx.path().to_str().unwrap()]);
     assert!(built.status.success(), "{}", text(&built));
     s.write(
         "db.yaml",
@@ -518,7 +523,7 @@ fn a_managed_database_is_dumped_and_restored_in_its_container() {
             &s,
             "pg",
             "postgres",
-            "  version: 16-berthtest-backup\n  backup: {schedule: \"0 3 * * *\", keep: 2}\n",
+            &format!("  version: {version}\n  backup: {{schedule: \"0 3 * * *\", keep: 2}}\n"),
         ),
     );
     s.apply();

@@ -3,9 +3,7 @@
 //! instance with its own names, and removes what it created.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,12 +12,20 @@ use serde_json::Value;
 
 use crate::root;
 
-/// The test image, built once per run; its tag is unique to this process.
+/// The test image, built once per run under a tag of the run's own
+/// (`berth-test/busybox:run<pid>`), removed when the run ends.
+///
+/// One image for the whole run, not one per test: tests share it, so it is built once.
+/// A tag per run, not one shared by every run: several runs go on at once on a shared
+/// host, and a run removing a shared tag at its end would pull the image from under
+/// the others. Building the same content again costs next to nothing (Docker's build
+/// cache, and the image ID is the content's digest, so every run's tag names the same
+/// layers); removing this run's tag leaves the others' alone.
 pub fn image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        // One tag for every run: the content is the same, so nothing accumulates.
-        let tag = "berth-test/busybox:latest".to_owned();
+        let tag = format!("berth-test/busybox:run{}", std::process::id());
+        remove_when_the_run_ends(&tag);
         let out = Command::new("bash")
             .arg(root().join("tests/image/build.sh"))
             .arg(&tag)
@@ -32,6 +38,26 @@ pub fn image() -> &'static str {
         );
         tag
     })
+}
+
+/// Removes image `tag` once this test process has exited. The test harness has no
+/// hook at the end of a run (and statics are never dropped), so a shell waits for the
+/// process to go, then removes the tag. It ignores the terminal's Ctrl-C, which stops
+/// the run, and keeps no output of the run's open.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the shell outlives this process: nothing here is left to wait for it"
+)]
+fn remove_when_the_run_ends(tag: &str) {
+    let script = "trap '' INT HUP; while kill -0 \"$1\" 2>/dev/null; do sleep 0.2; done; \
+                  docker rmi \"$2\" >/dev/null 2>&1";
+    Command::new("sh")
+        .args(["-c", script, "sh", &std::process::id().to_string(), tag])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh runs");
 }
 
 pub fn docker(args: &[&str]) -> Output {
@@ -148,34 +174,37 @@ impl Scenario {
         v[0].clone()
     }
 
-    /// GET `path` from the container over its address on the test network.
+    /// The body of GET `path` from the container over its address on the test network.
     fn get(&self, container: &str, path: &str) -> String {
         let info = self.inspect(container);
         let ip = info["NetworkSettings"]["Networks"][format!("{}-net", self.prefix)]["IPAddress"]
             .as_str()
             .unwrap()
             .to_owned();
+        let url = format!("http://{ip}:80{path}");
+        let mut last = String::new();
         for _ in 0..40 {
-            if let Ok(mut s) = TcpStream::connect((ip.as_str(), 80)) {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-                let mut body = String::new();
-                let _ = s.read_to_string(&mut body);
-                if !body.is_empty() {
-                    return body;
-                }
+            match crate::http::get(&url, None) {
+                Ok(reply) if reply.status == 200 => return reply.body,
+                Ok(reply) => last = format!("{reply:?}"),
+                Err(e) => last = e.to_string(),
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("{container} does not answer on {ip}:80");
+        panic!("{container} does not answer GET {url}: {last}");
     }
 
     fn tag(&mut self, tag: &str) -> String {
         let t = format!("{}:{tag}", image().split(':').next().unwrap());
         let t = format!("{t}-{}", self.prefix);
+        self.remove_with(&t);
         assert!(docker(&["tag", image(), &t]).status.success());
-        self.extra_images.push(t.clone());
         t
+    }
+
+    /// Removes image `tag`, one this test made for itself, when the scenario ends.
+    pub fn remove_with(&mut self, tag: &str) {
+        self.extra_images.push(tag.to_owned());
     }
 }
 

@@ -74,26 +74,10 @@ impl Repo {
 /// POSTs `body` to the controller's webhook with `headers`; returns the status code
 /// and the body.
 fn post(c: &Controller, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", c.port)).unwrap();
-    let mut head = format!(
-        "POST /hooks/git HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+    let url = format!("http://127.0.0.1:{}/hooks/git", c.port);
+    let reply = crate::http::post_json(&url, headers, body)
+        .unwrap_or_else(|e| panic!("POST {url}: {e}\nberth run said:\n{}", c.log()));
+    (reply.status, reply.body)
 }
 
 fn github_push(secret: &str, reference: &str) -> (Vec<u8>, String) {
@@ -449,16 +433,18 @@ impl HttpGit {
             .arg(&conf)
             .spawn()
             .expect("busybox httpd starts");
+        // The guard first: httpd is stopped even if it never answers.
+        let server = HttpGit {
+            child,
+            port,
+            _dir: dir,
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(std::time::Instant::now() < deadline, "httpd did not start");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        HttpGit {
-            child,
-            port,
-            _dir: dir,
-        }
+        server
     }
 }
 
@@ -499,7 +485,8 @@ fn an_http_git_source_needs_its_token_and_never_sends_it_in_clear_text() {
 }
 
 /// nginx terminating TLS in front of `upstream` on loopback, with a certificate for
-/// 127.0.0.1 from a CA of the test's own (returned: the CA's file).
+/// 127.0.0.1 from a CA of the test's own (returned: the CA's file). Dropped, it stops
+/// nginx with its workers, also when the test fails.
 struct TlsProxy {
     child: std::process::Child,
     port: u16,
@@ -509,7 +496,7 @@ struct TlsProxy {
 
 impl TlsProxy {
     fn start(upstream: u16) -> TlsProxy {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::nginx_master::prefix_dir();
         let d = dir.path();
         let openssl = |args: &[&str]| {
             let out = Command::new("openssl")
@@ -590,23 +577,28 @@ impl TlsProxy {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .spawn()
             .expect("nginx starts");
+        // The guard first: nginx is stopped even if it never answers.
+        let ca = d.join("ca.pem");
+        let proxy = TlsProxy {
+            child,
+            port,
+            ca,
+            _dir: dir,
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(std::time::Instant::now() < deadline, "nginx did not start");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        TlsProxy {
-            child,
-            port,
-            ca: d.join("ca.pem"),
-            _dir: dir,
-        }
+        proxy
     }
 }
 
 impl Drop for TlsProxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // `daemon off`: the child is nginx's master. Killed outright it would leave its
+        // workers running; stopped, it takes them with it.
+        crate::nginx_master::stop(self.child.id());
         let _ = self.child.wait();
     }
 }

@@ -2,26 +2,29 @@
 //! own prefix, in front of apps on the real Docker daemon.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::docker::{Scenario, docker, image, text};
+use crate::http::{self, Reply};
+use crate::nginx_master;
 
-/// An nginx of the test's own: prefix, config directory, two loopback ports.
+/// An nginx of the test's own: prefix, config directory, two loopback ports. Dropped,
+/// it stops nginx with its workers, also when the test fails.
 struct Nginx {
     dir: tempfile::TempDir,
     http: u16,
     https: u16,
+    /// The master's pid, once nginx has written it.
+    master: Option<u32>,
 }
 
 use crate::free_port;
 
 impl Nginx {
     fn start() -> Nginx {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = nginx_master::prefix_dir();
         let http = free_port();
         let p = dir.path().display();
         fs::create_dir(dir.path().join("conf.d")).unwrap();
@@ -35,17 +38,24 @@ impl Nginx {
             ),
         )
         .unwrap();
-        let n = Nginx {
+        let mut n = Nginx {
             dir,
             http,
             https: free_port(),
+            master: None,
         };
         let out = Command::new("nginx")
             .args(n.args())
             .output()
             .expect("nginx runs (Debian's nginx package)");
         assert!(out.status.success(), "nginx: {}", text(&out));
+        n.master = nginx_master::master_from(&n.pid_file());
+        assert!(n.master.is_some(), "nginx wrote no pid file");
         n
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.path().join("nginx.pid")
     }
 
     fn conf(&self) -> PathBuf {
@@ -79,7 +89,7 @@ impl Nginx {
         )
     }
 
-    fn get(&self, host: &str, path: &str, want: u16) -> (u16, String) {
+    fn get(&self, host: &str, path: &str, want: u16) -> Reply {
         get(self.http, host, path, want)
     }
 
@@ -95,35 +105,34 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let mut args = self.args();
-        args.extend(["-s".into(), "stop".into()]);
-        let _ = Command::new("nginx").args(args).output();
+        if let Some(master) = self
+            .master
+            .or_else(|| nginx_master::master_from(&self.pid_file()))
+        {
+            nginx_master::stop(master);
+        }
     }
 }
 
 /// GET `path` with a Host header until the status is `want` (nginx reloads in the
-/// background) or five seconds pass; returns the last answer.
-fn get(port: u16, host: &str, path: &str, want: u16) -> (u16, String) {
-    let mut last = (0, String::new());
+/// background) or five seconds pass; returns the last answer (status 0 and the error
+/// as the body when nginx could not be reached).
+fn get(port: u16, host: &str, path: &str, want: u16) -> Reply {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut last = None;
     for _ in 0..25 {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-            let mut body = String::new();
-            let _ = s.read_to_string(&mut body);
-            let status = body
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            last = (status, body);
-            if status == want {
-                return last;
-            }
+        let reply = http::get(&url, Some(host)).unwrap_or_else(|e| Reply {
+            status: 0,
+            headers: Default::default(),
+            body: format!("GET {url} (Host: {host}): {e}"),
+        });
+        if reply.status == want {
+            return reply;
         }
+        last = Some(reply);
         std::thread::sleep(Duration::from_millis(200));
     }
-    last
+    last.expect("at least one try")
 }
 
 /// A scenario whose Settings point berth at a fresh nginx of its own.
@@ -167,21 +176,23 @@ fn a_domain_routes_its_hosts_to_the_app_through_nginx() {
         "{out}"
     );
 
-    let (status, body) = nginx.get("web.example.test", "/", 200);
+    let Reply { status, body, .. } = nginx.get("web.example.test", "/", 200);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("hello from the berth test image"), "{body}");
     assert_eq!(
-        nginx.get("www.web.example.test", "/cgi-bin/env", 200).0,
+        nginx
+            .get("www.web.example.test", "/cgi-bin/env", 200)
+            .status,
         200
     );
-    assert_eq!(nginx.get("other.example.test", "/", 404).0, 404);
+    assert_eq!(nginx.get("other.example.test", "/", 404).status, 404);
     assert_eq!(nginx.files(), [format!("berth-{web}.conf")]);
     let container = s.inspect(&web);
     let port = container["Config"]["Labels"]["berth.host-port"]
         .as_str()
         .unwrap()
         .to_owned();
-    let (status, _) = nginx.get("web.example.test", "/", 200);
+    let Reply { status, .. } = nginx.get("web.example.test", "/", 200);
     assert_eq!(status, 200);
     let (code, plan) = s.dry_run();
     assert_eq!(code, Some(0), "in sync after apply:\n{plan}");
@@ -208,16 +219,16 @@ fn a_domain_routes_its_hosts_to_the_app_through_nginx() {
         "{plan}"
     );
     s.apply();
-    assert_eq!(nginx.get("web.example.test", "/", 404).0, 404);
+    assert_eq!(nginx.get("web.example.test", "/", 404).status, 404);
     assert_eq!(
-        nginx.get("new.example.test", "/", 404).0,
+        nginx.get("new.example.test", "/", 404).status,
         404,
         "only /cgi-bin is routed"
     );
     assert!(
         nginx
             .get("new.example.test", "/cgi-bin/env", 200)
-            .1
+            .body
             .contains("PAGE=routed")
     );
     assert_eq!(
@@ -246,7 +257,10 @@ fn a_domain_routes_its_hosts_to_the_app_through_nginx() {
     s.remove("domain.yaml");
     s.apply();
     assert!(nginx.files().is_empty(), "{:?}", nginx.files());
-    assert_eq!(nginx.get("new.example.test", "/cgi-bin/env", 404).0, 404);
+    assert_eq!(
+        nginx.get("new.example.test", "/cgi-bin/env", 404).status,
+        404
+    );
 }
 
 #[test]
@@ -272,12 +286,15 @@ fn a_private_domain_answers_only_under_its_token() {
         )),
         "{out}"
     );
-    let (status, body) = nginx.get("private.example.test", &format!("/p/{token}/"), 200);
+    let Reply { status, body, .. } =
+        nginx.get("private.example.test", &format!("/p/{token}/"), 200);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("hello from the berth test image"));
-    assert_eq!(nginx.get("private.example.test", "/", 404).0, 404);
+    assert_eq!(nginx.get("private.example.test", "/", 404).status, 404);
     assert_eq!(
-        nginx.get("private.example.test", "/p/wrongtoken/", 404).0,
+        nginx
+            .get("private.example.test", "/p/wrongtoken/", 404)
+            .status,
         404
     );
     // The token is generated once.
@@ -315,9 +332,9 @@ fn a_config_nginx_rejects_never_goes_live_and_others_still_converge() {
     );
     assert!(t.contains("the live config is unchanged (degraded)"), "{t}");
     assert_eq!(nginx.files(), [format!("berth-{api}.conf")]);
-    assert_eq!(nginx.get("good.example.test", "/", 200).0, 200);
+    assert_eq!(nginx.get("good.example.test", "/", 200).status, 200);
     // nginx itself is still running the good config.
-    assert_eq!(nginx.get("bad.example.test", "/", 404).0, 404);
+    assert_eq!(nginx.get("bad.example.test", "/", 404).status, 404);
 }
 
 #[test]
@@ -364,17 +381,20 @@ impl Drop for NginxContainer {
 
 #[test]
 fn a_proxy_in_docker_reaches_apps_by_container_name() {
-    let s = Scenario::new();
+    let mut s = Scenario::new();
     let network = format!("{}-net", s.prefix);
     // The proxy's network exists before berth: apps join it, berth leaves it alone.
     assert!(docker(&["network", "create", &network]).status.success());
+    // Only this test runs nginx in Docker: its image goes with the test.
+    let nginx_image = format!("berth-test/nginx:{}", s.prefix);
+    s.remove_with(&nginx_image);
     let out = Command::new("bash")
         .arg(crate::root().join("tests/image/build-nginx.sh"))
-        .arg("berth-test/nginx:latest")
+        .arg(&nginx_image)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = nginx_master::prefix_dir();
     let p = dir.path().display().to_string();
     fs::create_dir(dir.path().join("conf.d")).unwrap();
     fs::write(
@@ -402,7 +422,7 @@ fn a_proxy_in_docker_reaches_apps_by_container_name() {
         &format!("{p}:{p}"),
         "-p",
         &format!("127.0.0.1:{}:8080", proxy.http),
-        "berth-test/nginx:latest",
+        &nginx_image,
         "-c",
         &format!("{p}/nginx.conf"),
     ]);
@@ -438,18 +458,9 @@ fn a_proxy_in_docker_reaches_apps_by_container_name() {
             .is_none_or(|m| m.is_empty()),
         "no host port"
     );
-    let (status, body) = get(proxy.http, "named.example.test", "/cgi-bin/env", 200);
+    let Reply { status, body, .. } = get(proxy.http, "named.example.test", "/cgi-bin/env", 200);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("PAGE=by-name"), "{body}");
-}
-
-fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sk", "--max-time", "5"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -498,22 +509,23 @@ fn tls_from_files_and_from_secrets_with_a_redirect_to_https() {
         &domain(&api, &web, "  hosts: [secret-tls.example.test]\n  tls: {certificateSecret: site-cert, keySecret: site-key}\n  redirectHttps: false\n"),
     );
     s.apply();
-    let (status, body) = nginx.get("tls.example.test", "/", 301);
-    assert_eq!(status, 301, "{body}");
-    assert!(
-        body.contains(&format!(
-            "Location: https://tls.example.test:{}/",
-            nginx.https
-        )),
-        "{body}"
+    let redirect = nginx.get("tls.example.test", "/", 301);
+    assert_eq!(redirect.status, 301, "{redirect:?}");
+    assert_eq!(
+        redirect.header("location"),
+        format!("https://tls.example.test:{}/", nginx.https),
+        "{redirect:?}"
     );
-    let resolve = |host: &str| format!("{host}:{}:127.0.0.1", nginx.https);
-    let page = curl(&[
-        "--resolve",
-        &resolve("tls.example.test"),
-        &format!("https://tls.example.test:{}/", nginx.https),
-    ]);
-    assert!(page.contains("hello from the berth test image"), "{page}");
+    let https = |host: &str| {
+        http::get_https_on_loopback(host, nginx.https, "/")
+            .unwrap_or_else(|e| panic!("https://{host}:{}/: {e}", nginx.https))
+    };
+    let page = https("tls.example.test");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.body.contains("hello from the berth test image"),
+        "{page:?}"
+    );
     // From secrets: written 0600 under the state directory, no redirect asked for.
     let written = s.state_path().join("tls/site-key.pem");
     use std::os::unix::fs::PermissionsExt;
@@ -521,13 +533,13 @@ fn tls_from_files_and_from_secrets_with_a_redirect_to_https() {
         fs::metadata(&written).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    assert_eq!(nginx.get("secret-tls.example.test", "/", 200).0, 200);
-    let page = curl(&[
-        "--resolve",
-        &resolve("secret-tls.example.test"),
-        &format!("https://secret-tls.example.test:{}/", nginx.https),
-    ]);
-    assert!(page.contains("hello from the berth test image"), "{page}");
+    assert_eq!(nginx.get("secret-tls.example.test", "/", 200).status, 200);
+    let page = https("secret-tls.example.test");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.body.contains("hello from the berth test image"),
+        "{page:?}"
+    );
 }
 
 /// Every byte of a folder: each file's path, mode and content.

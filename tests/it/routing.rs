@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::root;
 
 fn traefik_validator() -> jsonschema::Validator {
-    let path = root().join("../shared/testdata/traefik/traefik-v3-file-provider.json");
+    let path = root().join("tests/data/traefik/traefik-v3-file-provider.json");
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
 }

@@ -61,17 +61,12 @@ impl Controller {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The status endpoint's JSON at `path`.
+    /// The status endpoint's JSON at `path` (null while the controller does not answer).
     pub fn api(&self, path: &str) -> serde_json::Value {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return serde_json::Value::Null;
-        };
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+        crate::http::get(&format!("http://127.0.0.1:{}{path}", self.port), None)
+            .ok()
+            .and_then(|reply| serde_json::from_str(&reply.body).ok())
+            .unwrap_or(serde_json::Value::Null)
     }
 }
 

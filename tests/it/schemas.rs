@@ -10,14 +10,27 @@ use crate::root;
 
 #[test]
 fn checked_in_schemas_are_up_to_date() {
-    for (name, text) in manifest::schema_files() {
-        let path = root().join("schemas").join(&name);
+    let files = manifest::schema_files();
+    for (name, text) in &files {
+        let path = root().join("schemas").join(name);
         let on_disk = fs::read_to_string(&path).unwrap_or_default();
         assert!(
-            on_disk == text,
+            on_disk == *text,
             "schemas/{name} is stale: run `cargo run -- schema --out schemas/`"
         );
     }
+    // A file `berth schema` no longer writes (a kind that was removed or renamed) would
+    // still be offered to editors: it must go too.
+    let written: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    let extra: Vec<String> = fs::read_dir(root().join("schemas"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !written.contains(&name.as_str()))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "schemas/ holds {extra:?}, which `berth schema` does not write: remove it"
+    );
 }
 
 fn documents(dir: &str) -> Vec<(String, Value)> {
