@@ -14,7 +14,6 @@ pub mod manifest;
 pub mod notify;
 pub mod observe;
 pub mod plan;
-pub mod ports;
 pub mod reconcile;
 pub mod resource;
 pub mod routes;

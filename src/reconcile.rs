@@ -86,7 +86,7 @@ pub async fn prepare(
         observed.applied_apps = state.applied().apps;
         observed.proxy_files = proxy.observe().map_err(ReconcileError::ProxyFiles)?;
         observed.databases = observe_shared(&desired, state, &options.instance).await;
-        observed.listening_ports = crate::ports::listening();
+        observed.listening_ports = observe::ports::listening();
         observed.files = observe::file_hashes(&tls_dir);
     }
     plan_pass(

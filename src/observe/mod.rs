@@ -2,6 +2,8 @@
 //! networks, volumes) whatever the number of apps, and sorted into what berth owns and
 //! what it must not touch.
 
+pub mod ports;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};

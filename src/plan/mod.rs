@@ -11,6 +11,7 @@ mod database;
 mod diff;
 mod domain;
 mod order;
+pub mod ports;
 mod render;
 pub mod resolve;
 

@@ -129,7 +129,7 @@ fn host_ports(
         .filter(|(a, _)| apps.contains(*a))
         .map(|(a, p)| (a.clone(), *p))
         .collect();
-    let ports = crate::ports::allocate(&apps, &current, &used, manifests.settings().host_ports)
+    let ports = super::ports::allocate(&apps, &current, &used, manifests.settings().host_ports)
         .map_err(ResolveError::HostPorts)?;
     for (name, host_port) in &ports {
         let Some(app) = desired.apps.get_mut(name) else {
