@@ -90,7 +90,14 @@ pub async fn prepare(
         observed.files = observe::file_hashes(&tls_dir);
     }
     plan_pass(
-        manifests, desired, missing, &observed, &secrets, &tls_dir, options,
+        manifests,
+        desired,
+        missing,
+        observed,
+        &secrets,
+        &tls_dir,
+        options,
+        |_, _| {},
     )
 }
 
@@ -103,26 +110,31 @@ fn generation(options: &PassOptions) -> Generation {
     }
 }
 
-/// The pure part of a pass: resolve against what was observed, then plan.
+/// The pure part of a pass: resolve against what was observed, then plan. `settle`
+/// may complete the observed state once the desired one is resolved.
+#[allow(clippy::too_many_arguments)]
 fn plan_pass(
     manifests: &Manifests,
     mut desired: Desired,
     mut missing: Vec<MissingSecret>,
-    observed: &Observed,
+    mut observed: Observed,
     secrets: &PassSecrets,
     tls_dir: &std::path::Path,
     options: &PassOptions,
+    settle: impl FnOnce(&Desired, &mut Observed),
 ) -> Result<Prepared, ReconcileError> {
     let settings = manifests.settings();
     let proxy = ProxyDriver::from_settings(&settings);
-    let resolution = resolve::resolve(&mut desired, manifests, observed, secrets, &proxy, tls_dir)?;
+    let resolution =
+        resolve::resolve(&mut desired, manifests, &observed, secrets, &proxy, tls_dir)?;
     missing.extend(resolution.missing);
     if options.apply && !missing.is_empty() {
         return Err(ReconcileError::MissingSecrets(missing));
     }
+    settle(&desired, &mut observed);
     let plan = plan::plan(
         &desired,
-        observed,
+        &observed,
         PlanOptions {
             prune: settings.prune && !options.no_prune,
         },
@@ -145,39 +157,16 @@ pub fn plan_against(
     revision: &str,
     state: &StateDir,
     options: &PassOptions,
-    mut observed: Observed,
+    observed: Observed,
     settle: impl FnOnce(&Desired, &mut Observed),
 ) -> Result<Prepared, ReconcileError> {
-    let secrets = PassSecrets::new(state.secrets(), Generation::Preview);
+    let secrets = PassSecrets::new(state.secrets(), generation(options));
     crate::databases::generate_passwords(manifests, &secrets)?;
-    let (mut desired, mut missing) = desired::build_lenient(manifests, &secrets, revision);
-    let settings = manifests.settings();
-    let proxy = ProxyDriver::from_settings(&settings);
+    let (desired, missing) = desired::build_lenient(manifests, &secrets, revision);
     let tls_dir = state.path().join("tls");
-    let resolution = resolve::resolve(
-        &mut desired,
-        manifests,
-        &observed,
-        &secrets,
-        &proxy,
-        &tls_dir,
-    )?;
-    missing.extend(resolution.missing);
-    settle(&desired, &mut observed);
-    let plan = plan::plan(
-        &desired,
-        &observed,
-        PlanOptions {
-            prune: settings.prune && !options.no_prune,
-        },
-    );
-    Ok(Prepared {
-        desired,
-        plan,
-        proxy,
-        tokens: resolution.tokens,
-        missing_secrets: missing,
-    })
+    plan_pass(
+        manifests, desired, missing, observed, &secrets, &tls_dir, options, settle,
+    )
 }
 
 /// Reads, through SQL, every shared database that is declared or that berth recorded
