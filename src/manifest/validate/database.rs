@@ -13,19 +13,18 @@ pub(super) fn check_database(
 ) {
     let doc = t.doc;
     let engine = d.engine.as_str();
+    if d.server.is_some() && d.mode != DatabaseMode::Shared {
+        report.at(doc, "/spec/server", "`server` is only for `mode: shared`");
+    }
+    if d.url_secret.is_some() && d.mode != DatabaseMode::External {
+        report.at(
+            doc,
+            "/spec/urlSecret",
+            "`urlSecret` is only for `mode: external`",
+        );
+    }
     match d.mode {
-        DatabaseMode::Managed => {
-            if d.server.is_some() {
-                report.at(doc, "/spec/server", "`server` is only for `mode: shared`");
-            }
-            if d.url_secret.is_some() {
-                report.at(
-                    doc,
-                    "/spec/urlSecret",
-                    "`urlSecret` is only for `mode: external`",
-                );
-            }
-        }
+        DatabaseMode::Managed => {}
         DatabaseMode::Shared => {
             if matches!(d.engine, Engine::Redis | Engine::Mongo) {
                 report.at(
@@ -72,13 +71,6 @@ pub(super) fn check_database(
                     }
                 },
             }
-            if d.url_secret.is_some() {
-                report.at(
-                    doc,
-                    "/spec/urlSecret",
-                    "`urlSecret` is only for `mode: external`",
-                );
-            }
         }
         DatabaseMode::External => {
             match &d.url_secret {
@@ -88,9 +80,6 @@ pub(super) fn check_database(
                     "`mode: external` needs `urlSecret`, the secret holding the URL",
                 ),
                 Some(s) => report.check(doc, "/spec/urlSecret", syntax::check_name(s)),
-            }
-            if d.server.is_some() {
-                report.at(doc, "/spec/server", "`server` is only for `mode: shared`");
             }
             if d.backup.is_some() {
                 report.at(

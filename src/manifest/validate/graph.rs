@@ -64,12 +64,10 @@ pub(super) fn index<'t>(report: &mut Report, typed: &'t [Typed]) -> (Index<'t>, 
             first_settings = Some(n);
         }
         if let Some(&other) = index.by_id.get(&(kind, t.name.as_str())) {
-            let f = &report.docs[typed[other].doc];
             let message = format!(
-                "duplicate {kind} `{}`; the first is at {}:{}",
+                "duplicate {kind} `{}`; the first is at {}",
                 t.name,
-                f.file,
-                locate(&f.node, "/metadata/name", false).line
+                name_at(report, &typed[other])
             );
             report.at(t.doc, "/metadata/name", message);
             keep[n] = false;
@@ -90,13 +88,11 @@ pub(super) fn index<'t>(report: &mut Report, typed: &'t [Typed]) -> (Index<'t>, 
             _ => None,
         };
         if let Some(other) = clash {
-            let f = &report.docs[typed[other].doc];
             let message = format!(
-                "`{}` names both an App and a managed Database (at {}:{}); their containers \
+                "`{}` names both an App and a managed Database (at {}); their containers \
                  would share the name: rename one",
                 t.name,
-                f.file,
-                locate(&f.node, "/metadata/name", false).line
+                name_at(report, &typed[other])
             );
             report.at(t.doc, "/metadata/name", message);
             keep[n] = false;
@@ -110,6 +106,13 @@ pub(super) fn index<'t>(report: &mut Report, typed: &'t [Typed]) -> (Index<'t>, 
         }
     }
     (index, keep)
+}
+
+/// Where a resource is named: `file:line` of its `metadata.name`.
+fn name_at(report: &Report, t: &Typed) -> String {
+    let doc = &report.docs[t.doc];
+    let line = locate(&doc.node, "/metadata/name", false).line;
+    format!("{}:{line}", doc.file)
 }
 
 /// The message for a reference to a resource that does not exist.
