@@ -33,8 +33,8 @@ pub struct SettingsSpec {
     /// waits for `berth apply`. Default: true.
     #[serde(default = "yes")]
     pub auto_apply: bool,
-    /// Where apps run: `docker` (containers on this host) or `swarm` (services).
-    /// Default: `docker`.
+    /// Where apps run: `docker` (containers on this host). `swarm` (services) is not
+    /// supported yet and is refused. Default: `docker`.
     #[serde(default)]
     pub runtime: Runtime,
     /// Shared database servers managed outside berth, by name. Default: none.
@@ -69,7 +69,7 @@ pub enum Runtime {
     /// Containers on this Docker host.
     #[default]
     Docker,
-    /// Docker Swarm services.
+    /// Docker Swarm services: not supported yet, refused by validation.
     Swarm,
 }
 

@@ -2,7 +2,7 @@
 //! directories, shared servers.
 
 use super::{Report, esc};
-use crate::manifest::model::{Proxy, SettingsSpec};
+use crate::manifest::model::{Proxy, Runtime, SettingsSpec};
 use crate::manifest::syntax;
 
 /// Checks a Settings spec.
@@ -19,6 +19,14 @@ pub(super) fn check_settings(report: &mut Report, doc: usize, s: &SettingsSpec) 
     }
     if s.resync.get().as_secs() < 10 {
         report.at(doc, "/spec/resync", "resync must be at least 10s");
+    }
+    if s.runtime == Runtime::Swarm {
+        report.at(
+            doc,
+            "/spec/runtime",
+            "runtime `swarm` is not supported yet: apps run as plain containers \
+             (`runtime: docker`)",
+        );
     }
     match &s.proxy {
         Proxy::Nginx(n) => {
