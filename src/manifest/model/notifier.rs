@@ -1,0 +1,90 @@
+//! Notifier: a destination for events, and the events berth reports.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::units::Duration;
+
+/// A destination for events: a Discord or Slack channel, or any HTTP endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotifierSpec {
+    /// `discord`, `slack` or `webhook`.
+    #[serde(rename = "type")]
+    pub kind: NotifierType,
+    /// The secret holding the webhook URL (URLs carry tokens, so they are not in Git).
+    pub url_secret: String,
+    /// The events sent. Default: all of them.
+    #[serde(default = "all_events")]
+    pub events: Vec<EventKind>,
+    /// A failure that lasts is repeated at most this often. Default: `1h`.
+    #[serde(default = "default_repeat")]
+    pub repeat_after: Duration,
+    /// For `webhook`: the secret the body is signed with (`X-Berth-Signature-256`).
+    /// Default: no signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+}
+
+fn all_events() -> Vec<EventKind> {
+    EventKind::ALL.to_vec()
+}
+
+fn default_repeat() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// Notifier formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum NotifierType {
+    /// A Discord execute-webhook URL.
+    Discord,
+    /// A Slack incoming-webhook URL.
+    Slack,
+    /// Any URL receiving berth's JSON.
+    Webhook,
+}
+
+/// Events berth reports.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum EventKind {
+    /// A new revision was applied.
+    Deployed,
+    /// A revision could not be applied (first failure, then at most every `repeatAfter`).
+    SyncFailed,
+    /// Applying works again after a failure.
+    SyncRecovered,
+    /// A resource stopped being healthy.
+    Degraded,
+    /// A degraded resource is healthy again.
+    Recovered,
+    /// Something changed by hand was put back.
+    DriftCorrected,
+    /// A plan waits for `berth apply` (`autoApply: false`).
+    PlanPending,
+    /// A workflow run succeeded.
+    WorkflowSucceeded,
+    /// A workflow run failed.
+    WorkflowFailed,
+    /// A backup failed.
+    BackupFailed,
+}
+
+impl EventKind {
+    /// Every event.
+    pub const ALL: [EventKind; 10] = [
+        EventKind::Deployed,
+        EventKind::SyncFailed,
+        EventKind::SyncRecovered,
+        EventKind::Degraded,
+        EventKind::Recovered,
+        EventKind::DriftCorrected,
+        EventKind::PlanPending,
+        EventKind::WorkflowSucceeded,
+        EventKind::WorkflowFailed,
+        EventKind::BackupFailed,
+    ];
+}

@@ -1,0 +1,112 @@
+//! The checks of the Settings document: port range, resync, proxy commands and
+//! directories, shared servers.
+
+use super::{Report, esc};
+use crate::manifest::model::{Proxy, Runtime, SettingsSpec};
+use crate::manifest::syntax;
+
+/// Checks a Settings spec.
+pub(super) fn check_settings(report: &mut Report, doc: usize, s: &SettingsSpec) {
+    if s.host_ports.from > s.host_ports.to {
+        report.at(
+            doc,
+            "/spec/hostPorts",
+            format!(
+                "hostPorts is empty: `from` ({}) is greater than `to` ({})",
+                s.host_ports.from, s.host_ports.to
+            ),
+        );
+    }
+    if s.resync.get().as_secs() < 10 {
+        report.at(doc, "/spec/resync", "resync must be at least 10s");
+    }
+    if s.runtime == Runtime::Swarm {
+        report.at(
+            doc,
+            "/spec/runtime",
+            "runtime `swarm` is not supported yet: apps run as plain containers \
+             (`runtime: docker`)",
+        );
+    }
+    match &s.proxy {
+        Proxy::Nginx(n) => {
+            report.check(
+                doc,
+                "/spec/proxy/configDir",
+                syntax::check_fs_path(&n.config_dir),
+            );
+            for (field, cmd) in [("test", &n.test), ("reload", &n.reload)] {
+                if cmd.words().is_empty() {
+                    report.at(
+                        doc,
+                        &format!("/spec/proxy/{field}"),
+                        format!("`{field}` is an empty command"),
+                    );
+                }
+                for (w, word) in cmd.words().iter().enumerate() {
+                    report.check(
+                        doc,
+                        &format!("/spec/proxy/{field}/{w}"),
+                        syntax::check_text("command", word),
+                    );
+                }
+            }
+            if n.listen.http == n.listen.https {
+                report.at(
+                    doc,
+                    "/spec/proxy/listen",
+                    format!(
+                        "http and https cannot both listen on port {}",
+                        n.listen.http
+                    ),
+                );
+            }
+        }
+        Proxy::Traefik(t) => {
+            report.check(
+                doc,
+                "/spec/proxy/dynamicDir",
+                syntax::check_fs_path(&t.dynamic_dir),
+            );
+            report.check(
+                doc,
+                "/spec/proxy/entryPoints/web",
+                syntax::check_token("entry point", &t.entry_points.web),
+            );
+            report.check(
+                doc,
+                "/spec/proxy/entryPoints/websecure",
+                syntax::check_token("entry point", &t.entry_points.websecure),
+            );
+            if let Some(r) = &t.cert_resolver {
+                report.check(
+                    doc,
+                    "/spec/proxy/certResolver",
+                    syntax::check_token("certificate resolver", r),
+                );
+            }
+        }
+        Proxy::None => {}
+    }
+    for (name, server) in &s.servers {
+        let at = format!("/spec/servers/{}", esc(name));
+        if let Err(m) = syntax::check_name(name) {
+            report.at_key(doc, &at, m);
+        }
+        report.check(
+            doc,
+            &format!("{at}/host"),
+            syntax::check_server_host(&server.host),
+        );
+        report.check(
+            doc,
+            &format!("{at}/adminUser"),
+            syntax::check_token("admin user", &server.admin_user),
+        );
+        report.check(
+            doc,
+            &format!("{at}/adminPasswordSecret"),
+            syntax::check_name(&server.admin_password_secret),
+        );
+    }
+}
