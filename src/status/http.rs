@@ -424,6 +424,61 @@ mod tests {
         assert!(events.contains("deployed 3f2a1c0d"));
     }
 
+    /// `/api/v1/plan` serves what `berth apply --dry-run -o json` prints for the revision.
+    #[tokio::test]
+    async fn the_plan_is_served_as_the_dry_run_prints_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("web.yaml"),
+            "apiVersion: berth/v1\nkind: App\nmetadata: {name: web}\nspec:\n  image: nginx:1\n",
+        )
+        .unwrap();
+        let manifests = crate::manifest::load_dir(dir.path()).unwrap();
+        let options = crate::reconcile::PassOptions {
+            instance: "t".into(),
+            apply: false,
+            no_prune: false,
+        };
+        // As `berth apply --dry-run --offline` plans it.
+        let prepared = crate::reconcile::prepare(
+            &manifests,
+            &manifests.digest,
+            &crate::statedir::StateDir::new(state.path()),
+            None,
+            &options,
+        )
+        .await
+        .unwrap();
+        let printed = serde_json::to_string_pretty(&prepared.plan).unwrap();
+        assert!(printed.contains("\"web\""), "{printed}");
+
+        let store = store();
+        let (code, body) = get(app(store.clone(), None), "/api/v1/plan", None).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+        assert!(body.contains("no plan yet"), "{body}");
+
+        store.set_plan(
+            crate::source::RevisionId::content(manifests.digest.clone()),
+            prepared.plan.clone(),
+        );
+        let text = crate::plan::render_text(&prepared.plan, false);
+        store.update(|st| st.plan = Some(text.clone()));
+        let app = app(store, None);
+        let req = Request::builder()
+            .uri("/api/v1/plan")
+            .body(Body::empty())
+            .unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(String::from_utf8_lossy(&body), printed);
+        // The page still shows the plan as text.
+        let (_, page) = get(app, "/", None).await;
+        assert!(page.contains(&escape(&text)), "{page}");
+    }
+
     #[tokio::test]
     async fn a_token_guards_everything_but_healthz() {
         let app = app(store(), Some("s3cret".into()));
