@@ -24,11 +24,15 @@ pub enum ResourceKind {
     Network,
     /// The source berth follows (directory or Git).
     Source,
+    /// A secret berth generates into the secret store.
+    Secret,
+    /// A file berth writes from a secret.
+    File,
 }
 
 impl ResourceKind {
     /// Every kind, in the order plans and status list them.
-    pub const ALL: [ResourceKind; 8] = [
+    pub const ALL: [ResourceKind; 10] = [
         ResourceKind::Network,
         ResourceKind::Volume,
         ResourceKind::Database,
@@ -37,6 +41,8 @@ impl ResourceKind {
         ResourceKind::Notifier,
         ResourceKind::Workflow,
         ResourceKind::Source,
+        ResourceKind::Secret,
+        ResourceKind::File,
     ];
 
     /// The name shown to people and used in the API: `App`, `Domain`…
@@ -50,6 +56,8 @@ impl ResourceKind {
             ResourceKind::Volume => "Volume",
             ResourceKind::Network => "Network",
             ResourceKind::Source => "Source",
+            ResourceKind::Secret => "Secret",
+            ResourceKind::File => "File",
         }
     }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use berth::status::Status;
+use berth::status::{ConditionType, Status};
 
 use crate::cli::{Format, StatusArgs};
 
@@ -18,10 +18,7 @@ pub fn exec(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let status: Status = serde_json::from_str(&body)
         .with_context(|| format!("{} did not answer with berth's status", args.url))?;
     print!("{}", render(&status));
-    let ready = status
-        .resources
-        .values()
-        .all(|r| r.conditions.iter().any(|c| c.kind == "Ready" && c.status));
+    let ready = status.resources.values().all(|r| r.is_ready());
     Ok(if ready {
         ExitCode::SUCCESS
     } else {
@@ -80,8 +77,8 @@ fn render(st: &Status) -> String {
         } else {
             &st.source
         },
-        st.revision_applied.as_deref().unwrap_or("none"),
-        st.revision_observed.as_deref().unwrap_or("none")
+        st.revision_applied.as_ref().map_or("none", |r| r.as_str()),
+        st.revision_observed.as_ref().map_or("none", |r| r.as_str())
     );
     match &st.last_pass {
         Some(p) => {
@@ -94,7 +91,7 @@ fn render(st: &Status) -> String {
         None => out.push_str("Last pass: none yet\n"),
     }
     for c in &st.conditions {
-        if c.status || c.kind == "Ready" {
+        if c.status || c.kind == ConditionType::Ready {
             let _ = writeln!(
                 out,
                 "{}: {} ({}) {}",
@@ -115,7 +112,7 @@ fn render(st: &Status) -> String {
                     out,
                     "Fetched at {}: {}",
                     f.time,
-                    f.commit.as_deref().unwrap_or("?")
+                    f.commit.as_ref().map_or("?", |c| c.as_str())
                 );
             }
         }
@@ -123,13 +120,13 @@ fn render(st: &Status) -> String {
     let width = st
         .resources
         .values()
-        .map(|r| r.kind.len() + r.name.len() + 1)
+        .map(|r| r.kind.as_str().len() + r.name.len() + 1)
         .max()
         .unwrap_or(8)
         .max(8);
     let _ = writeln!(out, "\n{:<width$}  {:<9}  MESSAGE", "RESOURCE", "READY");
     for r in st.resources.values() {
-        let ready = r.conditions.iter().find(|c| c.kind == "Ready");
+        let ready = r.condition(ConditionType::Ready);
         let (state, message) = match ready {
             Some(c) if c.status => ("yes", c.message.as_str()),
             Some(c) => ("no", c.message.as_str()),

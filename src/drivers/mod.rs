@@ -3,6 +3,7 @@
 
 pub mod dbserver;
 pub mod docker;
+pub mod memory;
 pub mod nginx;
 pub mod proxy;
 pub mod traefik;

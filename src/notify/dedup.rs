@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::Notification;
 use crate::manifest::model::EventKind;
+use crate::resource::ResourceId;
 
 /// What to do with a notification for one target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +26,8 @@ pub(crate) enum Verdict {
 pub(crate) struct Dedup {
     /// When `SyncFailed` was last sent, while the sync fails.
     sync_failing: Option<Instant>,
-    /// When `Degraded` was last sent, per degraded resource (`App/web`).
-    degraded: BTreeMap<String, Instant>,
+    /// When `Degraded` was last sent, per degraded resource.
+    degraded: BTreeMap<ResourceId, Instant>,
 }
 
 impl Dedup {
@@ -40,18 +41,18 @@ impl Dedup {
         match n.event {
             EventKind::SyncFailed => fail(&mut self.sync_failing, repeat_after, now),
             EventKind::SyncRecovered => recover(self.sync_failing.take()),
-            EventKind::Degraded => match resource_of(&n.summary) {
+            EventKind::Degraded => match &n.resource {
                 Some(resource) => {
                     let mut last_sent = self.degraded.get(resource).copied();
                     let verdict = fail(&mut last_sent, repeat_after, now);
                     if let Some(at) = last_sent {
-                        self.degraded.insert(resource.to_owned(), at);
+                        self.degraded.insert(resource.clone(), at);
                     }
                     verdict
                 }
                 None => Verdict::Send { repeat: false },
             },
-            EventKind::Recovered => match resource_of(&n.summary) {
+            EventKind::Recovered => match &n.resource {
                 Some(resource) => recover(self.degraded.remove(resource)),
                 None => Verdict::Send { repeat: false },
             },
@@ -88,35 +89,19 @@ fn recover(failing: Option<Instant>) -> Verdict {
     }
 }
 
-/// The resource a summary names, written `Kind/name` (`App/web`, `Database/blog-db`):
-/// the first word of that shape.
-pub(crate) fn resource_of(summary: &str) -> Option<&str> {
-    summary
-        .split_whitespace()
-        .map(|word| word.trim_matches(|c: char| !c.is_ascii_alphanumeric()))
-        .find(|word| {
-            let Some((kind, name)) = word.split_once('/') else {
-                return false;
-            };
-            kind.starts_with(|c: char| c.is_ascii_uppercase())
-                && kind.bytes().all(|b| b.is_ascii_alphabetic())
-                && !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::ResourceKind;
 
-    fn n(event: EventKind, summary: &str) -> Notification {
+    fn n(event: EventKind, resource: Option<&str>) -> Notification {
         Notification {
             event,
             instance: "host-1".into(),
             revision: None,
-            summary: summary.into(),
+            resource: resource.map(|r| ResourceId::parse(r).unwrap()),
+            // The summary no longer matters: it may name other resources, or none.
+            summary: "App/other is mentioned here".into(),
             details: vec![],
         }
     }
@@ -132,55 +117,54 @@ mod tests {
         let minutes = |m: u64| t0 + Duration::from_secs(60 * m);
         let mut d = Dedup::default();
         let steps = [
-            (EventKind::SyncRecovered, "sync works", 0, NO),
-            (EventKind::SyncFailed, "sync failed", 0, SEND),
-            (EventKind::SyncFailed, "sync failed", 1, NO),
-            (EventKind::Deployed, "deployed", 2, SEND),
-            (EventKind::SyncFailed, "sync failed", 59, NO),
-            (EventKind::SyncFailed, "sync failed", 60, REPEAT),
-            (EventKind::SyncFailed, "sync failed", 61, NO),
-            (EventKind::SyncRecovered, "sync works", 62, SEND),
-            (EventKind::SyncRecovered, "sync works", 63, NO),
-            (EventKind::SyncFailed, "sync failed", 64, SEND),
-            (EventKind::Degraded, "App/web: container exited", 0, SEND),
-            (EventKind::Degraded, "App/web: container exited", 1, NO),
-            (EventKind::Degraded, "degraded: Database/blog-db", 1, SEND),
-            (EventKind::Recovered, "App/web is healthy again", 2, SEND),
-            (EventKind::Recovered, "App/web is healthy again", 3, NO),
-            (EventKind::Recovered, "App/blog is healthy again", 3, NO),
-            (
-                EventKind::Degraded,
-                "Database/blog-db still down",
-                61,
-                REPEAT,
-            ),
-            (EventKind::Degraded, "something is unwell", 61, SEND),
-            (EventKind::Degraded, "something is unwell", 61, SEND),
-            (EventKind::Recovered, "something is well", 62, SEND),
-            (EventKind::WorkflowFailed, "backup failed", 62, SEND),
-            (EventKind::WorkflowFailed, "backup failed", 62, SEND),
+            (EventKind::SyncRecovered, None, 0, NO),
+            (EventKind::SyncFailed, None, 0, SEND),
+            (EventKind::SyncFailed, None, 1, NO),
+            (EventKind::Deployed, None, 2, SEND),
+            (EventKind::SyncFailed, None, 59, NO),
+            (EventKind::SyncFailed, None, 60, REPEAT),
+            (EventKind::SyncFailed, None, 61, NO),
+            (EventKind::SyncRecovered, None, 62, SEND),
+            (EventKind::SyncRecovered, None, 63, NO),
+            (EventKind::SyncFailed, None, 64, SEND),
+            (EventKind::Degraded, Some("App/web"), 0, SEND),
+            (EventKind::Degraded, Some("App/web"), 1, NO),
+            (EventKind::Degraded, Some("Database/blog-db"), 1, SEND),
+            (EventKind::Recovered, Some("App/web"), 2, SEND),
+            (EventKind::Recovered, Some("App/web"), 3, NO),
+            (EventKind::Recovered, Some("App/blog"), 3, NO),
+            (EventKind::Degraded, Some("Database/blog-db"), 61, REPEAT),
+            (EventKind::Degraded, None, 61, SEND),
+            (EventKind::Degraded, None, 61, SEND),
+            (EventKind::Recovered, None, 62, SEND),
+            (EventKind::WorkflowFailed, None, 62, SEND),
+            (EventKind::WorkflowFailed, None, 62, SEND),
         ];
-        for (i, (event, summary, at, expected)) in steps.into_iter().enumerate() {
+        for (i, (event, resource, at, expected)) in steps.into_iter().enumerate() {
             assert_eq!(
-                d.admit(&n(event, summary), hour, minutes(at)),
+                d.admit(&n(event, resource), hour, minutes(at)),
                 expected,
-                "step {i}: {event:?} {summary}"
+                "step {i}: {event:?} {resource:?}"
             );
         }
     }
 
     #[test]
-    fn resources_are_found_in_summaries() {
-        assert_eq!(
-            resource_of("App/web: container exited (code 1)"),
-            Some("App/web")
-        );
-        assert_eq!(
-            resource_of("degraded: `Database/blog-db`."),
-            Some("Database/blog-db")
-        );
-        assert_eq!(resource_of("image ghcr.io/acme/web:1 pulled"), None);
-        assert_eq!(resource_of("app/web down"), None);
-        assert_eq!(resource_of("App/ down"), None);
+    fn the_same_name_of_another_kind_is_another_resource() {
+        let hour = Duration::from_secs(3600);
+        let now = Instant::now();
+        let mut d = Dedup::default();
+        let app = ResourceId::new(ResourceKind::App, "blog");
+        let db = ResourceId::new(ResourceKind::Database, "blog");
+        let mut note = n(EventKind::Degraded, None);
+        note.resource = Some(app.clone());
+        assert_eq!(d.admit(&note, hour, now), SEND);
+        note.resource = Some(db);
+        assert_eq!(d.admit(&note, hour, now), SEND);
+        note.event = EventKind::Recovered;
+        assert_eq!(d.admit(&note, hour, now), SEND);
+        note.resource = Some(app);
+        assert_eq!(d.admit(&note, hour, now), SEND);
+        assert_eq!(d.admit(&note, hour, now), NO);
     }
 }

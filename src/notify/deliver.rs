@@ -81,6 +81,7 @@ pub(crate) async fn run_worker(
     options: DeliveryOptions,
     stats: Arc<Mutex<Stats>>,
     pending: Arc<Pending>,
+    counted: Arc<tokio::sync::watch::Sender<u64>>,
 ) {
     while let Some(job) = queue.recv().await {
         let name = &job.target.name;
@@ -101,6 +102,7 @@ pub(crate) async fn run_worker(
                 stats.last_error = Some(error);
             }
         }
+        counted.send_modify(|n| *n += 1);
         pending.done();
     }
 }

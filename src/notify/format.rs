@@ -108,7 +108,7 @@ pub(crate) fn discord(message: &Message) -> Value {
         non_empty(truncate(&discord_escape(&n.instance), EMBED_FIELD_VALUE)),
     )];
     if let Some(revision) = &n.revision {
-        let revision = truncate(&discord_escape(short_revision(revision)), EMBED_FIELD_VALUE);
+        let revision = truncate(&discord_escape(revision.short()), EMBED_FIELD_VALUE);
         fields.push(("Revision", non_empty(revision)));
     }
     let mut used = width(title) + width(&footer);
@@ -172,10 +172,7 @@ pub(crate) fn slack(message: &Message) -> Value {
     }
     let mut context = format!("berth · {}", slack_escape(&n.instance));
     if let Some(revision) = &n.revision {
-        context.push_str(&format!(
-            " · revision `{}`",
-            slack_escape(short_revision(revision))
-        ));
+        context.push_str(&format!(" · revision `{}`", slack_escape(revision.short())));
     }
     context.push_str(&format!(" · {}", timestamp(message.at)));
     blocks.push(json!({
@@ -245,19 +242,6 @@ fn color(event: EventKind) -> u32 {
         Tone::Good => GREEN,
         Tone::Bad => RED,
         Tone::Notice => YELLOW,
-    }
-}
-
-/// A revision as people read it: 7 digits of a Git commit id, 12 characters of others.
-pub(crate) fn short_revision(revision: &str) -> &str {
-    let keep = if revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()) {
-        7
-    } else {
-        12
-    };
-    match revision.char_indices().nth(keep) {
-        Some((end, _)) => &revision[..end],
-        None => revision,
     }
 }
 
@@ -377,13 +361,17 @@ fn non_empty(text: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::RevisionId;
 
     fn message(event: EventKind, summary: &str, details: Vec<String>) -> Message {
         Message {
             notification: Arc::new(Notification {
                 event,
                 instance: "host-1".into(),
-                revision: Some("3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49".into()),
+                revision: Some(RevisionId::commit(
+                    "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49",
+                )),
+                resource: None,
                 summary: summary.into(),
                 details,
             }),
@@ -405,7 +393,7 @@ mod tests {
         let mut m = message(EventKind::SyncFailed, &"x&y ".repeat(2000), details);
         let n = Arc::make_mut(&mut m.notification);
         n.instance = "i".repeat(3000);
-        n.revision = Some("r".repeat(500));
+        n.revision = Some(RevisionId::content("r".repeat(500)));
         m
     }
 
@@ -425,13 +413,29 @@ mod tests {
 
     #[test]
     fn revisions_are_shortened_like_git_does() {
+        let short = |r: RevisionId| r.short().to_owned();
         assert_eq!(
-            short_revision("3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49"),
+            short(RevisionId::commit(
+                "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49"
+            )),
             "3f2a1c0"
         );
-        assert_eq!(short_revision("dir-20240101-120000-abcdef"), "dir-20240101");
-        assert_eq!(short_revision("v1.2"), "v1.2");
-        assert_eq!(short_revision("ééééééééééééééé"), "éééééééééééé");
+        assert_eq!(
+            short(RevisionId::content("dir-20240101-120000-abcdef")),
+            "dir-20240101"
+        );
+        assert_eq!(short(RevisionId::content("v1.2")), "v1.2");
+        assert_eq!(
+            short(RevisionId::content("ééééééééééééééé")),
+            "éééééééééééé"
+        );
+        // The kind, not the length, decides: a content hash is never cut to 7.
+        assert_eq!(
+            short(RevisionId::content(
+                "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49"
+            )),
+            "3f2a1c0d9e8b"
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::manifest::model::{EventKind, NotifierSpec, NotifierType};
+use crate::resource::ResourceId;
 use crate::secrets::{SecretError, SecretStore};
+use crate::source::RevisionId;
 
 pub use format::signature;
 
@@ -34,12 +36,12 @@ pub struct Notification {
     pub event: EventKind,
     /// The berth instance it happened on (the host's name).
     pub instance: String,
-    /// The revision concerned, in full; messages show 7 digits of a Git commit id and
-    /// 12 characters of other ids.
-    pub revision: Option<String>,
+    /// The revision concerned; messages show 7 digits of a Git commit id and 12
+    /// characters of a content hash.
+    pub revision: Option<RevisionId>,
+    /// The resource concerned, if one: `Degraded` and `Recovered` are paired per resource.
+    pub resource: Option<ResourceId>,
     /// One line, such as `deployed 3f2a1c0: app blog updated (image ghost:5.1 → ghost:5.2)`.
-    /// For `Degraded` and `Recovered`, name the resource as `Kind/name` (`App/web: container
-    /// exited`): failures and recoveries are then paired per resource.
     pub summary: String,
     /// One line per resource or error, such as
     /// ``examples/app.yaml:3:5: App/web: unknown field `imgae` ``.
@@ -224,6 +226,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     targets: Mutex<BTreeMap<String, Slot>>,
     pending: Arc<Pending>,
+    /// Ticks whenever a delivery is counted (sent, failed) or a message dropped.
+    counted: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// A target with its memory, its queue and its counters.
@@ -255,6 +259,7 @@ impl Notifier {
                 runtime: tokio::runtime::Handle::current(),
                 targets: Mutex::new(BTreeMap::new()),
                 pending: Arc::new(Pending::default()),
+                counted: Arc::new(tokio::sync::watch::Sender::new(0)),
             }),
         }
     }
@@ -287,6 +292,7 @@ impl Notifier {
             self.inner.options.clone(),
             stats.clone(),
             self.inner.pending.clone(),
+            self.inner.counted.clone(),
         ));
         Slot {
             target,
@@ -327,6 +333,7 @@ impl Notifier {
             if slot.queue.try_send(job).is_err() {
                 self.inner.pending.done();
                 lock(&slot.stats).dropped += 1;
+                self.inner.counted.send_modify(|n| *n += 1);
                 warn!(notifier = %name, event, "notification queue is full; notification dropped");
             }
         }
@@ -347,6 +354,12 @@ impl Notifier {
                 }
             })
             .collect()
+    }
+
+    /// Changes whenever [`Notifier::deliveries`] does: a message delivered, given up
+    /// on or dropped. For whoever keeps the counts (status), instead of polling.
+    pub fn deliveries_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.counted.subscribe()
     }
 
     /// Waits until every queued message is delivered or given up, at most `timeout`

@@ -139,7 +139,10 @@ fn note(event: EventKind, summary: &str) -> Notification {
     Notification {
         event,
         instance: "host-1".into(),
-        revision: Some("3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49".into()),
+        revision: Some(crate::source::RevisionId::commit(
+            "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49",
+        )),
+        resource: None,
         summary: summary.into(),
         details: vec![],
     }

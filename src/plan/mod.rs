@@ -50,16 +50,17 @@ pub enum Target {
 }
 
 impl Target {
-    /// The resource kind, for the targets that are resources (not writes).
-    pub fn resource_kind(self) -> Option<ResourceKind> {
-        Some(match self {
+    /// The kind of resource (or write) an action on this target is about.
+    pub fn resource_kind(self) -> ResourceKind {
+        match self {
             Target::Network => ResourceKind::Network,
             Target::Volume => ResourceKind::Volume,
             Target::Database => ResourceKind::Database,
             Target::App => ResourceKind::App,
             Target::Domain => ResourceKind::Domain,
-            Target::Secret | Target::File => return None,
-        })
+            Target::Secret => ResourceKind::Secret,
+            Target::File => ResourceKind::File,
+        }
     }
 
     /// Whether the target is a write into the state dir rather than a resource.
@@ -300,9 +301,9 @@ impl Action {
         }
     }
 
-    /// The resource this action is about (`None` for writes into the state dir).
-    pub fn resource(&self) -> Option<ResourceId> {
-        Some(ResourceId::new(self.target.resource_kind()?, &self.name))
+    /// The resource (or the secret or file written) this action is about.
+    pub fn resource(&self) -> ResourceId {
+        ResourceId::new(self.target.resource_kind(), &self.name)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::Revision;
+use super::{Revision, RevisionId};
 use crate::manifest;
 
 /// Manifests in a directory (or one file).
@@ -32,7 +32,7 @@ impl DirSource {
     pub fn read(&self) -> Revision {
         let (files, problems) = manifest::read_source_dir(&self.root);
         Revision {
-            id: manifest::files_digest(&files),
+            id: RevisionId::content(manifest::files_digest(&files)),
             files,
             problems,
         }

@@ -412,7 +412,7 @@ impl GitSource {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Revision {
-            id: commit.to_owned(),
+            id: super::RevisionId::commit(commit),
             files,
             problems,
         })

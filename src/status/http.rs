@@ -16,7 +16,8 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use super::{Status, StatusStore};
+use super::{ConditionType, Status, StatusStore};
+use crate::resource::{ResourceId, ResourceKind};
 use crate::secrets::Secret;
 use crate::source::git::GitSource;
 use crate::source::webhook::{self, Decision};
@@ -167,10 +168,8 @@ async fn resource(
     Path((kind, name)): Path<(String, String)>,
 ) -> Response {
     let snapshot = s.store.snapshot();
-    let found = snapshot
-        .resources
-        .values()
-        .find(|r| r.kind.eq_ignore_ascii_case(&kind) && r.name == name);
+    let found = ResourceKind::parse(&kind)
+        .and_then(|k| snapshot.resources.get(&ResourceId::new(k, name.clone())));
     match found {
         Some(r) => Json(r.clone()).into_response(),
         None => (
@@ -181,9 +180,23 @@ async fn resource(
     }
 }
 
-async fn plan(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let snapshot = s.store.snapshot();
-    Json(json!({"revision": snapshot.revision_observed, "plan": snapshot.plan}))
+/// `GET /api/v1/plan`: the newest plan as `berth apply --dry-run -o json` prints it.
+async fn plan(State(s): State<AppState>) -> Response {
+    let Some(snapshot) = s.store.plan() else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            "error",
+            "no plan yet: the first pass has not planned".into(),
+        );
+    };
+    match serde_json::to_string_pretty(snapshot.plan.as_ref()) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "error",
+            format!("failed to write the plan as JSON: {e}"),
+        ),
+    }
 }
 
 async fn events(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -217,11 +230,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         }
     }
     out.push_str("# HELP berth_resources Resources by their Ready condition.\n# TYPE berth_resources gauge\n");
-    let ready = st
-        .resources
-        .values()
-        .filter(|r| r.conditions.iter().any(|c| c.kind == "Ready" && c.status))
-        .count();
+    let ready = st.resources.values().filter(|r| r.is_ready()).count();
     let _ = writeln!(out, "berth_resources{{condition=\"ready\"}} {ready}");
     let _ = writeln!(
         out,
@@ -254,7 +263,7 @@ async fn page(State(s): State<AppState>) -> Html<String> {
     let st = s.store.snapshot();
     let mut rows = String::new();
     for r in st.resources.values() {
-        let ready = r.conditions.iter().find(|c| c.kind == "Ready");
+        let ready = r.condition(ConditionType::Ready);
         let (mark, class) = match ready {
             Some(c) if c.status => ("Ready", "ok"),
             _ => ("Not ready", "bad"),
@@ -263,7 +272,7 @@ async fn page(State(s): State<AppState>) -> Html<String> {
         let _ = write!(
             rows,
             "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{mark}</td><td>{}</td><td>{}</td></tr>",
-            escape(&r.kind),
+            escape(r.kind.as_str()),
             escape(&r.name),
             escape(message),
             escape(r.last_action.as_deref().unwrap_or("")),
@@ -275,7 +284,7 @@ async fn page(State(s): State<AppState>) -> Html<String> {
             events,
             "<li><time>{}</time> <b>{}</b> {}</li>",
             escape(&e.time),
-            escape(&e.reason),
+            escape(e.reason.as_str()),
             escape(&e.message)
         );
     }
@@ -283,18 +292,18 @@ async fn page(State(s): State<AppState>) -> Html<String> {
     for c in st
         .conditions
         .iter()
-        .filter(|c| c.status || c.kind == "Ready")
+        .filter(|c| c.status || c.kind == ConditionType::Ready)
     {
-        let class = match (c.kind.as_str(), c.status) {
-            ("Ready", true) => "ok",
-            ("Reconciling", true) => "busy",
+        let class = match (c.kind, c.status) {
+            (ConditionType::Ready, true) => "ok",
+            (ConditionType::Reconciling, true) => "busy",
             _ => "bad",
         };
         let _ = write!(
             conditions,
             "<li class=\"{class}\"><b>{}</b> {} <pre>{}</pre></li>",
-            escape(&c.kind),
-            escape(&c.reason),
+            escape(c.kind.as_str()),
+            escape(c.reason.as_str()),
             escape(&c.message)
         );
     }
@@ -304,7 +313,12 @@ async fn page(State(s): State<AppState>) -> Html<String> {
             "<li class=\"{}\"><b>Fetch</b> at {}: {}</li>",
             if f.error.is_some() { "bad" } else { "ok" },
             escape(&f.time),
-            escape(f.error.as_deref().or(f.commit.as_deref()).unwrap_or("")),
+            escape(
+                f.error
+                    .as_deref()
+                    .or(f.commit.as_ref().map(|c| c.as_str()))
+                    .unwrap_or("")
+            ),
         );
     }
     let last = st.last_pass.as_ref().map_or("no pass yet".to_owned(), |p| {
@@ -322,8 +336,8 @@ async fn page(State(s): State<AppState>) -> Html<String> {
          Last pass: {}.</p><ul>{conditions}</ul><h2>Resources</h2><table><tr><th>Kind</th><th>Name</th><th>State</th><th>Message</th>\
          <th>Last action</th></tr>{rows}</table><h2>Plan</h2><pre>{}</pre><h2>Events</h2><ul>{events}</ul></body></html>",
         escape(&st.source),
-        escape(st.revision_applied.as_deref().unwrap_or("none")),
-        escape(st.revision_observed.as_deref().unwrap_or("none")),
+        escape(st.revision_applied.as_ref().map_or("none", |r| r.as_str())),
+        escape(st.revision_observed.as_ref().map_or("none", |r| r.as_str())),
         escape(&last),
         escape(st.plan.as_deref().unwrap_or("in sync")),
     ))
@@ -336,30 +350,30 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
+    use crate::status::{EventReason, PassResult, Reason};
+
     fn store() -> StatusStore {
         let mut st = Status {
             source: "/srv/state".into(),
-            revision_applied: Some("3f2a1c0d".into()),
+            revision_applied: Some(crate::source::RevisionId::content("3f2a1c0d")),
             ..Status::default()
         };
         st.set_resource(
-            "App",
-            "blog",
+            &ResourceId::new(ResourceKind::App, "blog"),
             true,
-            "Applied",
+            Reason::Applied,
             "running <ghost>",
             Some("create".into()),
         );
         st.set_resource(
-            "Domain",
-            "shop",
+            &ResourceId::new(ResourceKind::Domain, "shop"),
             false,
-            "ApplyFailed",
+            Reason::ApplyFailed,
             "nginx rejected the config",
             None,
         );
-        st.push_event("Deployed", "deployed 3f2a1c0d".into());
-        st.passes.insert("Synced".into(), 3);
+        st.push_event(EventReason::Deployed, "deployed 3f2a1c0d".into());
+        st.passes.insert(PassResult::Synced, 3);
         StatusStore::in_memory(st)
     }
 
@@ -408,6 +422,61 @@ mod tests {
         assert!(page.contains("nginx rejected the config"));
         let (_, events) = get(app, "/api/v1/events", None).await;
         assert!(events.contains("deployed 3f2a1c0d"));
+    }
+
+    /// `/api/v1/plan` serves what `berth apply --dry-run -o json` prints for the revision.
+    #[tokio::test]
+    async fn the_plan_is_served_as_the_dry_run_prints_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("web.yaml"),
+            "apiVersion: berth/v1\nkind: App\nmetadata: {name: web}\nspec:\n  image: nginx:1\n",
+        )
+        .unwrap();
+        let manifests = crate::manifest::load_dir(dir.path()).unwrap();
+        let options = crate::reconcile::PassOptions {
+            instance: "t".into(),
+            apply: false,
+            no_prune: false,
+        };
+        // As `berth apply --dry-run --offline` plans it.
+        let prepared = crate::reconcile::prepare(
+            &manifests,
+            &manifests.digest,
+            &crate::statedir::StateDir::new(state.path()),
+            None,
+            &options,
+        )
+        .await
+        .unwrap();
+        let printed = serde_json::to_string_pretty(&prepared.plan).unwrap();
+        assert!(printed.contains("\"web\""), "{printed}");
+
+        let store = store();
+        let (code, body) = get(app(store.clone(), None), "/api/v1/plan", None).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+        assert!(body.contains("no plan yet"), "{body}");
+
+        store.set_plan(
+            crate::source::RevisionId::content(manifests.digest.clone()),
+            prepared.plan.clone(),
+        );
+        let text = crate::plan::render_text(&prepared.plan, false);
+        store.update(|st| st.plan = Some(text.clone()));
+        let app = app(store, None);
+        let req = Request::builder()
+            .uri("/api/v1/plan")
+            .body(Body::empty())
+            .unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(String::from_utf8_lossy(&body), printed);
+        // The page still shows the plan as text.
+        let (_, page) = get(app, "/", None).await;
+        assert!(page.contains(&escape(&text)), "{page}");
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! event history. The loop is the only writer; readers get snapshots. Persisted
 //! atomically in `<state-dir>/status.json` and reloaded on start.
 
+pub mod conditions;
 pub mod http;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -13,64 +14,44 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+use crate::plan::Plan;
+use crate::resource::{ResourceId, ResourceKind};
+use crate::source::RevisionId;
+
+pub use conditions::{Condition, ConditionType, EventReason, PassResult, Reason};
 
 /// Events kept in the history.
 pub const MAX_EVENTS: usize = 200;
-
-/// A condition of a resource, as in Kubernetes and Flux.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    /// `Ready`, `Reconciling` or `Stalled`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Whether the condition holds.
-    pub status: bool,
-    /// A CamelCase reason.
-    pub reason: String,
-    /// Words for people.
-    pub message: String,
-    /// When `status` last changed (RFC 3339).
-    pub last_transition: String,
-}
-
-impl Condition {
-    /// A condition that keeps its `lastTransition` from `before` while its status holds
-    /// (so the time says when it became so, not when it was last checked).
-    fn keeping_transition(
-        before: &[Condition],
-        now: &str,
-        kind: &str,
-        status: bool,
-        reason: &str,
-        message: String,
-    ) -> Condition {
-        let last_transition = before
-            .iter()
-            .find(|c| c.kind == kind && c.status == status)
-            .map_or_else(|| now.to_owned(), |c| c.last_transition.clone());
-        Condition {
-            kind: kind.into(),
-            status,
-            reason: reason.into(),
-            message,
-            last_transition,
-        }
-    }
-}
 
 /// The state of one resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceStatus {
     /// `App`, `Domain`…
-    pub kind: String,
+    pub kind: ResourceKind,
     /// Its name.
     pub name: String,
     /// Its conditions.
     pub conditions: Vec<Condition>,
     /// The last action taken on it, with its reasons.
     pub last_action: Option<String>,
+}
+
+impl ResourceStatus {
+    /// Its id.
+    pub fn id(&self) -> ResourceId {
+        ResourceId::new(self.kind, self.name.clone())
+    }
+
+    /// Whether its `Ready` condition holds.
+    pub fn is_ready(&self) -> bool {
+        conditions::is_ready(&self.conditions)
+    }
+
+    /// Its condition of type `kind`.
+    pub fn condition(&self, kind: ConditionType) -> Option<&Condition> {
+        conditions::find(&self.conditions, kind)
+    }
 }
 
 /// One line of the history.
@@ -80,7 +61,7 @@ pub struct Event {
     /// When (RFC 3339).
     pub time: String,
     /// `Deployed`, `SyncFailed`, `DriftCorrected`…
-    pub reason: String,
+    pub reason: EventReason,
     /// Words for people.
     pub message: String,
 }
@@ -91,8 +72,8 @@ pub struct Event {
 pub struct PassRecord {
     /// What started it.
     pub trigger: String,
-    /// `Synced`, `Stalled` or `Failed`.
-    pub result: String,
+    /// `Synced`, `Stalled`, `Waiting` or `Failed`.
+    pub result: PassResult,
     /// Milliseconds it took.
     pub duration_ms: u64,
     /// When it finished (RFC 3339).
@@ -106,17 +87,17 @@ pub struct Status {
     /// The source, as given to `berth run`.
     pub source: String,
     /// The newest revision seen.
-    pub revision_observed: Option<String>,
+    pub revision_observed: Option<RevisionId>,
     /// The revision the host runs.
-    pub revision_applied: Option<String>,
+    pub revision_applied: Option<RevisionId>,
     /// When a pass last succeeded (RFC 3339).
     pub last_success: Option<String>,
     /// The last pass.
     pub last_pass: Option<PassRecord>,
     /// Passes since start, by result.
-    pub passes: BTreeMap<String, u64>,
+    pub passes: BTreeMap<PassResult, u64>,
     /// Resources by `Kind/name`.
-    pub resources: BTreeMap<String, ResourceStatus>,
+    pub resources: BTreeMap<ResourceId, ResourceStatus>,
     /// The plan of the newest revision, as text (secrets redacted).
     pub plan: Option<String>,
     /// Recent events, oldest first.
@@ -152,7 +133,7 @@ pub struct FetchRecord {
     /// When it finished (RFC 3339).
     pub time: String,
     /// The commit the followed ref points to, when the fetch worked.
-    pub commit: Option<String>,
+    pub commit: Option<RevisionId>,
     /// Why it failed (the last good revision stays live).
     pub error: Option<String>,
 }
@@ -164,22 +145,24 @@ pub enum Phase {
     /// A pass is applying a revision.
     Reconciling {
         /// The revision.
-        revision: String,
+        revision: RevisionId,
     },
     /// The host runs the revision.
     Synced {
         /// The revision.
-        revision: String,
+        revision: RevisionId,
     },
     /// The plan waits for `berth apply` (`autoApply: false`).
     PlanPending {
         /// The revision.
-        revision: String,
+        revision: RevisionId,
     },
-    /// The revision is invalid: retrying will not help until it changes.
+    /// Retrying will not help until the revision changes.
     Stalled {
         /// The revision.
-        revision: String,
+        revision: RevisionId,
+        /// Why: `InvalidRevision` or `Conflict`.
+        reason: Reason,
         /// Every problem.
         message: String,
     },
@@ -188,12 +171,11 @@ pub enum Phase {
         /// What failed.
         message: String,
     },
-}
-
-/// A revision id as people read it: 7 characters of a commit id, 12 of a hash.
-pub fn short(revision: &str) -> &str {
-    let n = if revision.len() == 40 { 7 } else { 12 };
-    revision.get(..n).unwrap_or(revision)
+    /// A dependency is not ready yet; the pass is retried soon. Not a failure.
+    Waiting {
+        /// What is awaited.
+        message: String,
+    },
 }
 
 /// The current time in RFC 3339.
@@ -203,10 +185,10 @@ pub fn now() -> String {
 
 impl Status {
     /// Adds an event, dropping the oldest past [`MAX_EVENTS`].
-    pub fn push_event(&mut self, reason: &str, message: String) {
+    pub fn push_event(&mut self, reason: EventReason, message: String) {
         self.events.push_back(Event {
             time: now(),
-            reason: reason.to_owned(),
+            reason,
             message,
         });
         while self.events.len() > MAX_EVENTS {
@@ -214,106 +196,161 @@ impl Status {
         }
     }
 
+    /// Adds an event unless the newest one says the same (a lasting failure is one event).
+    pub fn push_event_once(&mut self, reason: EventReason, message: String) {
+        let repeated = self
+            .events
+            .back()
+            .is_some_and(|e| e.reason == reason && e.message == message);
+        if !repeated {
+            self.push_event(reason, message);
+        }
+    }
+
+    /// Whether the source as a whole is Ready.
+    pub fn is_ready(&self) -> bool {
+        conditions::is_ready(&self.conditions)
+    }
+
     /// Sets the source's conditions from where the controller is, keeping each
     /// condition's `lastTransition` while its status holds.
     pub fn set_phase(&mut self, phase: &Phase) {
+        use ConditionType::{Ready, Reconciling, Stalled};
         let (ready, reconciling, stalled) = match phase {
             Phase::Reconciling { revision } => (
                 None,
                 Some((
-                    "Progressing",
-                    format!("applying revision {}", short(revision)),
+                    Reason::Progressing,
+                    format!("applying revision {}", revision.short()),
                 )),
                 None,
             ),
             Phase::Synced { revision } => (
                 Some((
-                    "Succeeded",
-                    format!("revision {} is applied", short(revision)),
+                    Reason::Succeeded,
+                    format!("revision {} is applied", revision.short()),
                 )),
                 None,
                 None,
             ),
             Phase::PlanPending { revision } => (
                 Some((
-                    "PlanPending",
+                    Reason::PlanPending,
                     format!(
                         "revision {} is planned, not applied (autoApply: false): run `berth apply`",
-                        short(revision)
+                        revision.short()
                     ),
                 )),
                 None,
                 None,
             ),
-            Phase::Stalled { revision, message } => (
+            Phase::Stalled {
+                revision,
+                reason: Reason::InvalidRevision,
+                message,
+            } => (
                 None,
                 None,
                 Some((
-                    "InvalidRevision",
+                    Reason::InvalidRevision,
                     format!(
                         "revision {} is invalid; nothing of it is applied:\n{message}",
-                        short(revision)
+                        revision.short()
+                    ),
+                )),
+            ),
+            Phase::Stalled {
+                revision,
+                reason,
+                message,
+            } => (
+                None,
+                None,
+                Some((
+                    *reason,
+                    format!(
+                        "revision {} cannot be applied until it changes:\n{message}",
+                        revision.short()
                     ),
                 )),
             ),
             Phase::Failed { .. } => (None, None, None),
+            Phase::Waiting { message } => {
+                (None, Some((Reason::Progressing, message.clone())), None)
+            }
         };
         let time = now();
         let old = std::mem::take(&mut self.conditions);
-        let make = |kind: &str, status: bool, reason: &str, message: String| {
+        let make = |kind, status: bool, reason, message: String| {
             Condition::keeping_transition(&old, &time, kind, status, reason, message)
         };
         // Ready is false while stalled or failing, and unknown-but-kept while a pass runs.
         let ready_now = match (&ready, phase) {
-            (Some((reason, message)), _) => make("Ready", true, reason, message.clone()),
-            (None, Phase::Reconciling { .. }) => old
-                .iter()
-                .find(|c| c.kind == "Ready")
-                .cloned()
-                .unwrap_or_else(|| make("Ready", false, "Progressing", "first pass".into())),
-            (None, Phase::Stalled { .. }) => make(
-                "Ready",
+            (Some((reason, message)), _) => make(Ready, true, *reason, message.clone()),
+            (None, Phase::Reconciling { .. } | Phase::Waiting { .. }) => {
+                conditions::find(&old, Ready)
+                    .cloned()
+                    .unwrap_or_else(|| make(Ready, false, Reason::Progressing, "first pass".into()))
+            }
+            (
+                None,
+                Phase::Stalled {
+                    reason: Reason::InvalidRevision,
+                    ..
+                },
+            ) => make(
+                Ready,
                 false,
-                "InvalidRevision",
+                Reason::InvalidRevision,
                 "the newest revision is invalid; the last good revision stays live".into(),
             ),
+            (
+                None,
+                Phase::Stalled {
+                    reason, message, ..
+                },
+            ) => make(Ready, false, *reason, message.clone()),
             (None, Phase::Failed { message }) => {
-                make("Ready", false, "SyncFailed", message.clone())
+                make(Ready, false, Reason::SyncFailed, message.clone())
             }
-            (None, _) => make("Ready", false, "Unknown", String::new()),
+            (None, _) => make(Ready, false, Reason::Unknown, String::new()),
         };
-        let (r_reason, r_message) = reconciling.unwrap_or(("Idle", String::new()));
-        let reconciling_now = make("Reconciling", !r_message.is_empty(), r_reason, r_message);
+        let (r_reason, r_message) = reconciling.unwrap_or((Reason::Idle, String::new()));
+        let reconciling_now = make(Reconciling, !r_message.is_empty(), r_reason, r_message);
         let stalled_now = match stalled {
-            Some((reason, message)) => make("Stalled", true, reason, message),
-            None => make("Stalled", false, "", String::new()),
+            Some((reason, message)) => make(Stalled, true, reason, message),
+            None => make(Stalled, false, Reason::Unset, String::new()),
         };
         self.conditions = vec![ready_now, reconciling_now, stalled_now];
     }
 
     /// Marks a resource as being changed by the pass under way.
-    pub fn set_reconciling(&mut self, kind: &str, name: &str, message: &str) {
-        let key = format!("{kind}/{name}");
+    pub fn set_reconciling(&mut self, id: &ResourceId, message: &str) {
         let time = now();
-        let entry = self.resources.entry(key).or_insert_with(|| ResourceStatus {
-            kind: kind.into(),
-            name: name.into(),
-            conditions: vec![Condition {
-                kind: "Ready".into(),
-                status: false,
-                reason: "Progressing".into(),
-                message: "not applied yet".into(),
-                last_transition: time.clone(),
-            }],
-            last_action: None,
-        });
-        entry.conditions.retain(|c| c.kind != "Reconciling");
+        let entry = self
+            .resources
+            .entry(id.clone())
+            .or_insert_with(|| ResourceStatus {
+                kind: id.kind,
+                name: id.name.clone(),
+                conditions: vec![Condition {
+                    kind: ConditionType::Ready,
+                    status: false,
+                    reason: Reason::Progressing,
+                    message: "not applied yet".into(),
+                    last_transition: time.clone(),
+                }],
+                last_action: None,
+            });
+        entry
+            .conditions
+            .retain(|c| c.kind != ConditionType::Reconciling);
         entry.conditions.insert(
             1.min(entry.conditions.len()),
             Condition {
-                kind: "Reconciling".into(),
+                kind: ConditionType::Reconciling,
                 status: true,
-                reason: "Progressing".into(),
+                reason: Reason::Progressing,
                 message: message.into(),
                 last_transition: time,
             },
@@ -324,34 +361,37 @@ impl Status {
     /// change (so the time says when it became so, not when it was last checked).
     pub fn set_resource(
         &mut self,
-        kind: &str,
-        name: &str,
+        id: &ResourceId,
         ready: bool,
-        reason: &str,
+        reason: Reason,
         message: &str,
         action: Option<String>,
     ) {
-        let key = format!("{kind}/{name}");
+        use ConditionType::{Ready, Reconciling, Stalled};
         let time = now();
         // Retrying will not help these until the revision changes.
-        let stalled = matches!(reason, "InvalidRevision" | "Conflict");
-        let old = self.resources.get(&key);
+        let stalled = reason.stalls();
+        let old = self.resources.get(id);
         let before = old.map_or(&[][..], |r| r.conditions.as_slice());
-        let make = |kind: &str, status: bool, reason: &str, message: &str| {
+        let make = |kind, status: bool, reason, message: &str| {
             Condition::keeping_transition(before, &time, kind, status, reason, message.into())
         };
-        let (stalled_reason, stalled_message) = if stalled { (reason, message) } else { ("", "") };
+        let (stalled_reason, stalled_message) = if stalled {
+            (reason, message)
+        } else {
+            (Reason::Unset, "")
+        };
         let conditions = vec![
-            make("Ready", ready, reason, message),
-            make("Reconciling", false, "Idle", ""),
-            make("Stalled", stalled, stalled_reason, stalled_message),
+            make(Ready, ready, reason, message),
+            make(Reconciling, false, Reason::Idle, ""),
+            make(Stalled, stalled, stalled_reason, stalled_message),
         ];
         let last_action = action.or_else(|| old.and_then(|r| r.last_action.clone()));
         self.resources.insert(
-            key,
+            id.clone(),
             ResourceStatus {
-                kind: kind.into(),
-                name: name.into(),
+                kind: id.kind,
+                name: id.name.clone(),
                 conditions,
                 last_action,
             },
@@ -359,10 +399,20 @@ impl Status {
     }
 }
 
+/// The newest plan, as a value (served as JSON) — its text is [`Status::plan`].
+#[derive(Debug, Clone)]
+pub struct PlanSnapshot {
+    /// The revision planned.
+    pub revision: RevisionId,
+    /// The plan.
+    pub plan: Arc<Plan>,
+}
+
 /// The status, shared between the loop (writer) and the HTTP server (readers).
 #[derive(Debug, Clone)]
 pub struct StatusStore {
     inner: Arc<RwLock<Status>>,
+    plan: Arc<RwLock<Option<PlanSnapshot>>>,
     path: Option<PathBuf>,
 }
 
@@ -376,6 +426,7 @@ impl StatusStore {
             .unwrap_or_default();
         StatusStore {
             inner: Arc::new(RwLock::new(status)),
+            plan: Arc::default(),
             path: Some(path),
         }
     }
@@ -384,6 +435,7 @@ impl StatusStore {
     pub fn in_memory(status: Status) -> StatusStore {
         StatusStore {
             inner: Arc::new(RwLock::new(status)),
+            plan: Arc::default(),
             path: None,
         }
     }
@@ -391,6 +443,19 @@ impl StatusStore {
     /// A copy of the current status.
     pub fn snapshot(&self) -> Status {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The newest plan, when a pass has planned one since `berth run` started.
+    pub fn plan(&self) -> Option<PlanSnapshot> {
+        self.plan.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps `plan` as the newest plan (in memory: status.json holds its text).
+    pub fn set_plan(&self, revision: RevisionId, plan: Plan) {
+        *self.plan.write().unwrap_or_else(|e| e.into_inner()) = Some(PlanSnapshot {
+            revision,
+            plan: Arc::new(plan),
+        });
     }
 
     /// Changes the status and persists it.
@@ -417,23 +482,26 @@ impl StatusStore {
 mod tests {
     use super::*;
 
+    fn blog() -> ResourceId {
+        ResourceId::new(ResourceKind::App, "blog")
+    }
+
     #[test]
     fn transitions_keep_their_time_until_the_status_changes() {
         // Times are written to the second: the first one may read up to a second earlier.
         let start = SystemTime::now() - std::time::Duration::from_secs(1);
         let mut s = Status::default();
         s.set_resource(
-            "App",
-            "blog",
+            &blog(),
             true,
-            "Applied",
+            Reason::Applied,
             "running",
             Some("create".into()),
         );
-        let ready = &s.resources["App/blog"].conditions[0];
+        let ready = &s.resources[&blog()].conditions[0];
         assert_eq!(
-            (ready.kind.as_str(), ready.status, ready.reason.as_str()),
-            ("Ready", true, "Applied")
+            (ready.kind, ready.status, ready.reason),
+            (ConditionType::Ready, true, Reason::Applied)
         );
         assert_eq!(ready.message, "running");
         let first = ready.last_transition.clone();
@@ -444,32 +512,18 @@ mod tests {
             start <= first_time && first_time <= SystemTime::now(),
             "lastTransition {first} is not the time the status was set"
         );
-        s.resources.get_mut("App/blog").unwrap().conditions[0].last_transition = "earlier".into();
-        s.set_resource(
-            "App/blog".split('/').next().unwrap(),
-            "blog",
-            true,
-            "Applied",
-            "running",
-            None,
-        );
+        s.resources.get_mut(&blog()).unwrap().conditions[0].last_transition = "earlier".into();
+        s.set_resource(&blog(), true, Reason::Applied, "running", None);
         assert_eq!(
-            s.resources["App/blog"].conditions[0].last_transition,
+            s.resources[&blog()].conditions[0].last_transition,
             "earlier"
         );
+        assert_eq!(s.resources[&blog()].last_action.as_deref(), Some("create"));
+        s.set_resource(&blog(), false, Reason::ApplyFailed, "boom", None);
+        let failed = &s.resources[&blog()].conditions[0];
         assert_eq!(
-            s.resources["App/blog"].last_action.as_deref(),
-            Some("create")
-        );
-        s.set_resource("App", "blog", false, "ApplyFailed", "boom", None);
-        let failed = &s.resources["App/blog"].conditions[0];
-        assert_eq!(
-            (
-                failed.status,
-                failed.reason.as_str(),
-                failed.message.as_str()
-            ),
-            (false, "ApplyFailed", "boom")
+            (failed.status, failed.reason, failed.message.as_str()),
+            (false, Reason::ApplyFailed, "boom")
         );
         // The status changed: the time is now again, not the one kept before.
         let failed_time = humantime::parse_rfc3339(&failed.last_transition)
@@ -486,7 +540,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StatusStore::open(dir.path());
         for i in 0..(MAX_EVENTS + 5) {
-            store.update(|s| s.push_event("Deployed", format!("event {i}")));
+            store.update(|s| s.push_event(EventReason::Deployed, format!("event {i}")));
         }
         let again = StatusStore::open(dir.path()).snapshot();
         assert_eq!(again.events.len(), MAX_EVENTS);
@@ -498,7 +552,7 @@ mod tests {
 
     #[test]
     fn phases_become_conditions() {
-        let rev = "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49".to_owned();
+        let rev = RevisionId::commit("3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49");
         let table = [
             (
                 Phase::Synced {
@@ -518,6 +572,7 @@ mod tests {
             (
                 Phase::Stalled {
                     revision: rev.clone(),
+                    reason: Reason::InvalidRevision,
                     message: "web.yaml:8:3: App/web: unknown field `imgae`".into(),
                 },
                 [
@@ -541,6 +596,23 @@ mod tests {
                 [(true, "PlanPending"), (false, "Idle"), (false, "")],
                 "revision 3f2a1c0 is planned, not applied (autoApply: false): run `berth apply`",
             ),
+            (
+                Phase::Waiting {
+                    message: "App/web waits for Database/db".into(),
+                },
+                // Waiting is not a failure: Ready holds from before.
+                [(true, "PlanPending"), (true, "Progressing"), (false, "")],
+                "revision 3f2a1c0 is planned, not applied (autoApply: false): run `berth apply`",
+            ),
+            (
+                Phase::Stalled {
+                    revision: rev.clone(),
+                    reason: Reason::Conflict,
+                    message: "App/web: a container berth does not own has its name".into(),
+                },
+                [(false, "Conflict"), (false, "Idle"), (true, "Conflict")],
+                "App/web: a container berth does not own has its name",
+            ),
         ];
         let mut s = Status::default();
         for (phase, want, ready_message) in table {
@@ -557,6 +629,7 @@ mod tests {
         }
         let stalled = Phase::Stalled {
             revision: rev.clone(),
+            reason: Reason::InvalidRevision,
             message: "web.yaml:8:3: boom".into(),
         };
         s.set_phase(&stalled);
@@ -567,5 +640,52 @@ mod tests {
         assert_eq!(s.conditions[2].last_transition, "earlier");
         s.set_phase(&Phase::Synced { revision: rev });
         assert_ne!(s.conditions[2].last_transition, "earlier");
+    }
+}
+
+#[cfg(test)]
+mod compat {
+    use super::*;
+
+    /// status.json written before the typed status reads back and writes the same.
+    #[test]
+    fn a_stored_status_reads_back_and_writes_the_same_json() {
+        let stored = serde_json::json!({
+            "source": "/srv/state",
+            "revisionObserved": "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49",
+            "revisionApplied": "0123456789ab",
+            "lastSuccess": null,
+            "lastPass": {"trigger": "Start", "result": "Synced", "durationMs": 12, "finishedAt": "t"},
+            "passes": {"Failed": 1, "Synced": 3},
+            "resources": {
+                "App/blog": {"kind": "App", "name": "blog", "conditions": [
+                    {"type": "Ready", "status": false, "reason": "ApplyFailed", "message": "boom", "lastTransition": "t"},
+                    {"type": "Reconciling", "status": false, "reason": "Idle", "message": "", "lastTransition": "t"},
+                    {"type": "Stalled", "status": false, "reason": "", "message": "", "lastTransition": "t"}
+                ], "lastAction": null},
+                "Domain/shop": {"kind": "Domain", "name": "shop", "conditions": [], "lastAction": "create"}
+            },
+            "plan": null,
+            "events": [{"time": "t", "reason": "SyncFailed", "message": "boom"}],
+            "conditions": [],
+            "fetch": {"time": "t", "commit": "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49", "error": null},
+            "backups": {},
+            "notifiers": []
+        });
+        let status: Status = serde_json::from_value(stored.clone()).unwrap();
+        let blog = &status.resources[&ResourceId::new(ResourceKind::App, "blog")];
+        assert_eq!(
+            blog.condition(ConditionType::Ready).unwrap().reason,
+            Reason::ApplyFailed
+        );
+        assert_eq!(
+            status.revision_observed.as_ref().unwrap().kind(),
+            crate::source::RevisionKind::Commit
+        );
+        assert_eq!(
+            status.revision_applied.as_ref().unwrap().kind(),
+            crate::source::RevisionKind::Content
+        );
+        assert_eq!(serde_json::to_value(&status).unwrap(), stored);
     }
 }

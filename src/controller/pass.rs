@@ -1,0 +1,296 @@
+//! One pass of the controller, from a revision to a typed outcome: the only place the
+//! controller calls into the pass's stages (`manifest::load_files`,
+//! `reconcile::prepare`, `reconcile::execute`) and reads a plan. Per-resource status is
+//! written as the pass goes; degraded and recovered resources are published on the bus.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::events::{Bus, Event, ResourceChange};
+use super::policy::{Failure, FailureKind, PassOutcome};
+use crate::apply::{self, ApplyOptions};
+use crate::databases::DesiredDatabase;
+use crate::drivers::docker::DockerApi;
+use crate::manifest;
+use crate::manifest::model::DatabaseMode;
+use crate::notify::{Notifier, Target as NotifyTarget};
+use crate::plan::{Op, Plan, Target};
+use crate::reconcile::{self, PassOptions};
+use crate::resource::{ResourceId, ResourceKind};
+use crate::source::{Revision, RevisionId};
+use crate::statedir::StateDir;
+use crate::status::{ConditionType, Phase, Reason, StatusStore};
+
+/// What a pass needs from the controller.
+pub(crate) struct PassContext<'a> {
+    /// The berth instance.
+    pub instance: &'a str,
+    /// The state directory.
+    pub state: &'a StateDir,
+    /// The daemon.
+    pub docker: &'a Arc<dyn DockerApi>,
+    /// How apply runs.
+    pub apply: &'a ApplyOptions,
+    /// Where per-resource status goes.
+    pub status: &'a StatusStore,
+    /// Where resource changes are published.
+    pub bus: &'a Bus,
+    /// Pointed at the revision's Notifier resources.
+    pub notifier: &'a Notifier,
+}
+
+/// A finished pass.
+pub(crate) struct Pass {
+    /// How it ended.
+    pub outcome: PassOutcome,
+    /// The valid revision's databases with a backup schedule (`None`: the revision
+    /// was not planned, the schedules stay).
+    pub backups: Option<Vec<DesiredDatabase>>,
+}
+
+impl Pass {
+    fn unplanned(outcome: PassOutcome) -> Pass {
+        Pass {
+            outcome,
+            backups: None,
+        }
+    }
+}
+
+/// Runs one pass over `revision`.
+pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision) -> Pass {
+    let id = revision.id.clone();
+    let manifests = match manifest::load_files(&revision.files) {
+        Ok(m) if revision.problems.is_empty() => m,
+        result => {
+            let mut problems = revision.problems.clone();
+            if let Err(d) = result {
+                problems.extend(d.iter().cloned());
+            }
+            let message = manifest::Diagnostics::from(problems).to_string();
+            return Pass::unplanned(PassOutcome::Invalid {
+                revision: id,
+                message: message.trim_end().to_owned(),
+            });
+        }
+    };
+    configure_notifiers(cx, &manifests);
+    let settings = manifests.settings();
+    let (auto_apply, resync) = (settings.auto_apply, settings.resync.get());
+    let options = PassOptions {
+        instance: cx.instance.to_owned(),
+        apply: auto_apply,
+        no_prune: false,
+    };
+    let failed = |failures: Vec<Failure>| PassOutcome::Failed {
+        revision: Some(id.clone()),
+        failures,
+    };
+    let prepared = match reconcile::prepare(
+        &manifests,
+        id.as_str(),
+        cx.state,
+        Some(cx.docker.as_ref()),
+        &options,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => return Pass::unplanned(failed(vec![Failure::transient(e.to_string())])),
+    };
+    let backups = Some(
+        prepared
+            .desired
+            .databases
+            .values()
+            .filter(|d| d.backup.is_some() && d.mode != DatabaseMode::External)
+            .cloned()
+            .collect(),
+    );
+    let plan = &prepared.plan;
+    let changes = change_lines(plan);
+    let drift_only = plan.changes().all(|a| a.drift);
+    cx.status.set_plan(id.clone(), plan.clone());
+    cx.status.update(|st| {
+        st.plan = (!changes.is_empty()).then(|| crate::plan::render_text(plan, false));
+        // Secrets and files written are steps of the pass, not resources with a status.
+        for a in plan.actions.iter().filter(|a| !a.target.is_write()) {
+            let resource = resource_of(a.target, &a.name);
+            if a.op == Op::Noop {
+                let message = if a.reasons.is_empty() {
+                    "as declared".to_owned()
+                } else {
+                    a.reasons.join("; ")
+                };
+                st.set_resource(&resource, true, Reason::Unchanged, &message, None);
+            } else if auto_apply {
+                st.set_reconciling(&resource, &a.reasons.join("; "));
+            }
+        }
+        if auto_apply && !changes.is_empty() {
+            st.set_phase(&Phase::Reconciling {
+                revision: id.clone(),
+            });
+        }
+    });
+    let synced = |changes: Vec<String>, pending: bool| PassOutcome::Synced {
+        revision: id.clone(),
+        changes,
+        drift_only,
+        pending,
+        resync,
+    };
+    if !auto_apply {
+        info!(plan = %plan.summary, "autoApply is off: run `berth apply` to apply");
+        return Pass {
+            outcome: synced(changes, true),
+            backups,
+        };
+    }
+    if changes.is_empty() {
+        return Pass {
+            outcome: synced(changes, false),
+            backups,
+        };
+    }
+    info!(plan = %plan.summary, "applying");
+    let was_degraded: BTreeSet<ResourceId> = cx
+        .status
+        .snapshot()
+        .resources
+        .into_iter()
+        .filter(|(_, r)| {
+            r.condition(ConditionType::Ready)
+                .is_some_and(|c| !c.status && c.reason == Reason::ApplyFailed)
+        })
+        .map(|(key, _)| key)
+        .collect();
+    let report = reconcile::execute(
+        &prepared,
+        cx.state,
+        cx.docker.clone(),
+        cx.apply.clone(),
+        Arc::new(|p| {
+            if let apply::Progress::Finished(o) = p {
+                info!(target = %o.target, name = %o.name, result = ?o.result, "action");
+            }
+        }),
+    )
+    .await;
+    let mut failures = Vec::new();
+    cx.status.update(|st| {
+        for (o, a) in report.outcomes.iter().zip(&plan.actions) {
+            let resource = resource_of(o.target, &o.name);
+            let action = Some(format!("{:?}: {}", a.op, a.reasons.join("; ")).to_lowercase());
+            let (ready, reason, message, failure) = match &o.result {
+                apply::Status::Done => (a.op != Op::Delete, Reason::Applied, "as declared", None),
+                apply::Status::Unchanged => continue,
+                apply::Status::Failed(m) => (
+                    false,
+                    Reason::ApplyFailed,
+                    m.as_str(),
+                    Some(FailureKind::Transient),
+                ),
+                apply::Status::Skipped(m) => (
+                    false,
+                    Reason::DependencyFailed,
+                    m.as_str(),
+                    Some(FailureKind::Waiting),
+                ),
+                apply::Status::Conflict(m) => (
+                    false,
+                    Reason::Conflict,
+                    m.as_str(),
+                    Some(FailureKind::Conflict),
+                ),
+            };
+            if !o.target.is_write() {
+                st.set_resource(&resource, ready, reason, message, action);
+            }
+            if a.op == Op::Delete && o.result == apply::Status::Done {
+                st.resources.remove(&resource);
+            }
+            if let Some(kind) = failure {
+                failures.push(Failure::of(resource, kind, message));
+            }
+        }
+        st.plan = None;
+    });
+    publish_resource_changes(cx.bus, &report, &id, &was_degraded);
+    let outcome = if failures.is_empty() {
+        synced(changes, false)
+    } else {
+        failed(failures)
+    };
+    Pass { outcome, backups }
+}
+
+/// `Degraded` for a resource whose change failed (an update that never got healthy
+/// leaves the old container serving), `Recovered` when one of those applies again.
+fn publish_resource_changes(
+    bus: &Bus,
+    report: &apply::Report,
+    revision: &RevisionId,
+    was_degraded: &BTreeSet<ResourceId>,
+) {
+    for o in report.outcomes.iter().filter(|o| !o.target.is_write()) {
+        let resource = resource_of(o.target, &o.name);
+        let change = match &o.result {
+            apply::Status::Failed(m) => ResourceChange::Degraded { message: m.clone() },
+            apply::Status::Done if was_degraded.contains(&resource) => ResourceChange::Recovered,
+            _ => continue,
+        };
+        bus.publish(Event::ResourceChanged {
+            resource,
+            revision: revision.clone(),
+            change,
+        });
+    }
+}
+
+/// Points the notifiers at this revision's Notifier resources. A notifier whose URL
+/// secret is missing is skipped and reported; the pass goes on.
+fn configure_notifiers(cx: &PassContext<'_>, manifests: &manifest::Manifests) {
+    let secrets = cx.state.secrets();
+    let mut targets = Vec::new();
+    for (name, resource) in &manifests.notifiers {
+        match NotifyTarget::from_spec(name, &resource.spec, &secrets) {
+            Ok(t) => targets.push(t),
+            Err(e) => {
+                warn!(notifier = %name, "{e}");
+                let id = ResourceId::new(ResourceKind::Notifier, name.clone());
+                cx.status.update(|st| {
+                    st.set_resource(&id, false, Reason::SecretMissing, &e.to_string(), None)
+                });
+            }
+        }
+    }
+    cx.notifier.set_targets(targets);
+}
+
+/// One line per change, as a notification lists them.
+fn change_lines(plan: &Plan) -> Vec<String> {
+    plan.changes()
+        .map(|a| {
+            let verb = match a.op {
+                Op::Create => "create",
+                Op::Update => "update",
+                Op::Delete => "delete",
+                Op::Conflict => "conflict",
+                Op::Noop => "keep",
+            };
+            if a.reasons.is_empty() {
+                format!("{verb} {} {}", a.target, a.name)
+            } else {
+                format!("{verb} {} {}: {}", a.target, a.name, a.reasons.join("; "))
+            }
+        })
+        .collect()
+}
+
+/// The resource a plan's action is about.
+fn resource_of(target: Target, name: &str) -> ResourceId {
+    ResourceId::new(target.resource_kind(), name)
+}

@@ -1,0 +1,536 @@
+//! An in-memory Docker daemon, for tests: containers with labels, state, health and
+//! addresses, networks, volumes, the images present, an event stream — and failures
+//! on demand (a create that fails for an image, a container that exits at once or
+//! never gets healthy, a daemon that cannot be reached).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::docker::{
+    ContainerConfig, ContainerEvent, ContainerInfo, ContainerState, DockerApi, DockerError,
+    EventStream, NetworkInfo, PullProgress, VolumeInfo,
+};
+
+/// A fake daemon; every method of [`DockerApi`] acts on what it holds. For tests.
+#[derive(Debug, Default)]
+pub struct MemoryDocker {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    containers: BTreeMap<String, Container>,
+    networks: BTreeMap<String, NetworkInfo>,
+    volumes: BTreeMap<String, VolumeInfo>,
+    images: BTreeSet<String>,
+    created: u64,
+    started: u64,
+    unreachable: bool,
+    create_fails: BTreeSet<String>,
+    exits_at_once: BTreeSet<String>,
+    never_healthy: BTreeSet<String>,
+    listeners: Vec<Listener>,
+}
+
+#[derive(Debug)]
+struct Container {
+    info: ContainerInfo,
+    state: ContainerState,
+    network: String,
+}
+
+#[derive(Debug)]
+struct Listener {
+    label: (String, String),
+    events: mpsc::UnboundedSender<Result<ContainerEvent, DockerError>>,
+}
+
+impl State {
+    fn check(&self) -> Result<(), DockerError> {
+        if self.unreachable {
+            return Err(DockerError::Unreachable {
+                detail: "the in-memory daemon is set unreachable".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn find(&self, id_or_name: &str) -> Option<String> {
+        self.containers
+            .iter()
+            .find(|(id, c)| *id == id_or_name || c.info.name == id_or_name)
+            .map(|(id, _)| id.clone())
+    }
+
+    fn container(&mut self, op: &'static str, id: &str) -> Result<&mut Container, DockerError> {
+        let found = self.find(id).ok_or_else(|| not_found(op, id))?;
+        Ok(self.containers.get_mut(&found).expect("found"))
+    }
+
+    fn emit(&mut self, action: &str, id: &str, labels: &BTreeMap<String, String>) {
+        let event = ContainerEvent {
+            action: action.to_owned(),
+            id: id.to_owned(),
+            labels: labels.clone(),
+        };
+        self.listeners.retain(|l| {
+            if labels.get(&l.label.0) != Some(&l.label.1) {
+                return !l.events.is_closed();
+            }
+            l.events.send(Ok(event.clone())).is_ok()
+        });
+    }
+}
+
+fn not_found(op: &'static str, target: &str) -> DockerError {
+    DockerError::Call {
+        op,
+        target: target.to_owned(),
+        message: "no such object".into(),
+        status: Some(404),
+    }
+}
+
+fn conflict(op: &'static str, target: &str) -> DockerError {
+    DockerError::Call {
+        op,
+        target: target.to_owned(),
+        message: "the name is already in use".into(),
+        status: Some(409),
+    }
+}
+
+impl MemoryDocker {
+    /// An empty daemon: no containers, networks, volumes or images.
+    pub fn new() -> MemoryDocker {
+        MemoryDocker::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `image` present, as if pulled.
+    pub fn add_image(&self, image: &str) {
+        self.lock().images.insert(image.to_owned());
+    }
+
+    /// Makes every call fail as an unreachable daemon does (or work again).
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.lock().unreachable = unreachable;
+    }
+
+    /// Makes creating a container of `image` fail.
+    pub fn fail_create_for(&self, image: &str) {
+        self.lock().create_fails.insert(image.to_owned());
+    }
+
+    /// Makes containers of `image` exit with code 1 as soon as they start.
+    pub fn exit_at_once(&self, image: &str) {
+        self.lock().exits_at_once.insert(image.to_owned());
+    }
+
+    /// Makes containers of `image` report the health `starting` for ever.
+    pub fn never_healthy(&self, image: &str) {
+        self.lock().never_healthy.insert(image.to_owned());
+    }
+
+    /// Clears the failures set for `image`.
+    pub fn heal(&self, image: &str) {
+        let mut st = self.lock();
+        st.create_fails.remove(image);
+        st.exits_at_once.remove(image);
+        st.never_healthy.remove(image);
+    }
+
+    /// The containers, sorted by name.
+    pub fn containers(&self) -> Vec<ContainerInfo> {
+        let mut all: Vec<ContainerInfo> = self
+            .lock()
+            .containers
+            .values()
+            .map(|c| c.info.clone())
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// How many containers were ever created.
+    pub fn created(&self) -> u64 {
+        self.lock().created
+    }
+
+    /// Removes a container as `docker rm -f` does, with its `die` and `destroy` events.
+    /// False if there is no such container.
+    pub fn remove_by_hand(&self, name: &str) -> bool {
+        let mut st = self.lock();
+        let Some(id) = st.find(name) else {
+            return false;
+        };
+        let c = st.containers.remove(&id).expect("found");
+        if c.state.running {
+            st.emit("die", &id, &c.info.labels);
+        }
+        st.emit("destroy", &id, &c.info.labels);
+        true
+    }
+
+    /// Adds a container berth does not own (no labels), running `image`, as `name`.
+    pub fn add_foreign_container(&self, name: &str, image: &str) {
+        let mut st = self.lock();
+        st.created += 1;
+        let id = format!("{:012x}", st.created);
+        st.containers.insert(
+            id.clone(),
+            Container {
+                info: ContainerInfo {
+                    id,
+                    name: name.to_owned(),
+                    image: image.to_owned(),
+                    state: "running".into(),
+                    labels: BTreeMap::new(),
+                    published: Vec::new(),
+                },
+                state: ContainerState {
+                    running: true,
+                    started_at: "0".into(),
+                    ..ContainerState::default()
+                },
+                network: String::new(),
+            },
+        );
+    }
+}
+
+#[async_trait]
+impl DockerApi for MemoryDocker {
+    async fn ping(&self) -> Result<(), DockerError> {
+        self.lock().check()
+    }
+
+    async fn list_containers(&self) -> Result<Vec<ContainerInfo>, DockerError> {
+        self.lock().check()?;
+        Ok(self.containers())
+    }
+
+    async fn list_networks(&self) -> Result<Vec<NetworkInfo>, DockerError> {
+        let st = self.lock();
+        st.check()?;
+        Ok(st.networks.values().cloned().collect())
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<VolumeInfo>, DockerError> {
+        let st = self.lock();
+        st.check()?;
+        Ok(st.volumes.values().cloned().collect())
+    }
+
+    async fn create_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        _internal: bool,
+    ) -> Result<(), DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        if st.networks.contains_key(name) {
+            return Err(conflict("create network", name));
+        }
+        let network = NetworkInfo {
+            name: name.to_owned(),
+            labels: labels.clone(),
+        };
+        st.networks.insert(name.to_owned(), network);
+        Ok(())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        st.networks
+            .remove(name)
+            .map(drop)
+            .ok_or_else(|| not_found("remove network", name))
+    }
+
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        let volume = VolumeInfo {
+            name: name.to_owned(),
+            labels: labels.clone(),
+        };
+        st.volumes.entry(name.to_owned()).or_insert(volume);
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        st.volumes
+            .remove(name)
+            .map(drop)
+            .ok_or_else(|| not_found("remove volume", name))
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
+        let st = self.lock();
+        st.check()?;
+        Ok(st.images.contains(image))
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<(), DockerError> {
+        self.lock().check()?;
+        progress(PullProgress {
+            status: "Pull complete".into(),
+            current: 1,
+            total: 1,
+        });
+        self.add_image(image);
+        Ok(())
+    }
+
+    async fn create_container(&self, config: &ContainerConfig) -> Result<String, DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        if st.create_fails.contains(&config.image) {
+            return Err(DockerError::Call {
+                op: "create container",
+                target: config.name.clone(),
+                message: format!("the in-memory daemon refuses image {}", config.image),
+                status: Some(500),
+            });
+        }
+        if st.find(&config.name).is_some() {
+            return Err(conflict("create container", &config.name));
+        }
+        st.created += 1;
+        let id = format!("{:012x}", st.created);
+        let container = Container {
+            info: ContainerInfo {
+                id: id.clone(),
+                name: config.name.clone(),
+                image: config.image.clone(),
+                state: "created".into(),
+                labels: config.labels.clone(),
+                published: config.ports.iter().map(|p| p.host).collect(),
+            },
+            state: ContainerState::default(),
+            network: config.network.clone(),
+        };
+        st.containers.insert(id.clone(), container);
+        st.emit("create", &id, &config.labels);
+        Ok(id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        st.started += 1;
+        let (started, exits, unhealthy) = {
+            let n = st.started;
+            let image = st.container("start container", id)?.info.image.clone();
+            (
+                n,
+                st.exits_at_once.contains(&image),
+                st.never_healthy.contains(&image),
+            )
+        };
+        let c = st.container("start container", id)?;
+        c.state.started_at = started.to_string();
+        c.state.addresses = BTreeMap::from([(c.network.clone(), format!("10.0.0.{started}"))]);
+        c.state.running = !exits;
+        c.state.exit_code = exits.then_some(1);
+        c.state.health = unhealthy.then(|| "starting".to_owned());
+        c.info.state = if exits { "exited" } else { "running" }.into();
+        let (id, labels) = (c.info.id.clone(), c.info.labels.clone());
+        st.emit("start", &id, &labels);
+        if exits {
+            st.emit("die", &id, &labels);
+        }
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &str, _timeout_secs: i32) -> Result<(), DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        let c = st.container("stop container", id)?;
+        let was_running = std::mem::replace(&mut c.state.running, false);
+        c.state.exit_code = Some(0);
+        c.info.state = "exited".into();
+        let (id, labels) = (c.info.id.clone(), c.info.labels.clone());
+        if was_running {
+            st.emit("die", &id, &labels);
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        let found = st
+            .find(id)
+            .ok_or_else(|| not_found("remove container", id))?;
+        let c = st.containers.remove(&found).expect("found");
+        if c.state.running {
+            st.emit("die", &found, &c.info.labels);
+        }
+        st.emit("destroy", &found, &c.info.labels);
+        Ok(())
+    }
+
+    async fn rename_container(&self, id: &str, name: &str) -> Result<(), DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        if st.find(name).is_some() {
+            return Err(conflict("rename container", name));
+        }
+        st.container("rename container", id)?.info.name = name.to_owned();
+        Ok(())
+    }
+
+    async fn container_state(&self, id: &str) -> Result<ContainerState, DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        Ok(st.container("inspect container", id)?.state.clone())
+    }
+
+    fn container_events(&self, label: &str) -> EventStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut st = self.lock();
+        match st.check() {
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+            Ok(()) => {
+                let (k, v) = label.split_once('=').unwrap_or((label, ""));
+                st.listeners.push(Listener {
+                    label: (k.to_owned(), v.to_owned()),
+                    events: tx,
+                });
+            }
+        }
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|e| (e, rx))
+        }))
+    }
+
+    async fn exec(
+        &self,
+        container: &str,
+        _cmd: &[String],
+        _stdin: Option<&std::path::Path>,
+        stdout: Option<&std::path::Path>,
+    ) -> Result<u64, DockerError> {
+        {
+            let mut st = self.lock();
+            st.check()?;
+            if !st.container("exec in", container)?.state.running {
+                return Err(DockerError::Call {
+                    op: "exec in",
+                    target: container.to_owned(),
+                    message: "the container is not running".into(),
+                    status: Some(409),
+                });
+            }
+        }
+        if let Some(path) = stdout {
+            std::fs::write(path, b"").map_err(|e| DockerError::Call {
+                op: "exec in",
+                target: container.to_owned(),
+                message: format!("failed to write {}: {e}", path.display()),
+                status: None,
+            })?;
+        }
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn config(name: &str, image: &str) -> ContainerConfig {
+        ContainerConfig {
+            name: name.into(),
+            image: image.into(),
+            command: None,
+            env: vec![],
+            labels: BTreeMap::from([("berth.instance".into(), "t".into())]),
+            network: "net".into(),
+            aliases: vec![],
+            mounts: vec![],
+            ports: vec![],
+            health: None,
+            nano_cpus: None,
+            memory: None,
+            restart: "no".into(),
+            user: None,
+            init: false,
+            networks: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn containers_live_die_and_tell_their_events() {
+        let d = MemoryDocker::new();
+        let mut events = d.container_events("berth.instance=t");
+        let id = d.create_container(&config("web", "nginx")).await.unwrap();
+        assert!(
+            d.create_container(&config("web", "nginx"))
+                .await
+                .unwrap_err()
+                .is_conflict()
+        );
+        d.start_container(&id).await.unwrap();
+        let state = d.container_state(&id).await.unwrap();
+        assert!(state.running);
+        assert_eq!(state.addresses["net"], "10.0.0.1");
+        assert!(d.remove_by_hand("web"));
+        let actions: Vec<String> = (0..4)
+            .map(|_| futures_util::FutureExt::now_or_never(events.next()))
+            .map(|e| e.flatten().unwrap().unwrap().action)
+            .collect();
+        assert_eq!(actions, ["create", "start", "die", "destroy"]);
+        assert!(d.container_state(&id).await.unwrap_err().is_not_found());
+    }
+
+    #[tokio::test]
+    async fn failures_come_when_asked_for() {
+        let d = MemoryDocker::new();
+        d.fail_create_for("bad");
+        assert!(d.create_container(&config("a", "bad")).await.is_err());
+        d.exit_at_once("crash");
+        let id = d.create_container(&config("b", "crash")).await.unwrap();
+        d.start_container(&id).await.unwrap();
+        let state = d.container_state(&id).await.unwrap();
+        assert!(!state.running);
+        assert_eq!(state.exit_code, Some(1));
+        d.never_healthy("slow");
+        let id = d.create_container(&config("c", "slow")).await.unwrap();
+        d.start_container(&id).await.unwrap();
+        assert_eq!(
+            d.container_state(&id).await.unwrap().health.as_deref(),
+            Some("starting")
+        );
+        d.set_unreachable(true);
+        assert!(matches!(
+            d.list_containers().await,
+            Err(DockerError::Unreachable { .. })
+        ));
+        d.set_unreachable(false);
+        assert_eq!(d.list_containers().await.unwrap().len(), 2);
+    }
+}
