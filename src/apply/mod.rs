@@ -7,6 +7,8 @@
 //! state dir stops the pass (nothing may use a secret that was not kept).
 
 mod steps;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
