@@ -23,7 +23,7 @@ use crate::observe::{
     self, DELETION_POLICY, HOST_PORT, REPLICA, REVISION, SPEC, SPEC_HASH, VOLUME,
 };
 use crate::plan::{Action, Op, Plan, Step, Target};
-use crate::secrets::redact_all;
+use crate::state::secrets::redact_all;
 
 /// How apply runs.
 #[derive(Debug, Clone)]
@@ -336,13 +336,13 @@ impl Ctx<'_> {
         Ok((db, crate::drivers::dbserver::connect(address)))
     }
 
-    fn record(&self, name: &str) -> Result<crate::databases::SharedRecord, String> {
+    fn record(&self, name: &str) -> Result<crate::state::records::SharedRecord, String> {
         let dir = self
             .options
             .state_dir
             .as_ref()
             .ok_or("no state directory for database records")?;
-        crate::databases::Records::new(dir, &self.options.instance)
+        crate::state::records::Records::new(dir, &self.options.instance)
             .load()
             .remove(name)
             .ok_or_else(|| format!("berth has no record of database {name}"))
@@ -352,7 +352,7 @@ impl Ctx<'_> {
     /// server must still be in Settings, with its admin password.
     fn recorded_server(
         &self,
-        record: &crate::databases::SharedRecord,
+        record: &crate::state::records::SharedRecord,
     ) -> Result<Arc<dyn crate::drivers::dbserver::DbServerApi>, String> {
         let address = self
             .desired
@@ -371,11 +371,14 @@ impl Ctx<'_> {
 
     fn records(
         &self,
-        change: impl FnOnce(&crate::databases::Records) -> std::io::Result<()>,
+        change: impl FnOnce(&crate::state::records::Records) -> std::io::Result<()>,
     ) -> Result<(), String> {
         match &self.options.state_dir {
-            Some(dir) => change(&crate::databases::Records::new(dir, &self.options.instance))
-                .map_err(|e| format!("failed to write the database records: {e}")),
+            Some(dir) => change(&crate::state::records::Records::new(
+                dir,
+                &self.options.instance,
+            ))
+            .map_err(|e| format!("failed to write the database records: {e}")),
             None => Ok(()),
         }
     }
@@ -514,7 +517,7 @@ impl Ctx<'_> {
                 self.records(|r| {
                     r.put(
                         name,
-                        crate::databases::SharedRecord {
+                        crate::state::records::SharedRecord {
                             server: db.server_name.clone().unwrap_or_default(),
                             engine,
                             database: db.database.clone(),

@@ -18,7 +18,7 @@ use crate::manifest::model::{
 };
 use crate::observe::Observed;
 use crate::routes::{self, Route};
-use crate::secrets::{Secret, SecretError, SecretStore};
+use crate::state::secrets::{Secret, SecretError, SecretStore};
 
 /// Everything a container of an app should be; secrets appear redacted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

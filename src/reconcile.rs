@@ -14,8 +14,8 @@ use crate::manifest::Manifests;
 use crate::manifest::model::Tls;
 use crate::observe::{self, Observed};
 use crate::plan::{self, Plan, PlanOptions};
-use crate::secrets::SecretError;
-use crate::statedir::StateDir;
+use crate::state::StateDir;
+use crate::state::secrets::SecretError;
 
 /// Why a pass could not be planned.
 #[derive(Debug, thiserror::Error)]
@@ -137,8 +137,8 @@ async fn observe_shared(
     state: &StateDir,
     instance: &str,
 ) -> BTreeMap<String, observe::ObservedDatabase> {
-    use crate::databases::Records;
     use crate::drivers::dbserver;
+    use crate::state::records::Records;
     use observe::{DatabaseState, ObservedDatabase};
     let mut records = Records::new(state.path(), instance).load();
     let mut out = BTreeMap::new();
@@ -265,7 +265,7 @@ fn private_token_secret(domain: &str) -> String {
     if name.len() <= 63 {
         name
     } else {
-        format!("private-{}", crate::secrets::short_hash(domain))
+        format!("private-{}", crate::state::secrets::short_hash(domain))
     }
 }
 
@@ -288,10 +288,14 @@ fn write_tls_secrets(
             for name in [certificate_secret, key_secret] {
                 let secret = store.get(name)?;
                 let path = dir.join(format!("{name}.pem"));
-                crate::fsutil::write_atomic_mode(&path, secret.expose().as_bytes(), Some(0o600))
-                    .map_err(|e| {
-                        ReconcileError::Proxy(format!("failed to write {}: {e}", path.display()))
-                    })?;
+                crate::state::atomic::write_atomic_mode(
+                    &path,
+                    secret.expose().as_bytes(),
+                    Some(0o600),
+                )
+                .map_err(|e| {
+                    ReconcileError::Proxy(format!("failed to write {}: {e}", path.display()))
+                })?;
             }
         }
     }

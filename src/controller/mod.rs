@@ -26,7 +26,7 @@ use crate::plan::{Op, Plan};
 use crate::reconcile::{self, PassOptions};
 use crate::source::git::GitSource;
 use crate::source::{Revision, Source};
-use crate::statedir::StateDir;
+use crate::state::StateDir;
 use crate::status::{self, FetchRecord, PassRecord, Phase, StatusStore};
 use backoff::{Backoff, jitter};
 
@@ -86,6 +86,8 @@ pub struct ControllerOptions {
     pub debounce: Duration,
     /// How often a Git source is fetched.
     pub fetch_interval: Duration,
+    /// How long a pass or a backup waits for the instance's lock (`--lock-timeout`).
+    pub lock_timeout: Duration,
 }
 
 /// `berth run`: keeps the host converged to a source.
@@ -334,7 +336,8 @@ impl Controller {
     fn backups(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let schedules = self.schedules.clone();
         let changed = self.schedules_changed.clone();
-        let state_dir = self.state.path().to_path_buf();
+        let state = self.state.clone();
+        let lock_timeout = self.options.lock_timeout;
         let status = self.status.clone();
         let notifier = self.notifier.clone();
         let instance = self.options.instance.clone();
@@ -367,8 +370,13 @@ impl Controller {
                     () = changed.notified() => continue,
                 }
                 let keep = db.backup.as_ref().map(|b| b.keep);
-                let result =
-                    crate::backup::run(&db, &state_dir, None, keep, Some(docker.as_ref())).await;
+                let result = match state.lock("backup", lock_timeout, |_| {}).await {
+                    Ok(_lock) => {
+                        crate::backup::run(&db, state.path(), None, keep, Some(docker.as_ref()))
+                            .await
+                    }
+                    Err(e) => Err(e.into()),
+                };
                 let record = match &result {
                     Ok(f) => {
                         info!(database = %db.name, file = %f.path.display(), bytes = f.bytes, "backed up");
@@ -674,6 +682,23 @@ impl Controller {
         let transient = |failures: Vec<String>| PassOutcome::Transient {
             revision: Some(revision.id.clone()),
             failures,
+        };
+        // One writer per instance, for this pass only: `berth apply` may run between two.
+        let _lock = match auto_apply {
+            true => match self
+                .state
+                .lock("run pass", self.options.lock_timeout, |h| {
+                    info!(
+                        "waiting for the lock on instance {}, held by {h}",
+                        self.state.instance()
+                    )
+                })
+                .await
+            {
+                Ok(l) => Some(l),
+                Err(e) => return Some(transient(vec![e.to_string()])),
+            },
+            false => None,
         };
         let prepared = match reconcile::prepare(
             &manifests,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tracing::{debug, info};
 
 use crate::manifest::model::ServerEngine;
-use crate::secrets::{Secret, redact_all};
+use crate::state::secrets::{Secret, redact_all};
 
 /// How long connecting to a server (as the administrator or as a user) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

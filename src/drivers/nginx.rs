@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil;
 use crate::routes::{self, FileState, Route, RouteTls, Upstream};
+use crate::state::atomic;
 
 /// The comment marker of nginx files.
 const COMMENT: &str = "#";
@@ -102,7 +102,7 @@ impl Nginx {
             unreachable!()
         };
         self.check_staged(domain, content)?;
-        fsutil::write_atomic(&live, content.as_bytes())
+        atomic::write_atomic(&live, content.as_bytes())
             .map_err(|e| format!("failed to write {}: {e}", live.display()))
     }
 

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 
 use crate::drivers::nginx::{Change, observe_dir};
-use crate::fsutil;
 use crate::routes::{self, FileState, Route, RouteTls, Upstream};
+use crate::state::atomic;
 
 const COMMENT: &str = "#";
 
@@ -153,7 +153,7 @@ impl Traefik {
             .map(|(domain, change)| {
                 let path = self.dynamic_dir.join(Self::file_name(domain));
                 let result = match change {
-                    Change::Write(content) => fsutil::write_atomic(&path, content.as_bytes()),
+                    Change::Write(content) => atomic::write_atomic(&path, content.as_bytes()),
                     Change::Remove => match std::fs::remove_file(&path) {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                         other => other,

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::manifest::model::{EventKind, NotifierSpec, NotifierType};
-use crate::secrets::{SecretError, SecretStore};
+use crate::state::secrets::{SecretError, SecretStore};
 
 pub use format::signature;
 

@@ -17,9 +17,9 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::{Status, StatusStore};
-use crate::secrets::Secret;
 use crate::source::git::GitSource;
 use crate::source::webhook::{self, Decision};
+use crate::state::secrets::Secret;
 
 /// What the push webhook needs.
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::fs;
 
 use berth::observe::Observed;
 use berth::plan::{self, PlanOptions};
-use berth::secrets::SecretStore;
+use berth::state::secrets::SecretStore;
 use berth::{desired, manifest};
 use serde_json::Value;
 

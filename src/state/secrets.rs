@@ -167,7 +167,7 @@ impl SecretStore {
                 })?;
                 std::fs::create_dir_all(&self.dir)
                     .and_then(|()| {
-                        crate::fsutil::write_atomic_mode(
+                        crate::state::atomic::write_atomic_mode(
                             Path::new(&file),
                             value.as_bytes(),
                             Some(0o600),
