@@ -77,7 +77,7 @@ pub async fn prepare(
     if options.apply && !missing.is_empty() {
         return Err(ReconcileError::MissingSecrets(missing));
     }
-    let proxy = ProxyDriver::from_settings(&settings);
+    let proxy = ProxyDriver::from_settings(&settings, &options.instance);
     let mut observed = Observed::default();
     if let Some(docker) = docker {
         observed = observe::observe(docker, &options.instance).await?;

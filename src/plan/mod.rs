@@ -423,9 +423,21 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
                         .into(),
                 );
             }
+            Some((FileState::OtherInstance(owner), _)) => {
+                a.op = Op::Conflict;
+                a.reasons.push(format!(
+                    "its proxy file belongs to berth instance `{owner}`; one domain name \
+                     cannot be declared by two instances: rename it in one of them"
+                ));
+            }
             Some((state, current)) if current != content || *state == FileState::Edited => {
                 a.op = Op::Update;
-                if *state == FileState::Edited {
+                if *state == FileState::Legacy {
+                    a.reasons.push(
+                        "proxy file of an earlier berth (no instance in its header): taken over"
+                            .into(),
+                    );
+                } else if *state == FileState::Edited {
                     a.drift = true;
                     a.reasons.push("proxy file edited by hand (drift)".into());
                 } else {
@@ -542,7 +554,8 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
             }
         }
         for (domain, (state, _)) in &observed.proxy_files {
-            if *state != FileState::Foreign && !desired.proxy_files.contains_key(domain) {
+            let ours = matches!(state, FileState::Intact | FileState::Edited);
+            if ours && !desired.proxy_files.contains_key(domain) {
                 let mut a = Action::new(Target::Domain, domain, Op::Delete);
                 a.reasons.push("no longer declared".into());
                 a.steps.push(Step::RemoveProxyFile {
