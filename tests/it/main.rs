@@ -6,6 +6,7 @@ mod databases;
 mod dbserver;
 mod docker;
 mod gitops;
+mod instances;
 mod listener;
 mod nginx;
 mod planner;
