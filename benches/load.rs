@@ -62,7 +62,7 @@ fn plan_10k() {
         fs::write(dir.path().join(format!("p{f:03}.yaml")), docs.join("---\n")).expect("write");
     }
     let manifests = berth::manifest::load_dir(dir.path()).expect("valid");
-    let store = berth::secrets::SecretStore::new(dir.path());
+    let store = berth::state::secrets::SecretStore::new(dir.path());
     let desired = berth::desired::build(&manifests, &store, "bench").expect("no secrets");
     let mut observed = Observed::default();
     observed.networks.insert(desired.network.clone());

@@ -22,7 +22,7 @@ use berth::drivers::docker::{
 };
 use berth::observe;
 use berth::plan::{self, PlanOptions};
-use berth::secrets::SecretStore;
+use berth::state::secrets::SecretStore;
 use berth::{desired, manifest};
 
 const APPS: usize = 100;

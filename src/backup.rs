@@ -37,6 +37,9 @@ pub enum BackupError {
         /// What the server or tool said.
         cause: dbserver::DbError,
     },
+    /// Another berth held the instance's lock for too long.
+    #[error(transparent)]
+    Locked(#[from] crate::state::lock::LockError),
     /// The backup folder could not be used.
     #[error("failed to {what} {}: {cause}; check the state directory's permissions", path.display())]
     Io {

@@ -1,6 +1,7 @@
 //! The command line: clap types for every subcommand.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -53,8 +54,14 @@ pub enum BackupCommand {
         #[arg(long)]
         to: Option<PathBuf>,
         /// Where secrets and backups live.
-        #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::statedir::DEFAULT)]
+        #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::state::DEFAULT)]
         state_dir: PathBuf,
+        /// The berth instance: its lock is held while this runs.
+        #[arg(long, env = "BERTH_INSTANCE", default_value = "default", value_parser = instance_name)]
+        instance: String,
+        /// How long to wait while another berth changes this instance (then fail).
+        #[arg(long, default_value = berth::state::lock::DEFAULT_TIMEOUT, value_parser = humantime::parse_duration)]
+        lock_timeout: Duration,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Format::Text)]
         output: Format,
@@ -64,7 +71,7 @@ pub enum BackupCommand {
         /// The Database resource.
         db: Option<String>,
         /// Where backups live.
-        #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::statedir::DEFAULT)]
+        #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::state::DEFAULT)]
         state_dir: PathBuf,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Format::Text)]
@@ -80,8 +87,14 @@ pub enum BackupCommand {
         #[arg(default_value = ".")]
         path: PathBuf,
         /// Where secrets live.
-        #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::statedir::DEFAULT)]
+        #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::state::DEFAULT)]
         state_dir: PathBuf,
+        /// The berth instance: its lock is held while this runs.
+        #[arg(long, env = "BERTH_INSTANCE", default_value = "default", value_parser = instance_name)]
+        instance: String,
+        /// How long to wait while another berth changes this instance (then fail).
+        #[arg(long, default_value = berth::state::lock::DEFAULT_TIMEOUT, value_parser = humantime::parse_duration)]
+        lock_timeout: Duration,
     },
 }
 
@@ -103,11 +116,16 @@ pub struct StatusArgs {
 #[derive(Debug, clap::Args)]
 pub struct HostArgs {
     /// Where secrets and berth's records live.
-    #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::statedir::DEFAULT)]
+    #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::state::DEFAULT)]
     pub state_dir: PathBuf,
-    /// The name of this berth among several sharing a Docker host.
-    #[arg(long, env = "BERTH_INSTANCE", default_value = "default")]
+    /// The name of this berth among several sharing a Docker host, a state directory
+    /// or a proxy directory: it owns only the objects and files that carry its name.
+    #[arg(long, env = "BERTH_INSTANCE", default_value = "default", value_parser = instance_name)]
     pub instance: String,
+    /// How long to wait while another berth changes this instance (it holds
+    /// `<state-dir>/<instance>.lock`) before failing; `0s` fails at once.
+    #[arg(long, default_value = berth::state::lock::DEFAULT_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
     /// Apps converged at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -199,6 +217,21 @@ pub struct SchemaArgs {
 pub struct InitArgs {
     /// The directory to create (or an empty one to fill).
     pub dir: PathBuf,
+}
+
+/// An instance name: it becomes part of file names and of proxy files' headers.
+fn instance_name(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err("use 1 to 63 letters, digits, `-`, `_` and `.`, not starting with `.`".to_owned())
+    }
 }
 
 /// Output formats.

@@ -4,19 +4,16 @@
 //! knows what it owned and what its deletion policy was).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::desired::secrets::PassSecrets;
 use crate::drivers::dbserver::ServerAddress;
-use crate::fsutil;
 use crate::manifest::Manifests;
 use crate::manifest::model::{
     AppSpec, Backup, DatabaseMode, DatabaseSpec, DeletionPolicy, Engine, ServerEngine,
 };
-use crate::secrets::{Secret, SecretError, SecretSource};
+use crate::state::secrets::{Secret, SecretError, SecretSource};
 
 /// One database as berth will provide it.
 #[derive(Debug, Clone, PartialEq)]
@@ -465,68 +462,6 @@ pub fn managed_app_spec(db: &DesiredDatabase) -> AppSpec {
         v => v,
     };
     serde_json::from_value(value).expect("a managed database's spec is a valid App spec")
-}
-
-/// A shared database berth created, remembered so that removing its manifest knows
-/// what to drop or keep.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SharedRecord {
-    /// The server's name in Settings.
-    pub server: String,
-    /// The engine.
-    pub engine: ServerEngine,
-    /// The database on the server.
-    pub database: String,
-    /// Its user.
-    pub user: String,
-    /// What removing the manifest does.
-    pub deletion_policy: DeletionPolicy,
-}
-
-/// The records, in `<state-dir>/databases-<instance>.json`.
-#[derive(Debug, Clone)]
-pub struct Records {
-    path: PathBuf,
-}
-
-impl Records {
-    /// The records of `instance` in `state_dir`.
-    pub fn new(state_dir: &Path, instance: &str) -> Records {
-        Records {
-            path: state_dir.join(format!("databases-{instance}.json")),
-        }
-    }
-
-    /// Every record, by database resource name.
-    pub fn load(&self) -> BTreeMap<String, SharedRecord> {
-        std::fs::read(&self.path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    /// Adds or replaces one record.
-    pub fn put(&self, name: &str, record: SharedRecord) -> std::io::Result<()> {
-        let mut all = self.load();
-        all.insert(name.to_owned(), record);
-        self.save(&all)
-    }
-
-    /// Forgets one.
-    pub fn remove(&self, name: &str) -> std::io::Result<()> {
-        let mut all = self.load();
-        all.remove(name);
-        self.save(&all)
-    }
-
-    fn save(&self, all: &BTreeMap<String, SharedRecord>) -> std::io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let json = serde_json::to_vec_pretty(all).expect("records serialize");
-        fsutil::write_atomic(&self.path, &json)
-    }
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use crate::manifest::Manifests;
 use crate::observe::{self, Observed};
 use crate::plan::resolve::{self, ResolveError};
 use crate::plan::{self, Plan, PlanOptions};
-use crate::secrets::SecretError;
-use crate::statedir::StateDir;
+use crate::state::StateDir;
+use crate::state::secrets::SecretError;
 
 /// Why a pass could not be planned.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +78,7 @@ pub async fn prepare(
     let secrets = PassSecrets::new(state.secrets(), generation(options));
     crate::databases::generate_passwords(manifests, &secrets)?;
     let (desired, missing) = desired::build_lenient(manifests, &secrets, revision);
-    let proxy = ProxyDriver::from_settings(&manifests.settings());
+    let proxy = ProxyDriver::from_settings(&manifests.settings(), &options.instance);
     let tls_dir = state.path().join("tls");
     let mut observed = Observed::default();
     if let Some(docker) = docker {
@@ -124,7 +124,7 @@ fn plan_pass(
     settle: impl FnOnce(&Desired, &mut Observed),
 ) -> Result<Prepared, ReconcileError> {
     let settings = manifests.settings();
-    let proxy = ProxyDriver::from_settings(&settings);
+    let proxy = ProxyDriver::from_settings(&settings, &options.instance);
     let resolution =
         resolve::resolve(&mut desired, manifests, &observed, secrets, &proxy, tls_dir)?;
     missing.extend(resolution.missing);
@@ -177,8 +177,8 @@ async fn observe_shared(
     state: &StateDir,
     instance: &str,
 ) -> BTreeMap<String, observe::ObservedDatabase> {
-    use crate::databases::Records;
     use crate::drivers::dbserver;
+    use crate::state::records::Records;
     use observe::{DatabaseState, ObservedDatabase};
     let mut records = Records::new(state.path(), instance).load();
     let mut out = BTreeMap::new();

@@ -137,12 +137,18 @@ impl Route {
     }
 }
 
-/// The first line of every proxy file berth writes: names the domain and hashes the
-/// rest, so a file edited by hand is recognised (and rewritten) and a file without it
-/// is never touched.
-pub fn header(comment: &str, domain: &str, body: &str) -> String {
+/// The instance that owns proxy files whose header names none: they were written by
+/// a berth from before headers named the instance, and `default` was the instance
+/// unless `--instance` said otherwise.
+pub const LEGACY_INSTANCE: &str = "default";
+
+/// The first line of every proxy file berth writes: names the domain and the
+/// instance that wrote it, and hashes the rest, so a file edited by hand is
+/// recognised (and rewritten), a file without it is never touched, and instances
+/// sharing a proxy directory never touch each other's files.
+pub fn header(comment: &str, domain: &str, instance: &str, body: &str) -> String {
     format!(
-        "{comment} berth: Domain/{domain} sha256:{} (managed by berth: edits are reverted)\n",
+        "{comment} berth: Domain/{domain} sha256:{} instance:{instance} (managed by berth: edits are reverted)\n",
         body_hash(body)
     )
 }
@@ -161,18 +167,38 @@ pub enum FileState {
     Edited,
     /// Not written by berth: never touched.
     Foreign,
+    /// Written by berth for another instance (named): never touched.
+    OtherInstance(String),
+    /// Written by a berth whose headers did not name the instance, seen from an
+    /// instance other than [`LEGACY_INSTANCE`]: taken over (rewritten with this
+    /// instance's header) if this instance declares its domain, never pruned.
+    Legacy,
 }
 
-/// Reads the header of a proxy file's text.
-pub fn file_state(comment: &str, domain: &str, text: &str) -> FileState {
+/// Reads the header of a proxy file's text, as seen by `instance`.
+///
+/// A header without an instance is [`LEGACY_INSTANCE`]'s. That instance treats such
+/// a file as its own (the next write adds its name). Any other instance may take
+/// it over only by declaring its domain — one that never declares it never prunes
+/// it — so upgrading berth keeps working for a host that ran a single instance
+/// under another name, and an undeclared legacy file is only ever removed by
+/// `default`, as before.
+pub fn file_state(comment: &str, domain: &str, instance: &str, text: &str) -> FileState {
     let Some((first, body)) = text.split_once('\n') else {
         return FileState::Foreign;
     };
     let prefix = format!("{comment} berth: Domain/{domain} sha256:");
-    match first.strip_prefix(&prefix) {
-        Some(rest) if rest.split_whitespace().next() == Some(&body_hash(body)) => FileState::Intact,
-        Some(_) => FileState::Edited,
-        None => FileState::Foreign,
+    let Some(rest) = first.strip_prefix(&prefix) else {
+        return FileState::Foreign;
+    };
+    let mut words = rest.split_whitespace();
+    let hash_ok = words.next() == Some(&body_hash(body));
+    let owner = words.next().and_then(|w| w.strip_prefix("instance:"));
+    match owner {
+        Some(owner) if owner != instance => FileState::OtherInstance(owner.to_owned()),
+        None if instance != LEGACY_INSTANCE => FileState::Legacy,
+        _ if hash_ok => FileState::Intact,
+        _ => FileState::Edited,
     }
 }
 
@@ -288,14 +314,53 @@ pub(crate) mod tests {
     #[test]
     fn headers_recognise_intact_edited_and_foreign_files() {
         let body = "server {}\n";
-        let text = format!("{}{body}", header("#", "blog", body));
-        assert_eq!(file_state("#", "blog", &text), FileState::Intact);
+        let text = format!("{}{body}", header("#", "blog", "web", body));
+        assert_eq!(file_state("#", "blog", "web", &text), FileState::Intact);
         assert_eq!(
-            file_state("#", "blog", &text.replace("{}", "{ }")),
+            file_state("#", "blog", "web", &text.replace("{}", "{ }")),
             FileState::Edited
         );
-        assert_eq!(file_state("#", "blog", body), FileState::Foreign);
-        assert_eq!(file_state("#", "shop", &text), FileState::Foreign);
+        assert_eq!(file_state("#", "blog", "web", body), FileState::Foreign);
+        assert_eq!(file_state("#", "shop", "web", &text), FileState::Foreign);
+    }
+
+    #[test]
+    fn headers_name_the_instance_that_owns_the_file() {
+        let body = "server {}\n";
+        let text = format!("{}{body}", header("#", "blog", "web", body));
+        assert!(text.starts_with("# berth: Domain/blog sha256:"), "{text}");
+        assert!(
+            text.lines().next().unwrap().contains(" instance:web "),
+            "{text}"
+        );
+        assert_eq!(
+            file_state("#", "blog", "shop", &text),
+            FileState::OtherInstance("web".into())
+        );
+        // Edited or not, another instance's file is that instance's business.
+        assert_eq!(
+            file_state("#", "blog", "shop", &text.replace("{}", "{ }")),
+            FileState::OtherInstance("web".into())
+        );
+    }
+
+    #[test]
+    fn headers_without_an_instance_are_the_default_instances() {
+        let body = "server {}\n";
+        // What berth wrote before headers named the instance.
+        let legacy = format!(
+            "# berth: Domain/blog sha256:{} (managed by berth: edits are reverted)\n{body}",
+            body_hash(body)
+        );
+        assert_eq!(
+            file_state("#", "blog", LEGACY_INSTANCE, &legacy),
+            FileState::Intact
+        );
+        assert_eq!(
+            file_state("#", "blog", LEGACY_INSTANCE, &legacy.replace("{}", "{ }")),
+            FileState::Edited
+        );
+        assert_eq!(file_state("#", "blog", "web", &legacy), FileState::Legacy);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{ApplyOptions, OnProgress, Outcome, Progress, Status};
-use crate::databases::{DesiredDatabase, Records, SharedRecord};
+use crate::databases::DesiredDatabase;
 use crate::desired::labels::{DELETION_POLICY, ObjectKind, VOLUME, owner_labels};
 use crate::desired::{Desired, DesiredApp, container_name};
 use crate::drivers::dbserver::{self, DbError, DbServerApi};
@@ -15,7 +15,8 @@ use crate::drivers::docker::{DockerApi, DockerError};
 use crate::drivers::nginx::Change;
 use crate::plan::{Action, Op, Step, Target};
 use crate::runtime::{AppRuntime, RuntimeError};
-use crate::secrets::{SecretError, redact_all};
+use crate::state::records::{Records, SharedRecord};
+use crate::state::secrets::{SecretError, redact_all};
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
@@ -259,11 +260,11 @@ impl Ctx<'_> {
             .ok_or_else(|| ApplyError::NotDesired(format!("app {name}")))
     }
 
-    fn state_dir(&self) -> Result<crate::statedir::StateDir, ApplyError> {
+    fn state_dir(&self) -> Result<crate::state::StateDir, ApplyError> {
         self.options
             .state_dir
             .as_deref()
-            .map(crate::statedir::StateDir::new)
+            .map(|dir| crate::state::StateDir::new(dir, &self.options.instance))
             .ok_or_else(|| ApplyError::NotDesired("a state directory".into()))
     }
 
@@ -323,5 +324,5 @@ fn write_private(path: &Path, content: &[u8]) -> Result<(), ApplyError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(failed)?;
     }
-    crate::fsutil::write_atomic_mode(path, content, Some(0o600)).map_err(failed)
+    crate::state::atomic::write_atomic_mode(path, content, Some(0o600)).map_err(failed)
 }

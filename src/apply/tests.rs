@@ -10,7 +10,7 @@ use crate::drivers::docker::DockerApi;
 use crate::drivers::memory::MemoryDocker;
 use crate::plan::Target;
 use crate::reconcile::{self, PassOptions};
-use crate::statedir::StateDir;
+use crate::state::StateDir;
 
 struct Host {
     docker: Arc<MemoryDocker>,
@@ -51,7 +51,7 @@ impl Host {
     /// A pass with `meanwhile` run between planning and applying.
     async fn apply_after(&self, meanwhile: impl FnOnce()) -> (Report, Vec<String>) {
         let manifests = crate::manifest::load_dir(self.manifests.path()).expect("valid");
-        let state = StateDir::new(self.state.path());
+        let state = StateDir::new(self.state.path(), "test");
         let options = PassOptions {
             instance: "test".into(),
             apply: true,

@@ -11,7 +11,7 @@ use berth::drivers::docker::{BollardDocker, DockerApi};
 use berth::manifest;
 use berth::plan;
 use berth::reconcile::{self, PassOptions};
-use berth::statedir::StateDir;
+use berth::state::StateDir;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::cli::{ApplyArgs, Format};
@@ -31,7 +31,7 @@ pub fn exec(args: &ApplyArgs, color: bool) -> anyhow::Result<ExitCode> {
     if args.exit_code && !args.dry_run && !args.offline {
         bail!("--exit-code goes with --dry-run");
     }
-    let state = StateDir::new(&args.host.state_dir);
+    let state = StateDir::new(&args.host.state_dir, &args.host.instance);
     // Say plainly what this version does not converge yet, rather than skip it quietly.
     // (Notifiers have nothing to converge: `berth run` sends through them.)
     let unapplied: Vec<String> = [("Workflow", manifests.workflows.len())]
@@ -64,6 +64,12 @@ async fn run(
         instance: args.host.instance.clone(),
         apply: !(args.dry_run || args.offline),
         no_prune: args.no_prune,
+    };
+    // One writer per instance: planned and applied under the lock, so the plan is made
+    // from what the previous writer left. A dry run changes nothing and takes none.
+    let _lock = match options.apply {
+        true => Some(super::lock(&state, "apply", args.host.lock_timeout).await?),
+        false => None,
     };
     let prepared = reconcile::prepare(
         manifests,

@@ -9,7 +9,8 @@ use berth::databases::{self, DesiredDatabase};
 use berth::drivers::docker::{BollardDocker, DockerApi};
 use berth::manifest;
 use berth::manifest::model::DatabaseMode;
-use berth::secrets::SecretStore;
+use berth::state::StateDir;
+use berth::state::secrets::SecretStore;
 
 use crate::cli::{BackupCommand, Format};
 
@@ -21,11 +22,15 @@ pub fn exec(command: &BackupCommand) -> anyhow::Result<ExitCode> {
             path,
             to,
             state_dir,
+            instance,
+            lock_timeout,
             output,
         } => {
             let database = declared(path, state_dir, db)?;
             let keep = database.backup.as_ref().map(|b| b.keep);
+            let state = StateDir::new(state_dir, instance);
             let file = runtime.block_on(async {
+                let _lock = super::lock(&state, "backup", *lock_timeout).await?;
                 let docker = docker_for(&database).await?;
                 backup::run(&database, state_dir, to.as_deref(), keep, docker.as_deref())
                     .await
@@ -68,9 +73,13 @@ pub fn exec(command: &BackupCommand) -> anyhow::Result<ExitCode> {
             file,
             path,
             state_dir,
+            instance,
+            lock_timeout,
         } => {
             let database = declared(path, state_dir, db)?;
+            let state = StateDir::new(state_dir, instance);
             runtime.block_on(async {
+                let _lock = super::lock(&state, "restore", *lock_timeout).await?;
                 let docker = docker_for(&database).await?;
                 backup::restore(&database, file, docker.as_deref())
                     .await

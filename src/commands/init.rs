@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use berth::{fsutil, manifest};
+use berth::manifest;
+use berth::state::atomic;
 
 use crate::cli::InitArgs;
 
@@ -73,7 +74,7 @@ pub fn exec(args: &InitArgs) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("failed to create {}", parent.display()))?;
         }
-        fsutil::write_atomic(&path, text.as_bytes())
+        atomic::write_atomic(&path, text.as_bytes())
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
     let shown = args.dir.display();

@@ -9,6 +9,11 @@ mod status;
 mod validate;
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth::state::StateDir;
+use berth::state::lock::InstanceLock;
 
 use crate::cli::{Cli, Command};
 
@@ -23,4 +28,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::exec(&args),
         Command::Backup(command) => backup::exec(&command),
     }
+}
+
+/// Takes the instance's lock for `doing`, saying once on stderr whom it waits for.
+async fn lock(state: &StateDir, doing: &str, timeout: Duration) -> anyhow::Result<InstanceLock> {
+    let instance = state.instance().to_owned();
+    state
+        .lock(doing, timeout, |holder| {
+            eprintln!("waiting for the lock on instance {instance}, held by {holder}");
+        })
+        .await
+        .with_context(|| format!("{doing} did not start"))
 }

@@ -10,11 +10,11 @@ use berth::apply::ApplyOptions;
 use berth::controller::{Controller, ControllerOptions};
 use berth::drivers::docker::{BollardDocker, DockerApi};
 use berth::notify::{DeliveryOptions, Notifier};
-use berth::secrets::SecretError;
 use berth::source::Source;
 use berth::source::dir::DirSource;
 use berth::source::git::{GitSource, GitSpec};
-use berth::statedir::StateDir;
+use berth::state::StateDir;
+use berth::state::secrets::SecretError;
 use berth::status::http::GitHook;
 use berth::status::{self, StatusStore};
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use crate::cli::RunArgs;
 
 pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let state = StateDir::new(&args.host.state_dir);
+    let state = StateDir::new(&args.host.state_dir, &args.host.instance);
     let secrets = state.secrets();
     // A secret that is not there is fine (no token, no webhook); one that cannot be
     // read is an error worth stopping for.
@@ -74,8 +74,9 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
             },
             debounce: Duration::from_millis(300),
             fetch_interval: args.interval,
+            lock_timeout: args.host.lock_timeout,
         };
-        let status = StatusStore::open(&args.host.state_dir);
+        let status = StatusStore::open(&state.status_path());
         let notifier = Notifier::start(DeliveryOptions::default());
         let controller = Controller::new(
             source.clone(),

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use berth::{fsutil, manifest};
+use berth::manifest;
+use berth::state::atomic;
 
 use crate::cli::SchemaArgs;
 
@@ -24,7 +25,7 @@ pub fn exec(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
     for (name, text) in files {
         let path = dir.join(&name);
-        fsutil::write_atomic(&path, text.as_bytes())
+        atomic::write_atomic(&path, text.as_bytes())
             .with_context(|| format!("failed to write {}", path.display()))?;
         println!("wrote {}", path.display());
     }

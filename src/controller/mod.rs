@@ -24,7 +24,7 @@ use crate::drivers::docker::DockerApi;
 use crate::notify::Notifier;
 use crate::resource::{ResourceId, ResourceKind};
 use crate::source::{Revision, RevisionId, RevisionKind, Source};
-use crate::statedir::StateDir;
+use crate::state::StateDir;
 use crate::status::{Reason, StatusStore};
 use backoff::jitter;
 use events::{Bus, Event};
@@ -44,6 +44,8 @@ pub struct ControllerOptions {
     pub debounce: Duration,
     /// How often a Git source is fetched.
     pub fetch_interval: Duration,
+    /// How long a pass or a backup waits for the instance's lock (`--lock-timeout`).
+    pub lock_timeout: Duration,
 }
 
 /// The revision the loop will not retry until it changes, and why.
@@ -256,6 +258,7 @@ impl Controller {
             status: &self.status,
             bus: &self.bus,
             notifier: &self.notifier,
+            lock_timeout: self.options.lock_timeout,
         };
         let pass = pass::run(&cx, revision).await;
         if let Some(databases) = pass.backups {
@@ -302,23 +305,29 @@ impl Controller {
                 let schedule = db.backup.as_ref()?.schedule.clone();
                 let id = ResourceId::new(ResourceKind::Database, db.name.clone());
                 let db = Arc::new(db);
-                let state_dir = self.state.path().to_path_buf();
+                let state = self.state.clone();
+                let lock_timeout = self.options.lock_timeout;
                 let docker = self.docker.clone();
                 let bus = self.bus.clone();
                 let database = id.clone();
                 let run: schedule::JobRun = Arc::new(move || {
-                    let (db, state_dir, docker, bus, database) = (
+                    let (db, state, docker, bus, database) = (
                         db.clone(),
-                        state_dir.clone(),
+                        state.clone(),
                         docker.clone(),
                         bus.clone(),
                         database.clone(),
                     );
                     Box::pin(async move {
                         let keep = db.backup.as_ref().map(|b| b.keep);
-                        let result =
-                            crate::backup::run(&db, &state_dir, None, keep, Some(docker.as_ref()))
-                                .await;
+                        // A backup is a writer too: it waits for a pass to finish.
+                        let result = match state.lock("backup", lock_timeout, |_| {}).await {
+                            Ok(_lock) => {
+                                let docker = Some(docker.as_ref());
+                                crate::backup::run(&db, state.path(), None, keep, docker).await
+                            }
+                            Err(e) => Err(e.into()),
+                        };
                         bus.publish(match result {
                             Ok(f) => {
                                 info!(database = %db.name, file = %f.path.display(), bytes = f.bytes, "backed up");

@@ -20,7 +20,7 @@ use crate::plan::{Op, Plan, Target};
 use crate::reconcile::{self, PassOptions};
 use crate::resource::{ResourceId, ResourceKind};
 use crate::source::{Revision, RevisionId};
-use crate::statedir::StateDir;
+use crate::state::StateDir;
 use crate::status::{ConditionType, Phase, Reason, StatusStore};
 
 /// What a pass needs from the controller.
@@ -39,6 +39,8 @@ pub(crate) struct PassContext<'a> {
     pub bus: &'a Bus,
     /// Pointed at the revision's Notifier resources.
     pub notifier: &'a Notifier,
+    /// How long a pass waits for the instance's lock.
+    pub lock_timeout: std::time::Duration,
 }
 
 /// A finished pass.
@@ -87,6 +89,23 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision) -> Pass {
     let failed = |failures: Vec<Failure>| PassOutcome::Failed {
         revision: Some(id.clone()),
         failures,
+    };
+    // One writer per instance, for this pass only (plan and apply): `berth apply` may
+    // run between two passes. A pass that only plans (autoApply off) writes nothing.
+    let _lock = match auto_apply {
+        true => {
+            let waiting = |h: &crate::state::lock::Holder| {
+                tracing::info!(
+                    "waiting for the lock on instance {}, held by {h}",
+                    cx.state.instance()
+                )
+            };
+            match cx.state.lock("run pass", cx.lock_timeout, waiting).await {
+                Ok(l) => Some(l),
+                Err(e) => return Pass::unplanned(failed(vec![Failure::transient(e.to_string())])),
+            }
+        }
+        false => None,
     };
     let prepared = match reconcile::prepare(
         &manifests,

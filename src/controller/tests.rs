@@ -18,7 +18,7 @@ use crate::notify::{DeliveryOptions, Notifier};
 use crate::resource::{ResourceId, ResourceKind};
 use crate::source::Source;
 use crate::source::dir::DirSource;
-use crate::statedir::StateDir;
+use crate::state::StateDir;
 use crate::status::{ConditionType, Reason, Status, StatusStore};
 
 const SETTINGS: &str = "apiVersion: berth/v1\nkind: Settings\nmetadata: {name: host}\n\
@@ -61,11 +61,12 @@ impl Loop {
             // Long: passes here are started by the test, not by the file watcher.
             debounce: Duration::from_secs(24 * 3600),
             fetch_interval: Duration::from_secs(60),
+            lock_timeout: Duration::from_secs(60),
         };
         let dyn_docker: Arc<dyn DockerApi> = docker.clone();
         let controller = Controller::new(
             Source::Dir(DirSource::new(manifests.path())),
-            StateDir::new(state.path()),
+            StateDir::new(state.path(), "t"),
             dyn_docker,
             options,
             status.clone(),

@@ -15,7 +15,7 @@ use crate::manifest::model::{
     AppSpec, DatabaseMode, DeletionPolicy, EnvValue, Protocol, UpdateStrategy,
 };
 use crate::routes::Route;
-use crate::secrets::{Secret, SecretError, SecretSource};
+use crate::state::secrets::{Secret, SecretError, SecretSource};
 pub use labels::ObjectKind;
 pub use spec::{ContainerSpec, HealthCheck, Mount, MountSource, PortBinding, PortProtocol, Probe};
 

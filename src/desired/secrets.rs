@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::secrets::{Secret, SecretError, SecretSource, SecretStore};
+use crate::state::secrets::{Secret, SecretError, SecretSource, SecretStore};
 
 /// Whether missing generated secrets get a value in this pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

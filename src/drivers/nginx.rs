@@ -5,20 +5,41 @@
 //! then renamed into place; nginx is reloaded once at the end. Each domain is checked
 //! on its own, so one rejected domain leaves the others converging, and a rejected
 //! file never reaches the live directory.
+//!
+//! Every pass stages in a folder of its own, `<configDir>/.berth-staging-<instance>-
+//! <pid>-<n>` (beside the live files, so the copy sees them all, and outside nginx's
+//! `*.conf` pattern), with its test config `.berth-test-<same>.conf` beside the main
+//! config; both are removed when the pass's changes are done. The pass holds a
+//! `flock` on its folder while it lives: a folder nobody holds is a leftover of a
+//! killed pass, removed by the next one, and a live pass's folder is never touched.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
-use crate::fsutil;
+use rustix::fs::{FlockOperation, flock};
+
 use crate::routes::{self, FileState, Route, RouteTls, Upstream};
+use crate::state::atomic;
 
 /// The comment marker of nginx files.
 const COMMENT: &str = "#";
 
+/// The name of every staging folder starts with this.
+const STAGING: &str = ".berth-staging";
+
+/// How old an unlocked staging folder or temporary file must be to be a leftover:
+/// covers the moment between a pass creating its folder and locking it.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
 /// Where nginx is and how it is driven.
 #[derive(Debug, Clone)]
 pub struct Nginx {
+    /// The berth instance whose files these are (named in each file's header).
+    pub instance: String,
     /// The directory nginx includes `*.conf` from.
     pub config_dir: PathBuf,
     /// The main configuration file (the one that includes `config_dir`).
@@ -54,13 +75,13 @@ impl Nginx {
         let body = render_body(route, self.http_port, self.https_port);
         Ok(format!(
             "{}{body}",
-            routes::header(COMMENT, &route.domain, &body)
+            routes::header(COMMENT, &route.domain, &self.instance, &body)
         ))
     }
 
     /// The managed files in the config directory: domain → (state, content).
     pub fn observe(&self) -> std::io::Result<BTreeMap<String, (FileState, String)>> {
-        observe_dir(&self.config_dir, COMMENT, "berth-", ".conf")
+        observe_dir(&self.config_dir, COMMENT, &self.instance, "berth-", ".conf")
     }
 
     /// Applies changes domain by domain; returns each domain's result and reloads nginx
@@ -70,12 +91,32 @@ impl Nginx {
         changes: &BTreeMap<String, Change>,
     ) -> BTreeMap<String, Result<(), String>> {
         let mut results = BTreeMap::new();
+        if changes.is_empty() {
+            return results;
+        }
+        remove_stale_staging(&self.config_dir, &self.main_config);
+        atomic::remove_stale_temporaries(&self.config_dir, "berth-", STALE_AFTER);
+        let writes = changes.values().any(|c| matches!(c, Change::Write(_)));
+        let staging = match writes {
+            true => Some(Staging::create(
+                &self.config_dir,
+                &self.main_config,
+                &self.instance,
+            )),
+            false => None,
+        };
         let mut changed = false;
         for (domain, change) in changes {
-            let result = self.apply_one(domain, change);
+            let result = match (change, &staging) {
+                (Change::Remove, _) => self.remove(domain),
+                (Change::Write(content), Some(Ok(staging))) => self.write(staging, domain, content),
+                (Change::Write(_), Some(Err(e))) => Err(e.clone()),
+                (Change::Write(_), None) => unreachable!("a write has a staging folder"),
+            };
             changed |= result.is_ok();
             results.insert(domain.clone(), result);
         }
+        drop(staging);
         if changed {
             if let Err(e) = run(&self.reload) {
                 let message = format!("nginx reload failed: {e}");
@@ -89,68 +130,157 @@ impl Nginx {
         results
     }
 
-    fn apply_one(&self, domain: &str, change: &Change) -> Result<(), String> {
+    fn remove(&self, domain: &str) -> Result<(), String> {
         let live = self.config_dir.join(Self::file_name(domain));
-        if let Change::Remove = change {
-            return match std::fs::remove_file(&live) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(format!("failed to remove {}: {e}", live.display())),
-            };
+        match std::fs::remove_file(&live) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("failed to remove {}: {e}", live.display())),
         }
-        let Change::Write(content) = change else {
-            unreachable!()
-        };
-        self.check_staged(domain, content)?;
-        fsutil::write_atomic(&live, content.as_bytes())
+    }
+
+    fn write(&self, staging: &Staging, domain: &str, content: &str) -> Result<(), String> {
+        self.check_staged(staging, domain, content)?;
+        let live = self.config_dir.join(Self::file_name(domain));
+        atomic::write_atomic(&live, content.as_bytes())
             .map_err(|e| format!("failed to write {}: {e}", live.display()))
     }
 
-    /// Stages the config directory with `content` as the domain's file and runs the
-    /// check command on a main config that includes the staged copy.
-    fn check_staged(&self, domain: &str, content: &str) -> Result<(), String> {
-        let staging = self.config_dir.join(".berth-staging");
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging)
-            .map_err(|e| format!("failed to create {}: {e}", staging.display()))?;
-        let result = (|| {
-            for entry in std::fs::read_dir(&self.config_dir).map_err(|e| e.to_string())? {
-                let entry = entry.map_err(|e| e.to_string())?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".conf") && entry.path().is_file() {
-                    std::fs::copy(entry.path(), staging.join(&name)).map_err(|e| e.to_string())?;
+    /// Fills the pass's staging folder with the live files and `content` as the
+    /// domain's file, and runs the check command on a main config that includes it.
+    fn check_staged(&self, staging: &Staging, domain: &str, content: &str) -> Result<(), String> {
+        staging
+            .fill(&self.config_dir, &Self::file_name(domain), content)
+            .map_err(|e| format!("failed to stage in {}: {e}", staging.dir.display()))?;
+        let main = std::fs::read_to_string(&self.main_config)
+            .map_err(|e| format!("failed to read {}: {e}", self.main_config.display()))?;
+        let live_dir = self.config_dir.to_string_lossy().into_owned();
+        let staged_dir = staging.dir.to_string_lossy().into_owned();
+        let test_main = main.replace(&live_dir, &staged_dir);
+        if test_main == main {
+            return Err(format!(
+                "{} does not include {live_dir}: set proxy.mainConfig to the file that does",
+                self.main_config.display()
+            ));
+        }
+        std::fs::write(&staging.test_main, test_main)
+            .map_err(|e| format!("failed to write {}: {e}", staging.test_main.display()))?;
+        let mut cmd = self.test.clone();
+        cmd.push("-c".into());
+        cmd.push(staging.test_main.to_string_lossy().into_owned());
+        run(&cmd).map_err(|e| {
+            // Point at the live names, not the staged copies, in nginx's message.
+            let e = e.replace(&staged_dir, &live_dir);
+            format!("nginx rejected the config: {e}")
+        })
+    }
+}
+
+/// One pass's staging folder and test config, locked while they live and removed
+/// when dropped.
+#[derive(Debug)]
+struct Staging {
+    dir: PathBuf,
+    test_main: PathBuf,
+    /// The folder, open and `flock`ed: the sign that the pass is alive.
+    _held: File,
+}
+
+impl Staging {
+    fn create(config_dir: &Path, main_config: &Path, instance: &str) -> Result<Staging, String> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = format!(
+            "{instance}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = config_dir.join(format!("{STAGING}-{id}"));
+        let held = std::fs::create_dir_all(config_dir)
+            .and_then(|()| std::fs::create_dir(&dir))
+            .and_then(|()| File::open(&dir))
+            .and_then(|f| {
+                flock(&f, FlockOperation::NonBlockingLockExclusive)?;
+                Ok(f)
+            })
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                format!("failed to create {}: {e}", dir.display())
+            })?;
+        Ok(Staging {
+            dir,
+            test_main: test_main_of(main_config, &id),
+            _held: held,
+        })
+    }
+
+    /// Makes the folder a copy of the live `*.conf` files with `content` as `file`.
+    fn fill(&self, config_dir: &Path, file: &str, content: &str) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            std::fs::remove_file(entry?.path())?;
+        }
+        for entry in std::fs::read_dir(config_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".conf") && entry.file_type()?.is_file() {
+                match std::fs::copy(entry.path(), self.dir.join(&name)) {
+                    // Removed since it was listed (another instance's prune).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    other => {
+                        other?;
+                    }
                 }
             }
-            std::fs::write(staging.join(Self::file_name(domain)), content)
-                .map_err(|e| e.to_string())?;
-            let main = std::fs::read_to_string(&self.main_config)
-                .map_err(|e| format!("failed to read {}: {e}", self.main_config.display()))?;
-            let live_dir = self.config_dir.to_string_lossy().into_owned();
-            let staged_dir = staging.to_string_lossy().into_owned();
-            let test_main = main.replace(&live_dir, &staged_dir);
-            if test_main == main {
-                return Err(format!(
-                    "{} does not include {live_dir}: set proxy.mainConfig to the file that does",
-                    self.main_config.display()
-                ));
-            }
-            let test_path = self
-                .main_config
-                .with_file_name(format!(".berth-test-{domain}.conf"));
-            std::fs::write(&test_path, test_main).map_err(|e| e.to_string())?;
-            let mut cmd = self.test.clone();
-            cmd.push("-c".into());
-            cmd.push(test_path.to_string_lossy().into_owned());
-            let outcome = run(&cmd);
-            let _ = std::fs::remove_file(&test_path);
-            outcome.map_err(|e| {
-                // Point at the live names, not the staged copies, in nginx's message.
-                let e = e.replace(&staged_dir, &live_dir);
-                format!("nginx rejected the config: {e}")
-            })
-        })();
-        let _ = std::fs::remove_dir_all(&staging);
-        result
+        }
+        std::fs::write(self.dir.join(file), content)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // The test config first: a folder may outlive it, never the other way round.
+        let _ = std::fs::remove_file(&self.test_main);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The test config of the staging folder `id`, beside the main config (nginx
+/// resolves the main config's relative paths from its folder).
+fn test_main_of(main_config: &Path, id: &str) -> PathBuf {
+    main_config.with_file_name(format!(".berth-test-{id}.conf"))
+}
+
+/// Removes the staging folders (and test configs) of passes that died: folders no
+/// live pass holds a lock on, older than [`STALE_AFTER`].
+fn remove_stale_staging(config_dir: &Path, main_config: &Path) {
+    let Ok(entries) = std::fs::read_dir(config_dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(STAGING) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        let Ok(folder) = File::open(entry.path()) else {
+            continue;
+        };
+        if !old || flock(&folder, FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue;
+        }
+        if let Some(id) = name.strip_prefix(&format!("{STAGING}-")) {
+            let _ = std::fs::remove_file(test_main_of(main_config, id));
+        }
+        tracing::info!(
+            "removing {}, left by a pass that died",
+            entry.path().display()
+        );
+        let _ = std::fs::remove_dir_all(entry.path());
     }
 }
 
@@ -182,6 +312,7 @@ fn run(cmd: &[String]) -> Result<(), String> {
 pub(crate) fn observe_dir(
     dir: &Path,
     comment: &str,
+    instance: &str,
     prefix: &str,
     suffix: &str,
 ) -> std::io::Result<BTreeMap<String, (FileState, String)>> {
@@ -201,7 +332,7 @@ pub(crate) fn observe_dir(
             continue;
         };
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let state = routes::file_state(comment, domain, &text);
+        let state = routes::file_state(comment, domain, instance, &text);
         out.insert(domain.to_owned(), (state, text));
     }
     Ok(out)
@@ -305,6 +436,7 @@ mod tests {
 
     fn nginx() -> Nginx {
         Nginx {
+            instance: "default".into(),
             config_dir: "/etc/nginx/conf.d".into(),
             main_config: "/etc/nginx/nginx.conf".into(),
             test: vec!["nginx".into(), "-t".into()],
@@ -325,7 +457,10 @@ mod tests {
         );
         assert!(text.contains("    location / {\n        proxy_pass http://127.0.0.1:8001;\n"));
         assert!(!text.contains("ssl"));
-        assert_eq!(routes::file_state("#", "blog", &text), FileState::Intact);
+        assert_eq!(
+            routes::file_state("#", "blog", "default", &text),
+            FileState::Intact
+        );
     }
 
     #[test]
@@ -354,6 +489,72 @@ mod tests {
         assert!(text.contains("        set $berth_upstream http://blog:2368;\n"));
         assert!(text.contains("        add_header X-Frame-Options \"DENY\" always;\n"));
         assert!(text.contains("    location / {\n        return 404;\n    }\n"));
+    }
+
+    #[test]
+    fn each_pass_stages_in_a_folder_of_its_own_removed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf.d");
+        let main = dir.path().join("nginx.conf");
+        std::fs::create_dir(&conf).unwrap();
+        std::fs::write(conf.join("berth-a.conf"), "a").unwrap();
+        let one = Staging::create(&conf, &main, "web").unwrap();
+        let two = Staging::create(&conf, &main, "web").unwrap();
+        assert_ne!(one.dir, two.dir);
+        assert_ne!(one.test_main, two.test_main);
+        let name = one.dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(&format!(".berth-staging-web-{}-", std::process::id())),
+            "{name}"
+        );
+        one.fill(&conf, "berth-b.conf", "b").unwrap();
+        two.fill(&conf, "berth-c.conf", "c").unwrap();
+        let staged = |s: &Staging| {
+            let mut names: Vec<String> = std::fs::read_dir(&s.dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(staged(&one), ["berth-a.conf", "berth-b.conf"]);
+        assert_eq!(staged(&two), ["berth-a.conf", "berth-c.conf"]);
+        let (dir_one, dir_two) = (one.dir.clone(), two.dir.clone());
+        drop(one);
+        assert!(!dir_one.exists());
+        assert!(dir_two.exists(), "one pass never removes another's folder");
+        drop(two);
+        assert_eq!(std::fs::read_dir(&conf).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn leftovers_of_a_dead_pass_go_and_a_live_passs_folder_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf.d");
+        let main = dir.path().join("nginx.conf");
+        std::fs::create_dir(&conf).unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(3600);
+        let age = |path: &Path| {
+            File::open(path).unwrap().set_modified(long_ago).unwrap();
+        };
+        // A live pass, busy for an hour: locked, so kept however old.
+        let live = Staging::create(&conf, &main, "web").unwrap();
+        age(&live.dir);
+        // A pass killed an hour ago: nobody holds its folder.
+        let dead = conf.join(".berth-staging-web-999999-0");
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join("berth-a.conf"), "a").unwrap();
+        std::fs::write(test_main_of(&main, "web-999999-0"), "x").unwrap();
+        age(&dead);
+        // One that was killed just now might be a pass that has not locked yet.
+        let young = conf.join(".berth-staging-web-999998-0");
+        std::fs::create_dir(&young).unwrap();
+
+        remove_stale_staging(&conf, &main);
+        assert!(!dead.exists());
+        assert!(!test_main_of(&main, "web-999999-0").exists());
+        assert!(live.dir.exists());
+        assert!(young.exists());
     }
 
     #[test]

@@ -19,10 +19,11 @@ pub enum ProxyDriver {
 }
 
 impl ProxyDriver {
-    /// The proxy the settings describe.
-    pub fn from_settings(settings: &SettingsSpec) -> ProxyDriver {
+    /// The proxy the settings describe, writing and owning the files of `instance`.
+    pub fn from_settings(settings: &SettingsSpec, instance: &str) -> ProxyDriver {
         match &settings.proxy {
             Proxy::Nginx(n) => ProxyDriver::Nginx(Nginx {
+                instance: instance.to_owned(),
                 config_dir: n.config_dir.clone().into(),
                 main_config: n.main_config.clone().into(),
                 test: n.test.words(),
@@ -31,6 +32,7 @@ impl ProxyDriver {
                 https_port: n.listen.https,
             }),
             Proxy::Traefik(t) => ProxyDriver::Traefik(Traefik {
+                instance: instance.to_owned(),
                 dynamic_dir: t.dynamic_dir.clone().into(),
                 web: t.entry_points.web.clone(),
                 websecure: t.entry_points.websecure.clone(),
@@ -60,7 +62,7 @@ impl ProxyDriver {
         }
     }
 
-    /// The files named like berth's on disk.
+    /// The files named like berth's on disk, each classified for this instance.
     pub fn observe(&self) -> std::io::Result<BTreeMap<String, (FileState, String)>> {
         match self {
             ProxyDriver::Nginx(n) => n.observe(),

@@ -2,6 +2,11 @@
 //! provider's directory, written atomically; Traefik reloads it by itself. Only the
 //! common subset of the file provider's schema is written, so every file validates
 //! against the published schema.
+//!
+//! A write goes through a temporary file `.berth-<domain>.yml.tmp-<pid>-<n>` in the
+//! same directory, unique to the process and the write, whose name Traefik ignores
+//! (it loads `*.yml`, `*.yaml` and `*.toml` only); leftovers of a killed write are
+//! removed by a later pass once they are old.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,14 +14,16 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 
 use crate::drivers::nginx::{Change, observe_dir};
-use crate::fsutil;
 use crate::routes::{self, FileState, Route, RouteTls, Upstream};
+use crate::state::atomic;
 
 const COMMENT: &str = "#";
 
 /// Where Traefik reads its dynamic configuration and what it calls things.
 #[derive(Debug, Clone)]
 pub struct Traefik {
+    /// The berth instance whose files these are (named in each file's header).
+    pub instance: String,
     /// The file provider's directory.
     pub dynamic_dir: PathBuf,
     /// The plain HTTP entry point.
@@ -134,13 +141,13 @@ impl Traefik {
         let body = serde_yaml::to_string(&config).map_err(|e| e.to_string())?;
         Ok(format!(
             "{}{body}",
-            routes::header(COMMENT, &route.domain, &body)
+            routes::header(COMMENT, &route.domain, &self.instance, &body)
         ))
     }
 
     /// The managed files in the dynamic directory: domain → (state, content).
     pub fn observe(&self) -> std::io::Result<BTreeMap<String, (FileState, String)>> {
-        observe_dir(&self.dynamic_dir, COMMENT, "berth-", ".yml")
+        observe_dir(&self.dynamic_dir, COMMENT, &self.instance, "berth-", ".yml")
     }
 
     /// Writes or removes each domain's file.
@@ -148,12 +155,20 @@ impl Traefik {
         &self,
         changes: &BTreeMap<String, Change>,
     ) -> BTreeMap<String, Result<(), String>> {
+        if !changes.is_empty() {
+            // A live write takes milliseconds: ten minutes old is a killed one's.
+            atomic::remove_stale_temporaries(
+                &self.dynamic_dir,
+                "berth-",
+                std::time::Duration::from_secs(600),
+            );
+        }
         changes
             .iter()
             .map(|(domain, change)| {
                 let path = self.dynamic_dir.join(Self::file_name(domain));
                 let result = match change {
-                    Change::Write(content) => fsutil::write_atomic(&path, content.as_bytes()),
+                    Change::Write(content) => atomic::write_atomic(&path, content.as_bytes()),
                     Change::Remove => match std::fs::remove_file(&path) {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                         other => other,

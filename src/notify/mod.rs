@@ -20,8 +20,8 @@ use tracing::{debug, warn};
 
 use crate::manifest::model::{EventKind, NotifierSpec, NotifierType};
 use crate::resource::ResourceId;
-use crate::secrets::{SecretError, SecretStore};
 use crate::source::RevisionId;
+use crate::state::secrets::{SecretError, SecretStore};
 
 pub use format::signature;
 

@@ -47,7 +47,7 @@ pub struct ObservedContainer {
 #[serde(rename_all = "camelCase")]
 pub struct ObservedDatabase {
     /// What berth recorded when it created it (`None`: never created by berth).
-    pub record: Option<crate::databases::SharedRecord>,
+    pub record: Option<crate::state::records::SharedRecord>,
     /// What the server holds, or why it could not be read.
     pub state: Result<DatabaseState, String>,
 }

@@ -2,9 +2,10 @@
 //! as their recorded deletion policy says, once their manifest is gone.
 
 use super::{Action, Op, PlanOptions, Step, Target};
-use crate::databases::{DesiredDatabase, SharedRecord};
+use crate::databases::DesiredDatabase;
 use crate::manifest::model::DeletionPolicy;
 use crate::observe::Observed;
+use crate::state::records::SharedRecord;
 
 /// A shared database: created when missing, put back when its user cannot log in or
 /// lost its rights, adopted (recorded) when it exists already as declared.

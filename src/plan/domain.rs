@@ -33,9 +33,21 @@ pub(super) fn plan_files(desired: &Desired, observed: &Observed) -> Vec<Action> 
                         .into(),
                 );
             }
-            Some((state, current)) if current != content || *state == FileState::Edited => {
+            Some((FileState::OtherInstance(owner), _)) => {
+                a.op = Op::Conflict;
+                a.reasons.push(format!(
+                    "its proxy file belongs to berth instance `{owner}`; one domain name \
+                     cannot be declared by two instances: rename it in one of them"
+                ));
+            }
+            Some((state, current)) if current != content || *state != FileState::Intact => {
                 a.op = Op::Update;
-                if *state == FileState::Edited {
+                if *state == FileState::Legacy {
+                    a.reasons.push(
+                        "proxy file of an earlier berth (no instance in its header): taken over"
+                            .into(),
+                    );
+                } else if *state == FileState::Edited {
                     a.drift = true;
                     a.reasons.push("proxy file edited by hand (drift)".into());
                 } else {
@@ -59,7 +71,10 @@ pub(super) fn plan_files(desired: &Desired, observed: &Observed) -> Vec<Action> 
 pub(super) fn prune_files(desired: &Desired, observed: &Observed) -> Vec<Action> {
     let mut out = Vec::new();
     for (domain, (state, _)) in &observed.proxy_files {
-        if *state != FileState::Foreign && !desired.proxy_files.contains_key(domain) {
+        // Only this instance's own files; another's, a foreign one or an earlier
+        // berth's unnamed one is never removed.
+        let ours = matches!(state, FileState::Intact | FileState::Edited);
+        if ours && !desired.proxy_files.contains_key(domain) {
             let mut a = Action::new(Target::Domain, domain, Op::Delete);
             a.reasons.push("no longer declared".into());
             a.steps.push(Step::RemoveProxyFile {

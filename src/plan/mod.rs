@@ -23,11 +23,11 @@ pub use diff::{spec_changes, unified_diff};
 pub use order::rounds;
 pub use render::render_text;
 
-use crate::databases::SharedRecord;
 use crate::desired::{Desired, ObjectKind};
 use crate::manifest::model::{DatabaseMode, DeletionPolicy};
 use crate::observe::{Observed, ObservedContainer};
 use crate::resource::{ResourceId, ResourceKind};
+use crate::state::records::SharedRecord;
 
 /// What kind of object an action is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

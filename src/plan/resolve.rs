@@ -14,7 +14,7 @@ use crate::manifest::Manifests;
 use crate::manifest::model::Tls;
 use crate::observe::Observed;
 use crate::routes;
-use crate::secrets::SecretError;
+use crate::state::secrets::SecretError;
 
 /// Why a pass could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +195,6 @@ pub fn private_token_secret(domain: &str) -> String {
     if name.len() <= 63 {
         name
     } else {
-        format!("private-{}", crate::secrets::short_hash(domain))
+        format!("private-{}", crate::state::secrets::short_hash(domain))
     }
 }

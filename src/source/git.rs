@@ -10,7 +10,7 @@ use gix::remote::Direction;
 
 use super::Revision;
 use crate::manifest::{Diagnostic, SourceFile};
-use crate::secrets::Secret;
+use crate::state::secrets::Secret;
 
 /// Where the manifests are: `<url>[#ref][:subdir]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +196,7 @@ impl GitSource {
     /// Gitea and GitLab accept).
     pub fn new(spec: GitSpec, state_dir: &Path, token: Option<Secret>) -> GitSource {
         // One clone per repository URL, so changing --source never mixes histories.
-        let key = crate::secrets::short_hash(&spec.url);
+        let key = crate::state::secrets::short_hash(&spec.url);
         let tracked = spec.reference.as_ref().map(|r| format!("refs/heads/{r}"));
         GitSource {
             clone: state_dir.join("git").join(key),
@@ -426,7 +426,7 @@ fn is_commit_id(r: &str) -> bool {
 /// Transport errors may quote the URL or the credentials: keep neither.
 fn redact_message(message: &str, token: Option<&Secret>) -> String {
     match token {
-        Some(t) => crate::secrets::redact_all(message, std::slice::from_ref(t)),
+        Some(t) => crate::state::secrets::redact_all(message, std::slice::from_ref(t)),
         None => message.to_owned(),
     }
 }

@@ -18,9 +18,9 @@ use tracing::{info, warn};
 
 use super::{ConditionType, Status, StatusStore};
 use crate::resource::{ResourceId, ResourceKind};
-use crate::secrets::Secret;
 use crate::source::git::GitSource;
 use crate::source::webhook::{self, Decision};
+use crate::state::secrets::Secret;
 
 /// What the push webhook needs.
 #[derive(Clone)]
@@ -444,7 +444,7 @@ mod tests {
         let prepared = crate::reconcile::prepare(
             &manifests,
             &manifests.digest,
-            &crate::statedir::StateDir::new(state.path()),
+            &crate::state::StateDir::new(state.path(), "default"),
             None,
             &options,
         )

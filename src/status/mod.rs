@@ -1,7 +1,7 @@
 //! Status: what the controller knows, for people and tools — per-resource conditions,
 //! the revisions observed and applied, the last pass, the pending plan and a bounded
 //! event history. The loop is the only writer; readers get snapshots. Persisted
-//! atomically in `<state-dir>/status.json` and reloaded on start.
+//! atomically in `<state-dir>/status-<instance>.json` and reloaded on start.
 
 pub mod conditions;
 pub mod http;
@@ -13,10 +13,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
 use crate::plan::Plan;
 use crate::resource::{ResourceId, ResourceKind};
 use crate::source::RevisionId;
+use crate::state::atomic;
 
 pub use conditions::{Condition, ConditionType, EventReason, PassResult, Reason};
 
@@ -417,9 +417,9 @@ pub struct StatusStore {
 }
 
 impl StatusStore {
-    /// A store persisted at `<state_dir>/status.json`, starting from what is there.
-    pub fn open(state_dir: &Path) -> StatusStore {
-        let path = state_dir.join("status.json");
+    /// A store persisted at `path` (`StateDir::status_path`), starting from what is there.
+    pub fn open(path: &Path) -> StatusStore {
+        let path = path.to_path_buf();
         let status = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -470,7 +470,7 @@ impl StatusStore {
             if let Err(e) = path
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| fsutil::write_atomic(path, &json))
+                .and_then(|()| atomic::write_atomic(path, &json))
             {
                 tracing::warn!("failed to write {}: {e}", path.display());
             }
@@ -538,11 +538,11 @@ mod tests {
     #[test]
     fn the_history_is_bounded_and_persisted() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StatusStore::open(dir.path());
+        let store = StatusStore::open(&dir.path().join("status-default.json"));
         for i in 0..(MAX_EVENTS + 5) {
             store.update(|s| s.push_event(EventReason::Deployed, format!("event {i}")));
         }
-        let again = StatusStore::open(dir.path()).snapshot();
+        let again = StatusStore::open(&dir.path().join("status-default.json")).snapshot();
         assert_eq!(again.events.len(), MAX_EVENTS);
         assert_eq!(
             again.events.back().unwrap().message,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use berth::drivers::dbserver::{self, DbServerApi, DbState};
 use berth::manifest::model::ServerEngine;
-use berth::secrets::Secret;
+use berth::state::secrets::Secret;
 
 use crate::servers::{self, ServerFixture};
 

@@ -612,7 +612,8 @@ fn no_output_shows_a_secret() {
     for (what, out) in &outputs {
         assert_no_secret(what, out);
     }
-    let applied = fs::read_to_string(s.state.path().join("applied.json")).unwrap_or_default();
+    let applied = s.state.path().join(format!("applied-{}.json", s.prefix));
+    let applied = fs::read_to_string(applied).unwrap_or_default();
     assert_no_secret("applied.json", &applied);
 }
 

@@ -457,8 +457,8 @@ impl Drop for HttpGit {
 
 #[test]
 fn an_http_git_source_needs_its_token_and_never_sends_it_in_clear_text() {
-    use berth::secrets::Secret;
     use berth::source::git::{GitSource, GitSpec};
+    use berth::state::secrets::Secret;
     let repo = Repo::new();
     repo.commit("first", &[("app.yaml", "kind: App\n".to_owned())]);
     let server = HttpGit::start(repo.bare.parent().unwrap(), "t0ken-h7");

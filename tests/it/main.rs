@@ -7,6 +7,7 @@ mod dbserver;
 mod docker;
 mod gitops;
 mod http;
+mod instances;
 mod listener;
 mod nginx;
 mod nginx_master;

@@ -12,7 +12,7 @@ use crate::nginx_master;
 
 /// An nginx of the test's own: prefix, config directory, two loopback ports. Dropped,
 /// it stops nginx with its workers, also when the test fails.
-struct Nginx {
+pub(crate) struct Nginx {
     dir: tempfile::TempDir,
     http: u16,
     https: u16,
@@ -23,7 +23,7 @@ struct Nginx {
 use crate::free_port;
 
 impl Nginx {
-    fn start() -> Nginx {
+    pub(crate) fn start() -> Nginx {
         let dir = nginx_master::prefix_dir();
         let http = free_port();
         let p = dir.path().display();
@@ -58,11 +58,11 @@ impl Nginx {
         self.dir.path().join("nginx.pid")
     }
 
-    fn conf(&self) -> PathBuf {
+    pub(crate) fn conf(&self) -> PathBuf {
         self.dir.path().join("nginx.conf")
     }
 
-    fn args(&self) -> Vec<String> {
+    pub(crate) fn args(&self) -> Vec<String> {
         vec![
             "-p".into(),
             self.dir.path().display().to_string(),
@@ -72,7 +72,7 @@ impl Nginx {
     }
 
     /// The Settings document that points berth at this nginx.
-    fn settings(&self, network: &str) -> String {
+    pub(crate) fn settings(&self, network: &str) -> String {
         let p = self.dir.path().display();
         // A range of the test's own, so that parallel tests never pick the same port.
         static SLOT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
@@ -89,11 +89,11 @@ impl Nginx {
         )
     }
 
-    fn get(&self, host: &str, path: &str, want: u16) -> Reply {
+    pub(crate) fn get(&self, host: &str, path: &str, want: u16) -> Reply {
         get(self.http, host, path, want)
     }
 
-    fn files(&self) -> Vec<String> {
+    pub(crate) fn files(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.dir.path().join("conf.d"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -136,7 +136,7 @@ fn get(port: u16, host: &str, path: &str, want: u16) -> Reply {
 }
 
 /// A scenario whose Settings point berth at a fresh nginx of its own.
-fn with_nginx() -> (Nginx, Scenario) {
+pub(crate) fn with_nginx() -> (Nginx, Scenario) {
     let nginx = Nginx::start();
     let s = Scenario::new();
     s.write(
@@ -146,7 +146,7 @@ fn with_nginx() -> (Nginx, Scenario) {
     (nginx, s)
 }
 
-fn domain(name: &str, app: &str, extra: &str) -> String {
+pub(crate) fn domain(name: &str, app: &str, extra: &str) -> String {
     format!(
         "apiVersion: berth/v1\nkind: Domain\nmetadata: {{name: {name}}}\nspec:\n  app: {app}\n{extra}"
     )

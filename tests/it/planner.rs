@@ -9,7 +9,7 @@ use std::fs;
 use berth::desired::Desired;
 use berth::observe::Observed;
 use berth::reconcile::{self, PassOptions};
-use berth::statedir::StateDir;
+use berth::state::StateDir;
 use berth::{manifest, plan};
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ fn run_case(dir: &std::path::Path) -> String {
             }
         }
     }
-    let state = StateDir::new(dir);
+    let state = StateDir::new(dir, "default");
     let options = PassOptions {
         instance: "default".into(),
         apply: false,

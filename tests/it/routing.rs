@@ -19,6 +19,7 @@ fn traefik_validator() -> jsonschema::Validator {
 
 fn traefik() -> Traefik {
     Traefik {
+        instance: "default".into(),
         dynamic_dir: "/etc/traefik/dynamic".into(),
         web: "web".into(),
         websecure: "websecure".into(),
@@ -167,7 +168,7 @@ fn traefik_routes_say_what_a_user_expects() {
     let text = traefik().render(&p).unwrap();
     assert!(text.starts_with("# berth: Domain/blog sha256:"), "{text}");
     assert_eq!(
-        routes::file_state("#", "blog", &text),
+        routes::file_state("#", "blog", "default", &text),
         routes::FileState::Intact
     );
 }

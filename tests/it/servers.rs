@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use berth::drivers::dbserver::ServerAddress;
 use berth::manifest::model::ServerEngine;
-use berth::secrets::Secret;
+use berth::state::secrets::Secret;
 
 /// The administrative user of both test servers.
 pub const ADMIN: &str = "berth_admin";

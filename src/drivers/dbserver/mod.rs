@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::manifest::model::ServerEngine;
-use crate::secrets::{Secret, redact_all};
+use crate::state::secrets::{Secret, redact_all};
 use mysql::Mysql;
 use postgres::Postgres;
 

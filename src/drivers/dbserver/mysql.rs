@@ -10,7 +10,7 @@ use tracing::info;
 use super::tools::{self, EngineTools, Tool, prefixed};
 use super::{CONNECT_TIMEOUT, Call, DbError, DbServerApi, DbState, Login, ServerAddress};
 use crate::manifest::model::ServerEngine;
-use crate::secrets::Secret;
+use crate::state::secrets::Secret;
 
 /// The package that has the dump tool and the client.
 const PACKAGE: &str = "mariadb-client (or mysql-client)";

@@ -12,7 +12,7 @@ use super::{
     CONNECT_TIMEOUT, Call, DbError, DbServerApi, DbState, Login, MAX_NAME, ServerAddress,
     check_name,
 };
-use crate::secrets::Secret;
+use crate::state::secrets::Secret;
 
 /// The package that has pg_dump and pg_restore.
 const PACKAGE: &str = "postgresql-client";

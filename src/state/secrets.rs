@@ -204,7 +204,7 @@ impl SecretStore {
         let file = self.dir.join(&secret.name);
         std::fs::create_dir_all(&self.dir)
             .and_then(|()| {
-                crate::fsutil::write_atomic_mode(&file, secret.value.as_bytes(), Some(0o600))
+                crate::state::atomic::write_atomic_mode(&file, secret.value.as_bytes(), Some(0o600))
             })
             .map_err(|source| SecretError::Write {
                 name: secret.name.clone(),
