@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::databases::DesiredDatabase;
 use crate::drivers::dbserver::{self, DbServerApi};
 use crate::drivers::docker::DockerApi;
+use crate::expand::databases::DesiredDatabase;
 use crate::manifest::model::{DatabaseMode, Engine};
 
 /// Why a backup or a restore failed.

@@ -6,16 +6,15 @@
 pub mod apply;
 pub mod backup;
 pub mod controller;
-pub mod databases;
 pub mod desired;
 pub mod drivers;
+pub mod expand;
 pub mod manifest;
 pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod resource;
-pub mod routes;
 pub mod runtime;
 pub mod source;
 pub mod state;

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{ApplyOptions, OnProgress, Outcome, Progress, Status};
-use crate::databases::DesiredDatabase;
 use crate::desired::labels::{DELETION_POLICY, ObjectKind, VOLUME, owner_labels};
 use crate::desired::{Desired, DesiredApp, container_name};
 use crate::drivers::dbserver::{self, DbError, DbServerApi};
 use crate::drivers::docker::{DockerApi, DockerError};
 use crate::drivers::nginx::Change;
+use crate::expand::databases::DesiredDatabase;
 use crate::plan::{Action, Op, Step, Target};
 use crate::runtime::{AppRuntime, RuntimeError};
 use crate::state::records::{Records, SharedRecord};
@@ -216,7 +216,7 @@ impl Ctx<'_> {
                 let password = db.password.as_ref().ok_or_else(|| {
                     ApplyError::NotDesired(format!(
                         "the password of database {name} (secret {})",
-                        crate::databases::password_secret(name)
+                        crate::expand::databases::password_secret(name)
                     ))
                 })?;
                 Ok(server.ensure(&db.database, &db.user, password).await?)

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use berth::backup;
-use berth::databases::{self, DesiredDatabase};
 use berth::drivers::docker::{BollardDocker, DockerApi};
+use berth::expand::databases::{self, DesiredDatabase};
 use berth::manifest;
 use berth::manifest::model::DatabaseMode;
 use berth::state::StateDir;

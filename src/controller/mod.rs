@@ -298,7 +298,7 @@ impl Controller {
 
     /// Makes this revision's backup schedules (managed and shared databases) the
     /// scheduler's backup jobs. Each run records its result on the bus.
-    fn schedule_backups(&self, databases: Vec<crate::databases::DesiredDatabase>) {
+    fn schedule_backups(&self, databases: Vec<crate::expand::databases::DesiredDatabase>) {
         let jobs = databases
             .into_iter()
             .filter_map(|db| {

@@ -4,17 +4,18 @@
 //! (host ports, routes, files to write) is resolved by the planner.
 
 pub mod labels;
+pub mod routes;
 pub mod secrets;
 pub mod spec;
 
 use std::collections::BTreeMap;
 
-use crate::databases::{self, DesiredDatabase, LinkValue};
+use crate::desired::routes::Route;
+use crate::expand::databases::{self, DesiredDatabase, LinkValue};
 use crate::manifest::Manifests;
 use crate::manifest::model::{
     AppSpec, DatabaseMode, DeletionPolicy, EnvValue, Protocol, UpdateStrategy,
 };
-use crate::routes::Route;
 use crate::state::secrets::{Secret, SecretError, SecretSource};
 pub use labels::ObjectKind;
 pub use spec::{ContainerSpec, HealthCheck, Mount, MountSource, PortBinding, PortProtocol, Probe};

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::{FlockOperation, flock};
 
-use crate::routes::{self, FileState, Route, RouteTls, Upstream};
+use crate::desired::routes::{self, FileState, Route, RouteTls, Upstream};
 use crate::state::atomic;
 
 /// The comment marker of nginx files.
@@ -432,7 +432,7 @@ fn locations(out: &mut String, route: &Route) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::tests::route;
+    use crate::desired::routes::tests::route;
 
     fn nginx() -> Nginx {
         Nginx {

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::desired::routes::{FileState, Route};
 use crate::drivers::nginx::{Change, Nginx};
 use crate::drivers::traefik::Traefik;
 use crate::manifest::model::{Proxy, SettingsSpec};
-use crate::routes::{FileState, Route};
 
 /// The configured reverse proxy.
 #[derive(Debug, Clone)]

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
+use crate::desired::routes::{self, FileState, Route, RouteTls, Upstream};
 use crate::drivers::nginx::{Change, observe_dir};
-use crate::routes::{self, FileState, Route, RouteTls, Upstream};
 use crate::state::atomic;
 
 const COMMENT: &str = "#";

@@ -112,7 +112,7 @@ pub struct Observed {
     /// Host ports published by any container.
     pub published_ports: BTreeSet<u16>,
     /// The proxy files on disk named like berth's: domain → (state, content).
-    pub proxy_files: BTreeMap<String, (crate::routes::FileState, String)>,
+    pub proxy_files: BTreeMap<String, (crate::desired::routes::FileState, String)>,
     /// Shared databases, declared or recorded, as their servers hold them.
     pub databases: BTreeMap<String, ObservedDatabase>,
     /// Ports with a listening socket on this host.

@@ -2,7 +2,7 @@
 //! as their recorded deletion policy says, once their manifest is gone.
 
 use super::{Action, Op, PlanOptions, Step, Target};
-use crate::databases::DesiredDatabase;
+use crate::expand::databases::DesiredDatabase;
 use crate::manifest::model::DeletionPolicy;
 use crate::observe::Observed;
 use crate::state::records::SharedRecord;
@@ -57,7 +57,7 @@ pub(super) fn plan_shared(db: &DesiredDatabase, observed: &Observed) -> Action {
             a.reasons.push(format!(
                 "user {} cannot log in with the password in secret {}: reset",
                 db.user,
-                crate::databases::password_secret(&db.name)
+                crate::expand::databases::password_secret(&db.name)
             ));
             a.steps.push(ensure);
         }

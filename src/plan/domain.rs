@@ -3,8 +3,8 @@
 
 use super::{Action, Op, Phase, Step, Target, unified_diff};
 use crate::desired::Desired;
+use crate::desired::routes::FileState;
 use crate::observe::Observed;
-use crate::routes::FileState;
 
 /// The proxy file of every declared Domain.
 pub(super) fn plan_files(desired: &Desired, observed: &Observed) -> Vec<Action> {

@@ -7,13 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use crate::desired::routes;
 use crate::desired::secrets::PassSecrets;
 use crate::desired::{Desired, DesiredFile, MissingSecret, PortBinding, PortProtocol};
 use crate::drivers::proxy::ProxyDriver;
 use crate::manifest::Manifests;
 use crate::manifest::model::Tls;
 use crate::observe::Observed;
-use crate::routes;
 use crate::state::secrets::SecretError;
 
 /// Why a pass could not be resolved.

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::fs;
 
+use berth::desired::routes::{self, Route, RouteTls, Upstream};
 use berth::drivers::traefik::Traefik;
 use berth::manifest;
-use berth::routes::{self, Route, RouteTls, Upstream};
 use serde_json::Value;
 
 use crate::root;
