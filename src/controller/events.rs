@@ -3,14 +3,13 @@
 //! backups and fetches done or failed. The status store and the notifications
 //! subscribe; each subscriber gets every event, in the order published.
 
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::policy::PassOutcome;
-use super::schedule::JobId;
-use super::triggers::Trigger;
 use crate::notify::Delivery;
 use crate::resource::ResourceId;
 use crate::source::RevisionId;
@@ -155,5 +154,79 @@ mod tests {
             late.recv().await,
             Some(Event::FetchFailed { error: "x".into() })
         );
+    }
+}
+
+/// What started a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// The first pass.
+    Start,
+    /// The source changed (files, or a fetch found a new commit).
+    Source,
+    /// A managed container of this resource died or vanished.
+    Container(ResourceId),
+    /// The timer the policy set: resync, retry or a look at what was waited for.
+    Timer,
+}
+
+impl Trigger {
+    /// Of several triggers served by one pass, the one to name: a source change says
+    /// the most, a timer the least.
+    pub(crate) fn outranks(&self, other: &Trigger) -> bool {
+        let rank = |t: &Trigger| match t {
+            Trigger::Timer => 0,
+            Trigger::Container(_) => 1,
+            Trigger::Start => 2,
+            Trigger::Source => 3,
+        };
+        rank(self) > rank(other)
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trigger::Start => f.write_str("Start"),
+            Trigger::Source => f.write_str("Source"),
+            Trigger::Container(r) => write!(f, "Container({r})"),
+            Trigger::Timer => f.write_str("Timer"),
+        }
+    }
+}
+
+/// A job's id: what it is for and the resource it belongs to, such as
+/// `backup/Database/blog-db`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId {
+    purpose: &'static str,
+    resource: ResourceId,
+}
+
+impl JobId {
+    /// The scheduled backup of `database`.
+    pub fn backup(database: ResourceId) -> JobId {
+        JobId::new("backup", database)
+    }
+
+    /// The job of `resource` for `purpose` (`backup`, `workflow`, `renew`…).
+    pub fn new(purpose: &'static str, resource: ResourceId) -> JobId {
+        JobId { purpose, resource }
+    }
+
+    /// What it is for.
+    pub fn purpose(&self) -> &'static str {
+        self.purpose
+    }
+
+    /// The resource it belongs to.
+    pub fn resource(&self) -> &ResourceId {
+        &self.resource
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.purpose, self.resource)
     }
 }

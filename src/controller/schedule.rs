@@ -16,43 +16,8 @@ use tracing::{info, warn};
 
 use super::events::{Bus, Event};
 use crate::manifest::units::Cron;
-use crate::resource::ResourceId;
 
-/// A job's id: what it is for and the resource it belongs to, such as
-/// `backup/Database/blog-db`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct JobId {
-    purpose: &'static str,
-    resource: ResourceId,
-}
-
-impl JobId {
-    /// The scheduled backup of `database`.
-    pub fn backup(database: ResourceId) -> JobId {
-        JobId::new("backup", database)
-    }
-
-    /// The job of `resource` for `purpose` (`backup`, `workflow`, `renew`…).
-    pub fn new(purpose: &'static str, resource: ResourceId) -> JobId {
-        JobId { purpose, resource }
-    }
-
-    /// What it is for.
-    pub fn purpose(&self) -> &'static str {
-        self.purpose
-    }
-
-    /// The resource it belongs to.
-    pub fn resource(&self) -> &ResourceId {
-        &self.resource
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.purpose, self.resource)
-    }
-}
+pub use super::events::JobId;
 
 /// What a job does when due.
 pub type JobRun = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
@@ -158,7 +123,7 @@ impl Scheduler {
             let before = all.entries.len();
             let wanted: Vec<&JobId> = jobs.iter().map(|j| &j.id).collect();
             all.entries
-                .retain(|id, _| id.purpose != purpose || wanted.contains(&id));
+                .retain(|id, _| id.purpose() != purpose || wanted.contains(&id));
             changed |= all.entries.len() != before;
             for job in jobs {
                 let running = match all.entries.get(&job.id) {
@@ -266,7 +231,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::ResourceKind;
+    use crate::resource::{ResourceId, ResourceKind};
     use chrono::TimeZone;
     use std::sync::atomic::AtomicU64;
     use std::time::Duration;

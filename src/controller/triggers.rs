@@ -3,7 +3,6 @@
 //! managed containers (die, destroy, oom: repaired at once) and the timer the policy
 //! sets. Triggers that arrive during a pass coalesce into exactly one more pass.
 
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,43 +18,7 @@ use crate::source::RevisionId;
 use crate::source::dir::DirSource;
 use crate::source::git::GitSource;
 
-/// What started a pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trigger {
-    /// The first pass.
-    Start,
-    /// The source changed (files, or a fetch found a new commit).
-    Source,
-    /// A managed container of this resource died or vanished.
-    Container(ResourceId),
-    /// The timer the policy set: resync, retry or a look at what was waited for.
-    Timer,
-}
-
-impl Trigger {
-    /// Of several triggers served by one pass, the one to name: a source change says
-    /// the most, a timer the least.
-    fn outranks(&self, other: &Trigger) -> bool {
-        let rank = |t: &Trigger| match t {
-            Trigger::Timer => 0,
-            Trigger::Container(_) => 1,
-            Trigger::Start => 2,
-            Trigger::Source => 3,
-        };
-        rank(self) > rank(other)
-    }
-}
-
-impl fmt::Display for Trigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Trigger::Start => f.write_str("Start"),
-            Trigger::Source => f.write_str("Source"),
-            Trigger::Container(r) => write!(f, "Container({r})"),
-            Trigger::Timer => f.write_str("Timer"),
-        }
-    }
-}
+pub use super::events::Trigger;
 
 /// Where the parts that trigger passes send them. Cheap to clone.
 #[derive(Debug, Clone)]
