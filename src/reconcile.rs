@@ -76,7 +76,7 @@ pub async fn prepare(
     options: &PassOptions,
 ) -> Result<Prepared, ReconcileError> {
     let secrets = PassSecrets::new(state.secrets(), generation(options));
-    crate::expand::databases::generate_passwords(manifests, &secrets)?;
+    desired::generate_passwords(manifests, &secrets)?;
     let (desired, missing) = desired::build_lenient(manifests, &secrets, revision);
     let proxy = ProxyDriver::from_settings(&manifests.settings(), &options.instance);
     let tls_dir = state.path().join("tls");
@@ -161,7 +161,7 @@ pub fn plan_against(
     settle: impl FnOnce(&Desired, &mut Observed),
 ) -> Result<Prepared, ReconcileError> {
     let secrets = PassSecrets::new(state.secrets(), generation(options));
-    crate::expand::databases::generate_passwords(manifests, &secrets)?;
+    desired::generate_passwords(manifests, &secrets)?;
     let (desired, missing) = desired::build_lenient(manifests, &secrets, revision);
     let tls_dir = state.path().join("tls");
     plan_pass(

@@ -14,10 +14,11 @@ use crate::desired::routes::Route;
 use crate::expand::databases::{self, DesiredDatabase, LinkValue};
 use crate::manifest::Manifests;
 use crate::manifest::model::{
-    AppSpec, DatabaseMode, DeletionPolicy, EnvValue, Protocol, UpdateStrategy,
+    AppSpec, DatabaseMode, DeletionPolicy, Engine, EnvValue, Protocol, UpdateStrategy,
 };
 use crate::state::secrets::{Secret, SecretError, SecretSource};
 pub use labels::ObjectKind;
+use secrets::PassSecrets;
 pub use spec::{ContainerSpec, HealthCheck, Mount, MountSource, PortBinding, PortProtocol, Probe};
 
 /// A named volume an app mounts.
@@ -403,4 +404,24 @@ fn desired_app(
         host_port: None,
         kind: ObjectKind::App,
     }
+}
+
+/// Generates (in the pass's memory) the passwords every managed and shared database
+/// needs and the store lacks; the plan names each, apply writes them.
+pub fn generate_passwords(manifests: &Manifests, store: &PassSecrets) -> Result<(), SecretError> {
+    for (name, db) in &manifests.databases {
+        if db.spec.mode == DatabaseMode::External {
+            continue;
+        }
+        store.generated(&databases::password_secret(name))?;
+        if db.spec.mode == DatabaseMode::Managed
+            && matches!(
+                db.spec.engine,
+                Engine::Mysql | Engine::Mariadb | Engine::Mongo
+            )
+        {
+            store.generated(&databases::root_password_secret(name))?;
+        }
+    }
+    Ok(())
 }

@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::desired::secrets::PassSecrets;
-use crate::drivers::dbserver::ServerAddress;
 use crate::manifest::Manifests;
 use crate::manifest::model::{
     AppSpec, Backup, DatabaseMode, DatabaseSpec, DeletionPolicy, Engine, ServerEngine,
@@ -47,6 +45,23 @@ pub struct DesiredDatabase {
     pub backup: Option<Backup>,
     /// The image of a managed database.
     pub image: String,
+}
+
+/// How to reach a shared server as its administrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    /// The server's key in `Settings.servers`.
+    pub name: String,
+    /// Which engine it runs.
+    pub engine: ServerEngine,
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// The administrative user berth connects as.
+    pub admin_user: String,
+    /// That user's password (its name is shown in errors, never its value).
+    pub admin_password: Secret,
 }
 
 /// The shared servers of Settings whose admin password the store holds, by name.
@@ -118,26 +133,6 @@ pub fn database_name(name: &str, spec: &DatabaseSpec) -> String {
     spec.database_name
         .clone()
         .unwrap_or_else(|| name.replace('-', "_"))
-}
-
-/// Generates (in the pass's memory) the passwords every managed and shared database
-/// needs and the store lacks; the plan names each, apply writes them.
-pub fn generate_passwords(manifests: &Manifests, store: &PassSecrets) -> Result<(), SecretError> {
-    for (name, db) in &manifests.databases {
-        if db.spec.mode == DatabaseMode::External {
-            continue;
-        }
-        store.generated(&password_secret(name))?;
-        if db.spec.mode == DatabaseMode::Managed
-            && matches!(
-                db.spec.engine,
-                Engine::Mysql | Engine::Mariadb | Engine::Mongo
-            )
-        {
-            store.generated(&root_password_secret(name))?;
-        }
-    }
-    Ok(())
 }
 
 /// A secret a database needs that the store lacks.

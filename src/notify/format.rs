@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use super::Notification;
 use crate::manifest::model::{EventKind, NotifierType};
@@ -69,14 +67,7 @@ pub(crate) fn payload(
     Payload { body, headers }
 }
 
-/// The `X-Berth-Signature-256` value of `body`: `sha256=` and the hex HMAC-SHA256 under
-/// `key`, as GitHub signs its webhooks, so receivers can reuse their verification code.
-pub fn signature(key: &[u8], body: &[u8]) -> String {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
+pub use crate::state::secrets::signature;
 
 /// berth's own JSON: every field, nothing shortened.
 pub(crate) fn webhook(message: &Message) -> Value {

@@ -175,7 +175,7 @@ fn tag_of(tracked: &str, pushed: &str) -> bool {
 
 /// The signature GitHub would send for `body` (for tests and tools): the same
 /// HMAC-SHA256 berth signs its own webhooks with.
-pub use crate::notify::signature as github_signature;
+pub use crate::state::secrets::signature as github_signature;
 
 #[cfg(test)]
 mod tests {

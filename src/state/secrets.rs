@@ -248,6 +248,16 @@ pub fn redact_all(text: &str, secrets: &[Secret]) -> String {
     out
 }
 
+/// The `X-Berth-Signature-256` value of `body`: `sha256=` and the hex HMAC-SHA256 under
+/// `key`, as GitHub signs its webhooks, so receivers can reuse their verification code.
+pub fn signature(key: &[u8], body: &[u8]) -> String {
+    // HMAC takes keys of any length, so this cannot fail.
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

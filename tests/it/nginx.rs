@@ -622,7 +622,14 @@ fn a_dry_run_names_every_write_and_a_refused_apply_writes_nothing() {
     assert!(out.contains(" 3 writes into the state dir."), "{out}");
 
     // The app's secret is missing: the apply is refused, and the state dir is exactly
-    // as it was — no token generated, no TLS file written.
+    // as it was — no token generated, no TLS file written. (The instance's lock file
+    // is the lock every apply takes, not state: it is left out.)
+    let lock = format!("{}.lock", s.prefix);
+    let snapshot = |dir| {
+        let mut files = snapshot(dir);
+        files.retain(|(path, _, _)| *path != lock);
+        files
+    };
     let before = snapshot(s.state_path());
     let out = s.berth(&["apply"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

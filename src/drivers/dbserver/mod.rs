@@ -29,22 +29,7 @@ const MAX_NAME: usize = 63;
 /// The longest user name MySQL accepts.
 const MAX_MYSQL_USER: usize = 32;
 
-/// How to reach a shared server as its administrator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerAddress {
-    /// The server's key in `Settings.servers`.
-    pub name: String,
-    /// Which engine it runs.
-    pub engine: ServerEngine,
-    /// Host name or IP address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// The administrative user berth connects as.
-    pub admin_user: String,
-    /// That user's password (its name is shown in errors, never its value).
-    pub admin_password: Secret,
-}
+pub use crate::expand::databases::ServerAddress;
 
 impl ServerAddress {
     /// How the server is named in messages: ``postgres server `main` (10.0.0.5:5432)``.
