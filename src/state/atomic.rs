@@ -20,14 +20,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// [`write_atomic`] with the file's permission bits (for secrets: `0o600`).
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = write_temporary(dir, &name.to_string_lossy(), bytes, mode)?;
+    let (dir, name) = folder_and_name(path)?;
+    let tmp = write_temporary(dir, &name, bytes, mode)?;
     let result = fs::rename(&tmp, path);
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -35,10 +29,8 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Re
     result
 }
 
-/// Writes `bytes` to `path` only if no file is there yet, atomically: the file
-/// appears whole or not at all, and an existing one is never replaced (the error
-/// is then `AlreadyExists`).
-pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// The folder a file is in (`.` for a bare name) and its name.
+fn folder_and_name(path: &Path) -> io::Result<(&Path, String)> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -46,7 +38,15 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = write_temporary(dir, &name.to_string_lossy(), bytes, None)?;
+    Ok((dir, name.to_string_lossy().into_owned()))
+}
+
+/// Writes `bytes` to `path` only if no file is there yet, atomically: the file
+/// appears whole or not at all, and an existing one is never replaced (the error
+/// is then `AlreadyExists`).
+pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (dir, name) = folder_and_name(path)?;
+    let tmp = write_temporary(dir, &name, bytes, None)?;
     // A hard link, unlike a rename, fails when the target exists.
     let result = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
