@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::{FlockOperation, flock};
 
 use crate::desired::routes::{self, FileState, Route, RouteTls, Upstream};
+use crate::drivers::proxy::ProxyError;
 use crate::state::atomic;
 
 /// The comment marker of nginx files.
@@ -70,8 +71,8 @@ impl Nginx {
     }
 
     /// Renders a route as an nginx config file (header line included).
-    pub fn render(&self, route: &Route) -> Result<String, String> {
-        route.check()?;
+    pub fn render(&self, route: &Route) -> Result<String, ProxyError> {
+        route.check().map_err(ProxyError::Render)?;
         let body = render_body(route, self.http_port, self.https_port);
         Ok(format!(
             "{}{body}",
@@ -89,7 +90,7 @@ impl Nginx {
     pub fn apply(
         &self,
         changes: &BTreeMap<String, Change>,
-    ) -> BTreeMap<String, Result<(), String>> {
+    ) -> BTreeMap<String, Result<(), ProxyError>> {
         let mut results = BTreeMap::new();
         if changes.is_empty() {
             return results;
@@ -108,9 +109,11 @@ impl Nginx {
         let mut changed = false;
         for (domain, change) in changes {
             let result = match (change, &staging) {
-                (Change::Remove, _) => self.remove(domain),
-                (Change::Write(content), Some(Ok(staging))) => self.write(staging, domain, content),
-                (Change::Write(_), Some(Err(e))) => Err(e.clone()),
+                (Change::Remove, _) => self.remove(domain).map_err(ProxyError::Change),
+                (Change::Write(content), Some(Ok(staging))) => self
+                    .write(staging, domain, content)
+                    .map_err(ProxyError::Change),
+                (Change::Write(_), Some(Err(e))) => Err(ProxyError::Stage(e.clone())),
                 (Change::Write(_), None) => unreachable!("a write has a staging folder"),
             };
             changed |= result.is_ok();
@@ -119,10 +122,9 @@ impl Nginx {
         drop(staging);
         if changed {
             if let Err(e) = run(&self.reload) {
-                let message = format!("nginx reload failed: {e}");
                 for r in results.values_mut() {
                     if r.is_ok() {
-                        *r = Err(message.clone());
+                        *r = Err(ProxyError::Reload(e.clone()));
                     }
                 }
             }
@@ -565,6 +567,7 @@ mod tests {
             nginx()
                 .render(&r)
                 .unwrap_err()
+                .to_string()
                 .contains("refusing to render")
         );
     }

@@ -7,6 +7,24 @@ use crate::drivers::nginx::{Change, Nginx};
 use crate::drivers::traefik::Traefik;
 use crate::manifest::model::{Proxy, SettingsSpec};
 
+/// Why the proxy could not take a domain's file, by the step that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// The route holds a value that could break out of its directive, or no proxy is
+    /// configured.
+    #[error("{0}")]
+    Render(String),
+    /// The pass's staging folder could not be made.
+    #[error("{0}")]
+    Stage(String),
+    /// The proxy's check refused the file, or it could not be written or removed.
+    #[error("{0}")]
+    Change(String),
+    /// The proxy did not take the new configuration.
+    #[error("nginx reload failed: {0}")]
+    Reload(String),
+}
+
 /// The configured reverse proxy.
 #[derive(Debug, Clone)]
 pub enum ProxyDriver {
@@ -43,14 +61,14 @@ impl ProxyDriver {
     }
 
     /// A route's file.
-    pub fn render(&self, route: &Route) -> Result<String, String> {
+    pub fn render(&self, route: &Route) -> Result<String, ProxyError> {
         match self {
             ProxyDriver::Nginx(n) => n.render(route),
             ProxyDriver::Traefik(t) => t.render(route),
-            ProxyDriver::None => Err(format!(
+            ProxyDriver::None => Err(ProxyError::Render(format!(
                 "Domain/{}: Settings has no proxy (kind: none)",
                 route.domain
-            )),
+            ))),
         }
     }
 
@@ -75,7 +93,7 @@ impl ProxyDriver {
     pub fn apply(
         &self,
         changes: &BTreeMap<String, Change>,
-    ) -> BTreeMap<String, Result<(), String>> {
+    ) -> BTreeMap<String, Result<(), ProxyError>> {
         match self {
             ProxyDriver::Nginx(n) => n.apply(changes),
             ProxyDriver::Traefik(t) => t.apply(changes),

@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::desired::routes::{self, FileState, Route, RouteTls, Upstream};
 use crate::drivers::nginx::{Change, observe_dir};
+use crate::drivers::proxy::ProxyError;
 use crate::state::atomic;
 
 const COMMENT: &str = "#";
@@ -136,9 +137,9 @@ impl Traefik {
     }
 
     /// Renders a route as a Traefik dynamic file (header line included).
-    pub fn render(&self, route: &Route) -> Result<String, String> {
-        let config = self.config(route)?;
-        let body = serde_yaml::to_string(&config).map_err(|e| e.to_string())?;
+    pub fn render(&self, route: &Route) -> Result<String, ProxyError> {
+        let config = self.config(route).map_err(ProxyError::Render)?;
+        let body = serde_yaml::to_string(&config).map_err(|e| ProxyError::Render(e.to_string()))?;
         Ok(format!(
             "{}{body}",
             routes::header(COMMENT, &route.domain, &self.instance, &body)
@@ -154,7 +155,7 @@ impl Traefik {
     pub fn apply(
         &self,
         changes: &BTreeMap<String, Change>,
-    ) -> BTreeMap<String, Result<(), String>> {
+    ) -> BTreeMap<String, Result<(), ProxyError>> {
         if !changes.is_empty() {
             // A live write takes milliseconds: ten minutes old is a killed one's.
             atomic::remove_stale_temporaries(
@@ -176,7 +177,9 @@ impl Traefik {
                 };
                 (
                     domain.clone(),
-                    result.map_err(|e| format!("failed to write {}: {e}", path.display())),
+                    result.map_err(|e| {
+                        ProxyError::Change(format!("failed to write {}: {e}", path.display()))
+                    }),
                 )
             })
             .collect()

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::desired::routes;
 use crate::desired::secrets::PassSecrets;
 use crate::desired::{Desired, DesiredFile, MissingSecret, PortBinding, PortProtocol};
-use crate::drivers::proxy::ProxyDriver;
+use crate::drivers::proxy::{ProxyDriver, ProxyError};
 use crate::manifest::Manifests;
 use crate::manifest::model::Tls;
 use crate::observe::Observed;
@@ -26,12 +26,12 @@ pub enum ResolveError {
     #[error("failed to resolve the routes: {0}")]
     Route(String),
     /// A route could not be rendered into a proxy file.
-    #[error("failed to render the proxy file of Domain/{domain}: {message}")]
+    #[error("failed to render the proxy file of Domain/{domain}: {source}")]
     Render {
         /// The Domain.
         domain: String,
         /// Why.
-        message: String,
+        source: ProxyError,
     },
     /// A generated secret could not be had.
     #[error(transparent)]
@@ -88,12 +88,10 @@ pub fn resolve(
     desired.routes = routes::routes_for(manifests, &ports, &resolution.tokens, &secret_file)
         .map_err(ResolveError::Route)?;
     for (domain, route) in &desired.routes {
-        let file = proxy
-            .render(route)
-            .map_err(|message| ResolveError::Render {
-                domain: domain.clone(),
-                message,
-            })?;
+        let file = proxy.render(route).map_err(|source| ResolveError::Render {
+            domain: domain.clone(),
+            source,
+        })?;
         desired.proxy_files.insert(domain.clone(), file);
     }
     desired.new_secrets = secrets.new_secrets();
