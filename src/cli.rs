@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// GitOps for a Docker host: apps, domains, databases and workflows declared in Git.
 #[derive(Debug, Parser)]
@@ -40,6 +40,22 @@ pub enum Command {
     Backup(BackupCommand),
 }
 
+/// The state dir and instance a command that changes the host locks.
+#[derive(Debug, Args)]
+pub struct LockedState {
+    /// Where secrets, backups and berth's records live.
+    #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::state::DEFAULT)]
+    pub state_dir: PathBuf,
+    /// The name of this berth among several sharing a Docker host, a state directory
+    /// or a proxy directory: it owns only the objects and files that carry its name.
+    #[arg(long, env = "BERTH_INSTANCE", default_value = "default", value_parser = instance_name)]
+    pub instance: String,
+    /// How long to wait while another berth changes this instance (it holds
+    /// `<state-dir>/<instance>.lock`) before failing; `0s` fails at once.
+    #[arg(long, default_value = berth::state::lock::DEFAULT_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+}
+
 /// `berth backup`
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
@@ -53,15 +69,8 @@ pub enum BackupCommand {
         /// Write the dump here instead (not rotated).
         #[arg(long)]
         to: Option<PathBuf>,
-        /// Where secrets and backups live.
-        #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::state::DEFAULT)]
-        state_dir: PathBuf,
-        /// The berth instance: its lock is held while this runs.
-        #[arg(long, env = "BERTH_INSTANCE", default_value = "default", value_parser = instance_name)]
-        instance: String,
-        /// How long to wait while another berth changes this instance (then fail).
-        #[arg(long, default_value = berth::state::lock::DEFAULT_TIMEOUT, value_parser = humantime::parse_duration)]
-        lock_timeout: Duration,
+        #[command(flatten)]
+        lock: LockedState,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Format::Text)]
         output: Format,
@@ -86,15 +95,8 @@ pub enum BackupCommand {
         /// The manifests declaring it: a directory or one file.
         #[arg(default_value = ".")]
         path: PathBuf,
-        /// Where secrets live.
-        #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::state::DEFAULT)]
-        state_dir: PathBuf,
-        /// The berth instance: its lock is held while this runs.
-        #[arg(long, env = "BERTH_INSTANCE", default_value = "default", value_parser = instance_name)]
-        instance: String,
-        /// How long to wait while another berth changes this instance (then fail).
-        #[arg(long, default_value = berth::state::lock::DEFAULT_TIMEOUT, value_parser = humantime::parse_duration)]
-        lock_timeout: Duration,
+        #[command(flatten)]
+        lock: LockedState,
     },
 }
 
@@ -115,17 +117,9 @@ pub struct StatusArgs {
 /// Options of the commands that change the host (`apply`, `run`).
 #[derive(Debug, clap::Args)]
 pub struct HostArgs {
-    /// Where secrets and berth's records live.
-    #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::state::DEFAULT)]
-    pub state_dir: PathBuf,
-    /// The name of this berth among several sharing a Docker host, a state directory
-    /// or a proxy directory: it owns only the objects and files that carry its name.
-    #[arg(long, env = "BERTH_INSTANCE", default_value = "default", value_parser = instance_name)]
-    pub instance: String,
-    /// How long to wait while another berth changes this instance (it holds
-    /// `<state-dir>/<instance>.lock`) before failing; `0s` fails at once.
-    #[arg(long, default_value = berth::state::lock::DEFAULT_TIMEOUT, value_parser = humantime::parse_duration)]
-    pub lock_timeout: Duration,
+    /// The state dir, the instance and its lock.
+    #[command(flatten)]
+    pub lock: LockedState,
     /// Apps converged at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,

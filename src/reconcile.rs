@@ -169,6 +169,14 @@ pub fn plan_against(
     )
 }
 
+/// A database berth recorded, taken as it left it when the server is not asked.
+const RECORDED: observe::DatabaseState = observe::DatabaseState {
+    database_exists: true,
+    user_exists: true,
+    login_ok: true,
+    grants_ok: true,
+};
+
 /// Reads, through SQL, every shared database that is declared or that berth recorded
 /// (a removed manifest's database is still berth's to drop or forget). The servers
 /// are asked concurrently; one unreachable server only marks its own databases.
@@ -213,10 +221,9 @@ async fn observe_shared(
             (Some(_), None) => {
                 if let Some(record) = record {
                     let state = Ok(DatabaseState {
-                        database_exists: true,
-                        user_exists: true,
                         login_ok: false,
                         grants_ok: false,
+                        ..RECORDED
                     });
                     let record = Some(record);
                     out.insert(db.name.clone(), ObservedDatabase { record, state });
@@ -228,12 +235,7 @@ async fn observe_shared(
     // Recorded but no longer declared: the record says what to do; the server's state
     // is not needed to plan (the drop is idempotent).
     for (name, record) in records {
-        let state = Ok(DatabaseState {
-            database_exists: true,
-            user_exists: true,
-            login_ok: true,
-            grants_ok: true,
-        });
+        let state = Ok(RECORDED);
         let record = Some(record);
         out.insert(name, ObservedDatabase { record, state });
     }

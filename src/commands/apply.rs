@@ -31,7 +31,7 @@ pub fn exec(args: &ApplyArgs, color: bool) -> anyhow::Result<ExitCode> {
     if args.exit_code && !args.dry_run && !args.offline {
         bail!("--exit-code goes with --dry-run");
     }
-    let state = StateDir::new(&args.host.state_dir, &args.host.instance);
+    let state = StateDir::new(&args.host.lock.state_dir, &args.host.lock.instance);
     // Say plainly what this version does not converge yet, rather than skip it quietly.
     // (Notifiers have nothing to converge: `berth run` sends through them.)
     let unapplied: Vec<String> = [("Workflow", manifests.workflows.len())]
@@ -61,14 +61,14 @@ async fn run(
         Some(Arc::new(BollardDocker::connect().await?))
     };
     let options = PassOptions {
-        instance: args.host.instance.clone(),
+        instance: args.host.lock.instance.clone(),
         apply: !(args.dry_run || args.offline),
         no_prune: args.no_prune,
     };
     // One writer per instance: planned and applied under the lock, so the plan is made
     // from what the previous writer left. A dry run changes nothing and takes none.
     let _lock = match options.apply {
-        true => Some(super::lock(&state, "apply", args.host.lock_timeout).await?),
+        true => Some(super::lock(&state, "apply", args.host.lock.lock_timeout).await?),
         false => None,
     };
     let prepared = reconcile::prepare(
@@ -101,7 +101,7 @@ async fn run(
         print!("{}", plan::render_text(plan, color));
     }
     let apply_options = ApplyOptions {
-        instance: args.host.instance.clone(),
+        instance: args.host.lock.instance.clone(),
         concurrency: args.host.concurrency,
         ready_timeout: Duration::from_secs(args.host.ready_timeout),
         ..ApplyOptions::default()

@@ -21,14 +21,13 @@ pub fn exec(command: &BackupCommand) -> anyhow::Result<ExitCode> {
             db,
             path,
             to,
-            state_dir,
-            instance,
-            lock_timeout,
+            lock,
             output,
         } => {
+            let (state_dir, lock_timeout) = (&lock.state_dir, &lock.lock_timeout);
             let database = declared(path, state_dir, db)?;
             let keep = database.backup.as_ref().map(|b| b.keep);
-            let state = StateDir::new(state_dir, instance);
+            let state = StateDir::new(state_dir, &lock.instance);
             let file = runtime.block_on(async {
                 let _lock = super::lock(&state, "backup", *lock_timeout).await?;
                 let docker = docker_for(&database).await?;
@@ -72,12 +71,11 @@ pub fn exec(command: &BackupCommand) -> anyhow::Result<ExitCode> {
             db,
             file,
             path,
-            state_dir,
-            instance,
-            lock_timeout,
+            lock,
         } => {
+            let (state_dir, lock_timeout) = (&lock.state_dir, &lock.lock_timeout);
             let database = declared(path, state_dir, db)?;
-            let state = StateDir::new(state_dir, instance);
+            let state = StateDir::new(state_dir, &lock.instance);
             runtime.block_on(async {
                 let _lock = super::lock(&state, "restore", *lock_timeout).await?;
                 let docker = docker_for(&database).await?;

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use crate::cli::RunArgs;
 
 pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let state = StateDir::new(&args.host.state_dir, &args.host.instance);
+    let state = StateDir::new(&args.host.lock.state_dir, &args.host.lock.instance);
     let secrets = state.secrets();
     // A secret that is not there is fine (no token, no webhook); one that cannot be
     // read is an error worth stopping for.
@@ -35,7 +35,11 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let source = if GitSpec::is_git(&args.source) {
         let spec = GitSpec::parse(&args.source)?;
         let token = optional(&args.git_token_secret)?;
-        Source::Git(Arc::new(GitSource::new(spec, &args.host.state_dir, token)))
+        Source::Git(Arc::new(GitSource::new(
+            spec,
+            &args.host.lock.state_dir,
+            token,
+        )))
     } else {
         let root = Path::new(&args.source);
         if !root.exists() {
@@ -65,16 +69,16 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
             let _ = stop.send(true);
         });
         let options = ControllerOptions {
-            instance: args.host.instance.clone(),
+            instance: args.host.lock.instance.clone(),
             apply: ApplyOptions {
-                instance: args.host.instance.clone(),
+                instance: args.host.lock.instance.clone(),
                 concurrency: args.host.concurrency,
                 ready_timeout: Duration::from_secs(args.host.ready_timeout),
                 ..ApplyOptions::default()
             },
             debounce: Duration::from_millis(300),
             fetch_interval: args.interval,
-            lock_timeout: args.host.lock_timeout,
+            lock_timeout: args.host.lock.lock_timeout,
         };
         let status = StatusStore::open(&state.status_path());
         let notifier = Notifier::start(DeliveryOptions::default());
@@ -115,7 +119,7 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 tracing::error!("status server failed: {e}");
             }
         });
-        tracing::info!(source = %source.describe(), instance = %args.host.instance, listen = %args.listen, "berth run");
+        tracing::info!(source = %source.describe(), instance = %args.host.lock.instance, listen = %args.listen, "berth run");
         controller
             .run(stopped)
         .await

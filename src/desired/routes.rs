@@ -157,6 +157,11 @@ fn body_hash(body: &str) -> String {
     hex::encode(&Sha256::digest(body.as_bytes())[..8])
 }
 
+/// A proxy file: the header line naming the domain, instance and hash, then `body`.
+pub fn with_header(comment: &str, domain: &str, instance: &str, body: &str) -> String {
+    format!("{}{body}", header(comment, domain, instance, body))
+}
+
 /// What a proxy file on disk is, as far as berth is concerned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -74,15 +74,12 @@ impl Nginx {
     pub fn render(&self, route: &Route) -> Result<String, ProxyError> {
         route.check().map_err(ProxyError::Render)?;
         let body = render_body(route, self.http_port, self.https_port);
-        Ok(format!(
-            "{}{body}",
-            routes::header(COMMENT, &route.domain, &self.instance, &body)
+        Ok(routes::with_header(
+            COMMENT,
+            &route.domain,
+            &self.instance,
+            &body,
         ))
-    }
-
-    /// The managed files in the config directory: domain → (state, content).
-    pub fn observe(&self) -> std::io::Result<BTreeMap<String, (FileState, String)>> {
-        observe_dir(&self.config_dir, COMMENT, &self.instance, "berth-", ".conf")
     }
 
     /// Applies changes domain by domain; returns each domain's result and reloads nginx

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::desired::routes::{FileState, Route};
-use crate::drivers::nginx::{Change, Nginx};
+use crate::drivers::nginx::{Change, Nginx, observe_dir};
 use crate::drivers::traefik::Traefik;
 use crate::manifest::model::{Proxy, SettingsSpec};
 
@@ -83,8 +83,13 @@ impl ProxyDriver {
     /// The files named like berth's on disk, each classified for this instance.
     pub fn observe(&self) -> std::io::Result<BTreeMap<String, (FileState, String)>> {
         match self {
-            ProxyDriver::Nginx(n) => n.observe(),
-            ProxyDriver::Traefik(t) => t.observe(),
+            // Both keep `berth-<domain>` files whose first line is a `#` header.
+            ProxyDriver::Nginx(n) => {
+                observe_dir(&n.config_dir, "#", &n.instance, "berth-", ".conf")
+            }
+            ProxyDriver::Traefik(t) => {
+                observe_dir(&t.dynamic_dir, "#", &t.instance, "berth-", ".yml")
+            }
             ProxyDriver::None => Ok(BTreeMap::new()),
         }
     }

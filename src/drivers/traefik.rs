@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use crate::desired::routes::{self, FileState, Route, RouteTls, Upstream};
-use crate::drivers::nginx::{Change, observe_dir};
+use crate::desired::routes::{self, Route, RouteTls, Upstream};
+use crate::drivers::nginx::Change;
 use crate::drivers::proxy::ProxyError;
 use crate::state::atomic;
 
@@ -140,15 +140,12 @@ impl Traefik {
     pub fn render(&self, route: &Route) -> Result<String, ProxyError> {
         let config = self.config(route).map_err(ProxyError::Render)?;
         let body = serde_yaml::to_string(&config).map_err(|e| ProxyError::Render(e.to_string()))?;
-        Ok(format!(
-            "{}{body}",
-            routes::header(COMMENT, &route.domain, &self.instance, &body)
+        Ok(routes::with_header(
+            COMMENT,
+            &route.domain,
+            &self.instance,
+            &body,
         ))
-    }
-
-    /// The managed files in the dynamic directory: domain → (state, content).
-    pub fn observe(&self) -> std::io::Result<BTreeMap<String, (FileState, String)>> {
-        observe_dir(&self.dynamic_dir, COMMENT, &self.instance, "berth-", ".yml")
     }
 
     /// Writes or removes each domain's file.
