@@ -43,6 +43,25 @@ struct Loop {
 }
 
 impl Loop {
+    /// [`Loop::web`], once its first pass has applied.
+    async fn web_synced(docker: MemoryDocker) -> Loop {
+        let mut l = Loop::web(docker);
+        let (_, first) = l.finished().await;
+        assert!(synced(&first), "{first:?}");
+        l
+    }
+
+    /// A loop over the settings and one app `web` of image `nginx:1`.
+    fn web(docker: MemoryDocker) -> Loop {
+        Loop::start(
+            &[
+                ("settings.yaml", SETTINGS.into()),
+                ("web.yaml", app("web", "nginx:1")),
+            ],
+            docker,
+        )
+    }
+
     fn start(files: &[(&str, String)], docker: MemoryDocker) -> Loop {
         let manifests = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
@@ -168,200 +187,173 @@ fn names(d: &MemoryDocker) -> Vec<String> {
     d.containers().into_iter().map(|c| c.name).collect()
 }
 
+/// Runs a loop test on one thread: the controller's future is not `Send`.
+async fn one_thread<F: std::future::Future>(test: F) -> F::Output {
+    tokio::task::LocalSet::new().run_until(test).await
+}
+
 fn synced(o: &PassOutcome) -> bool {
     matches!(o, PassOutcome::Synced { .. })
 }
 
 #[tokio::test(start_paused = true)]
 async fn triggers_during_a_pass_give_exactly_one_more_pass() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let mut l = Loop::start(
-                &[
-                    ("settings.yaml", SETTINGS.into()),
-                    ("web.yaml", app("web", "nginx:1")),
-                ],
-                daemon(),
-            );
-            assert_eq!(l.started().await.0, Trigger::Start);
-            // While the first pass applies, five triggers come in.
-            let web = ResourceId::new(ResourceKind::App, "web");
-            for _ in 0..4 {
-                assert!(l.poke.send(Trigger::Container(web.clone())));
-            }
-            assert!(l.poke.send(Trigger::Source));
-            let (_, first) = l.finished().await;
-            assert!(synced(&first), "{first:?}");
-            assert_eq!(names(&l.docker), ["web"]);
-            // One more pass serves them all…
-            let (trigger, _) = l.started().await;
-            assert_eq!(trigger, Trigger::Source);
-            let (_, second) = l.finished().await;
-            assert!(synced(&second), "{second:?}");
-            // …and the next is the resync timer, ten minutes on.
-            let after = Instant::now();
-            let (trigger, at) = l.started().await;
-            assert_eq!(trigger, Trigger::Timer);
-            assert!(at - after >= Duration::from_secs(599), "{:?}", at - after);
-            assert_eq!(l.docker.created(), 1, "nothing was created twice");
-            l.stop().await;
-        })
-        .await;
+    one_thread(async {
+        let mut l = Loop::web(daemon());
+        assert_eq!(l.started().await.0, Trigger::Start);
+        // While the first pass applies, five triggers come in.
+        let web = ResourceId::new(ResourceKind::App, "web");
+        for _ in 0..4 {
+            assert!(l.poke.send(Trigger::Container(web.clone())));
+        }
+        assert!(l.poke.send(Trigger::Source));
+        let (_, first) = l.finished().await;
+        assert!(synced(&first), "{first:?}");
+        assert_eq!(names(&l.docker), ["web"]);
+        // One more pass serves them all…
+        let (trigger, _) = l.started().await;
+        assert_eq!(trigger, Trigger::Source);
+        let (_, second) = l.finished().await;
+        assert!(synced(&second), "{second:?}");
+        // …and the next is the resync timer, ten minutes on.
+        let after = Instant::now();
+        let (trigger, at) = l.started().await;
+        assert_eq!(trigger, Trigger::Timer);
+        assert!(at - after >= Duration::from_secs(599), "{:?}", at - after);
+        assert_eq!(l.docker.created(), 1, "nothing was created twice");
+        l.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn transient_failures_back_off_and_a_success_resets_the_backoff() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let mut l = Loop::start(
-                &[
-                    ("settings.yaml", SETTINGS.into()),
-                    ("web.yaml", app("web", "nginx:1")),
-                ],
-                daemon(),
-            );
-            let (_, first) = l.finished().await;
-            assert!(synced(&first), "{first:?}");
-            // The daemon goes away: each retry waits about twice as long (jitter: ×0.5 to ×1).
-            l.docker.set_unreachable(true);
-            assert!(l.poke.send(Trigger::Source));
-            let mut gaps = Vec::new();
-            for _ in 0..5 {
-                let (_, outcome) = l.finished().await;
-                assert!(
-                    matches!(&outcome, PassOutcome::Failed { failures, .. }
+    one_thread(async {
+        let mut l = Loop::web_synced(daemon()).await;
+        // The daemon goes away: each retry waits about twice as long (jitter: ×0.5 to ×1).
+        l.docker.set_unreachable(true);
+        assert!(l.poke.send(Trigger::Source));
+        let mut gaps = Vec::new();
+        for _ in 0..5 {
+            let (_, outcome) = l.finished().await;
+            assert!(
+                matches!(&outcome, PassOutcome::Failed { failures, .. }
                 if failures.iter().all(|f| f.kind == FailureKind::Transient)),
-                    "{outcome:?}"
-                );
-                let done = Instant::now();
-                let (trigger, at) = l.started().await;
-                assert_eq!(trigger, Trigger::Timer);
-                gaps.push(at - done);
-            }
-            for (n, gap) in gaps.iter().enumerate().skip(1) {
-                let full = Duration::from_secs(1 << n);
-                assert!(
-                    *gap >= full / 2 && *gap <= full,
-                    "retry {n} after {gap:?}: {gaps:?}"
-                );
-            }
-            assert!(gaps[4] > gaps[1], "{gaps:?}");
-            l.status_until("Ready is false, SyncFailed", |st| {
-                st.conditions.iter().any(|c| {
-                    c.kind == ConditionType::Ready && !c.status && c.reason == Reason::SyncFailed
-                })
-            })
-            .await;
-            // It comes back: the pass syncs, and the next failure starts from the first step.
-            l.docker.set_unreachable(false);
-            loop {
-                let (_, outcome) = l.finished().await;
-                if synced(&outcome) {
-                    break;
-                }
-            }
-            l.docker.set_unreachable(true);
-            assert!(l.poke.send(Trigger::Source));
-            l.finished().await;
+                "{outcome:?}"
+            );
             let done = Instant::now();
-            let (_, at) = l.started().await;
-            assert!(at - done <= Duration::from_secs(1), "{:?}", at - done);
-            l.stop().await;
+            let (trigger, at) = l.started().await;
+            assert_eq!(trigger, Trigger::Timer);
+            gaps.push(at - done);
+        }
+        for (n, gap) in gaps.iter().enumerate().skip(1) {
+            let full = Duration::from_secs(1 << n);
+            assert!(
+                *gap >= full / 2 && *gap <= full,
+                "retry {n} after {gap:?}: {gaps:?}"
+            );
+        }
+        assert!(gaps[4] > gaps[1], "{gaps:?}");
+        l.status_until("Ready is false, SyncFailed", |st| {
+            st.conditions.iter().any(|c| {
+                c.kind == ConditionType::Ready && !c.status && c.reason == Reason::SyncFailed
+            })
         })
         .await;
+        // It comes back: the pass syncs, and the next failure starts from the first step.
+        l.docker.set_unreachable(false);
+        loop {
+            let (_, outcome) = l.finished().await;
+            if synced(&outcome) {
+                break;
+            }
+        }
+        l.docker.set_unreachable(true);
+        assert!(l.poke.send(Trigger::Source));
+        l.finished().await;
+        let done = Instant::now();
+        let (_, at) = l.started().await;
+        assert!(at - done <= Duration::from_secs(1), "{:?}", at - done);
+        l.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_invalid_revision_stalls_until_the_revision_changes() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let bad =
-                "apiVersion: berth/v1\nkind: App\nmetadata: {name: web}\nspec:\n  imgae: nginx:1\n";
-            let mut l = Loop::start(
-                &[("settings.yaml", SETTINGS.into()), ("web.yaml", bad.into())],
-                daemon(),
-            );
-            let (_, first) = l.finished().await;
-            assert!(matches!(first, PassOutcome::Invalid { .. }), "{first:?}");
-            // Nothing retries it: not the timer, not a trigger, not a day.
-            assert!(l.poke.send(Trigger::Timer));
-            assert!(l.poke.send(Trigger::Container(ResourceId::new(
-                ResourceKind::App,
-                "web"
-            ))));
-            assert!(l.quiet_for(Duration::from_secs(24 * 3600)).await);
-            assert!(l.docker.containers().is_empty());
-            l.status_until("Stalled on the invalid revision", |st| {
-                st.conditions.iter().any(|c| {
-                    c.kind == ConditionType::Stalled
-                        && c.status
-                        && c.reason == Reason::InvalidRevision
-                })
+    one_thread(async {
+        let bad =
+            "apiVersion: berth/v1\nkind: App\nmetadata: {name: web}\nspec:\n  imgae: nginx:1\n";
+        let mut l = Loop::start(
+            &[("settings.yaml", SETTINGS.into()), ("web.yaml", bad.into())],
+            daemon(),
+        );
+        let (_, first) = l.finished().await;
+        assert!(matches!(first, PassOutcome::Invalid { .. }), "{first:?}");
+        // Nothing retries it: not the timer, not a trigger, not a day.
+        assert!(l.poke.send(Trigger::Timer));
+        assert!(l.poke.send(Trigger::Container(ResourceId::new(
+            ResourceKind::App,
+            "web"
+        ))));
+        assert!(l.quiet_for(Duration::from_secs(24 * 3600)).await);
+        assert!(l.docker.containers().is_empty());
+        l.status_until("Stalled on the invalid revision", |st| {
+            st.conditions.iter().any(|c| {
+                c.kind == ConditionType::Stalled && c.status && c.reason == Reason::InvalidRevision
             })
-            .await;
-            // A new revision is tried at once.
-            l.write("web.yaml", &app("web", "nginx:1"));
-            assert!(l.poke.send(Trigger::Source));
-            let (_, fixed) = l.finished().await;
-            assert!(synced(&fixed), "{fixed:?}");
-            assert_eq!(names(&l.docker), ["web"]);
-            l.stop().await;
         })
         .await;
+        // A new revision is tried at once.
+        l.write("web.yaml", &app("web", "nginx:1"));
+        assert!(l.poke.send(Trigger::Source));
+        let (_, fixed) = l.finished().await;
+        assert!(synced(&fixed), "{fixed:?}");
+        assert_eq!(names(&l.docker), ["web"]);
+        l.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_conflict_with_an_object_berth_does_not_own_stalls() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let d = daemon();
-            d.add_foreign_container("web", "someone/else:1");
-            let mut l = Loop::start(
-                &[
-                    ("settings.yaml", SETTINGS.into()),
-                    ("web.yaml", app("web", "nginx:1")),
-                ],
-                d,
-            );
-            let (_, first) = l.finished().await;
-            assert!(
-                matches!(&first, PassOutcome::Failed { failures, .. }
+    one_thread(async {
+        let d = daemon();
+        d.add_foreign_container("web", "someone/else:1");
+        let mut l = Loop::web(d);
+        let (_, first) = l.finished().await;
+        assert!(
+            matches!(&first, PassOutcome::Failed { failures, .. }
             if failures.iter().any(|f| f.kind == FailureKind::Conflict)),
-                "{first:?}"
-            );
-            // Not retried with backoff, nor by the resync timer.
-            assert!(l.quiet_for(Duration::from_secs(24 * 3600)).await);
-            l.status_until("App/web says Conflict and Stalled", |st| {
-                let web = &st.resources[&ResourceId::new(ResourceKind::App, "web")];
-                web.condition(ConditionType::Stalled)
-                    .is_some_and(|c| c.status && c.reason == Reason::Conflict)
-                    && st
-                        .conditions
-                        .iter()
-                        .any(|c| c.kind == ConditionType::Stalled && c.status)
-            })
-            .await;
-            // The app renamed in a new revision: tried again, and applied.
-            l.write("web.yaml", &app("site", "nginx:1"));
-            assert!(l.poke.send(Trigger::Source));
-            let (_, renamed) = l.finished().await;
-            assert!(synced(&renamed), "{renamed:?}");
-            assert_eq!(names(&l.docker), ["site", "web"]);
-            l.stop().await;
+            "{first:?}"
+        );
+        // Not retried with backoff, nor by the resync timer.
+        assert!(l.quiet_for(Duration::from_secs(24 * 3600)).await);
+        l.status_until("App/web says Conflict and Stalled", |st| {
+            let web = &st.resources[&ResourceId::new(ResourceKind::App, "web")];
+            web.condition(ConditionType::Stalled)
+                .is_some_and(|c| c.status && c.reason == Reason::Conflict)
+                && st
+                    .conditions
+                    .iter()
+                    .any(|c| c.kind == ConditionType::Stalled && c.status)
         })
         .await;
+        // The app renamed in a new revision: tried again, and applied.
+        l.write("web.yaml", &app("site", "nginx:1"));
+        assert!(l.poke.send(Trigger::Source));
+        let (_, renamed) = l.finished().await;
+        assert!(synced(&renamed), "{renamed:?}");
+        assert_eq!(names(&l.docker), ["site", "web"]);
+        l.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_container_removed_by_hand_is_repaired_on_its_docker_event() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-    let mut l = Loop::start(
-        &[("settings.yaml", SETTINGS.into()), ("web.yaml", app("web", "nginx:1"))],
-        daemon(),
-    );
-    let (_, first) = l.finished().await;
-    assert!(synced(&first), "{first:?}");
+    one_thread(async {
+    let mut l = Loop::web_synced(daemon()).await;
     assert_eq!(l.docker.created(), 1);
     assert!(l.docker.remove_by_hand("web"));
     // The `die`/`destroy` events start a pass long before the resync.
