@@ -14,7 +14,7 @@ use crate::drivers::docker::{DockerApi, DockerError};
 use crate::drivers::nginx::Change;
 use crate::expand::databases::DesiredDatabase;
 use crate::plan::{Action, Op, Step, Target};
-use crate::runtime::{AppRuntime, RuntimeError};
+use crate::runtime::{AppRuntime, Running, RuntimeError};
 use crate::state::records::{Records, SharedRecord};
 use crate::state::secrets::{SecretError, redact_all};
 
@@ -234,10 +234,17 @@ impl Ctx<'_> {
                 old_id,
                 old_name,
                 start_first,
-            } => Ok(self
-                .runtime
-                .replace(self.app(app)?, *replica, old_id, old_name, *start_first)
-                .await?),
+            } => {
+                let old = Running {
+                    replica: *replica,
+                    id: old_id,
+                    name: old_name,
+                };
+                Ok(self
+                    .runtime
+                    .replace(self.app(app)?, old, *start_first)
+                    .await?)
+            }
             Step::Start { id, name } => {
                 let app = self
                     .desired

@@ -349,11 +349,10 @@ impl super::AppRuntime for Containers<'_> {
     async fn replace(
         &self,
         app: &DesiredApp,
-        replica: u32,
-        old_id: &str,
-        old_name: &str,
+        old: super::Running<'_>,
         start_first: bool,
     ) -> Result<(), RuntimeError> {
+        let (replica, old_id, old_name) = (old.replica, old.id, old.name);
         let canonical = app.container_name(replica);
         if !start_first {
             self.remove(old_id).await?;

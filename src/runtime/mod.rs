@@ -35,6 +35,17 @@ pub enum RuntimeError {
     NotReady(String),
 }
 
+/// A replica as it runs now.
+#[derive(Debug, Clone, Copy)]
+pub struct Running<'a> {
+    /// Its number (1-based).
+    pub replica: u32,
+    /// The running instance's id.
+    pub id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+}
+
 /// What a runtime does with an app's replicas. Every method carries out one step the
 /// planner chose; none decides anything.
 #[async_trait]
@@ -43,16 +54,13 @@ pub trait AppRuntime: Send + Sync {
     async fn prepare_image(&self, app: &DesiredApp) -> Result<(), RuntimeError>;
     /// Runs replica `replica` (1-based) and waits until it is ready.
     async fn run(&self, app: &DesiredApp, replica: u32) -> Result<(), RuntimeError>;
-    /// Replaces a replica's current instance (`old_id`) with one of the desired spec:
-    /// the new one started and ready before the old one goes (`start_first`), or the
-    /// old one removed first. On failure of a start-first update the old one keeps
-    /// serving.
+    /// Replaces a replica's current instance (`old`) with one of the desired spec: the
+    /// new one started and ready before the old one goes (`start_first`), or the old
+    /// one removed first. On failure of a start-first update the old one keeps serving.
     async fn replace(
         &self,
         app: &DesiredApp,
-        replica: u32,
-        old_id: &str,
-        old_name: &str,
+        old: Running<'_>,
         start_first: bool,
     ) -> Result<(), RuntimeError>;
     /// Starts a stopped replica that is otherwise right, and waits until it is ready.
