@@ -201,11 +201,13 @@ impl Controller {
                         }),
                         _ => None,
                     };
-                    self.bus.publish(Event::PassFinished {
+                    let finished = Event::PassFinished {
                         trigger: trigger.clone(),
                         outcome,
                         took: started.elapsed(),
-                    });
+                    };
+                    report::record_finished(&self.status, &self.source.describe(), &finished);
+                    self.bus.publish(finished);
                     requeue
                 }
                 None => Requeue::StalledUntilRevisionChanges,

@@ -19,7 +19,11 @@ pub(crate) fn spawn_status(bus: &Bus, store: StatusStore, source: String) {
     let mut events = bus.subscribe();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            store.update(|st| record(st, &source, &event));
+            // A pass's outcome is recorded by the loop itself, in step with the
+            // resources the pass updated (see `record_finished`).
+            if !matches!(event, Event::PassFinished { .. }) {
+                store.update(|st| record(st, &source, &event));
+            }
         }
     });
 }
@@ -33,6 +37,12 @@ pub(crate) fn spawn_delivery_counts(bus: &Bus, notifier: Notifier) {
             bus.publish(Event::Deliveries(notifier.deliveries()));
         }
     });
+}
+
+/// Records a finished pass in the status at once, so that a reader never sees its
+/// resources applied and the revision not (the other events may trail a little).
+pub(crate) fn record_finished(store: &StatusStore, source: &str, event: &Event) {
+    store.update(|st| record(st, source, event));
 }
 
 /// Writes one event into the status.
