@@ -67,17 +67,21 @@ impl Stall {
 
 /// `berth run`: keeps the host converged to a source.
 pub struct Controller {
+    // What it converges, and with what.
     source: Source,
     state: StateDir,
     docker: Arc<dyn DockerApi>,
+    // How: its settings and its error policy.
     options: ControllerOptions,
+    policy: Policy,
+    // Where it reports.
     status: StatusStore,
     notifier: Notifier,
     bus: Bus,
+    // What starts a pass.
     triggers: Triggers,
     fetcher: Option<Fetcher>,
     scheduler: Scheduler,
-    policy: Policy,
 }
 
 impl Controller {
