@@ -75,77 +75,17 @@ pub async fn prepare(
     docker: Option<&dyn DockerApi>,
     options: &PassOptions,
 ) -> Result<Prepared, ReconcileError> {
-    let secrets = PassSecrets::new(state.secrets(), generation(options));
-    desired::generate_passwords(manifests, &secrets)?;
-    let (desired, missing) = desired::build_lenient(manifests, &secrets, revision);
-    let proxy = ProxyDriver::from_settings(&manifests.settings(), &options.instance);
-    let tls_dir = state.path().join("tls");
+    let pass = Started::new(manifests, revision, state, options)?;
     let mut observed = Observed::default();
     if let Some(docker) = docker {
         observed = observe::observe(docker, &options.instance).await?;
         observed.applied_apps = state.applied().apps;
-        observed.proxy_files = proxy.observe().map_err(ReconcileError::ProxyFiles)?;
-        observed.databases = observe_shared(&desired, state, &options.instance).await;
+        observed.proxy_files = pass.proxy.observe().map_err(ReconcileError::ProxyFiles)?;
+        observed.databases = observe_shared(&pass.desired, state, &options.instance).await;
         observed.listening_ports = observe::ports::listening();
-        observed.files = observe::file_hashes(&tls_dir);
+        observed.files = observe::file_hashes(&pass.tls_dir);
     }
-    plan_pass(
-        manifests,
-        desired,
-        missing,
-        observed,
-        &secrets,
-        &tls_dir,
-        options,
-        |_, _| {},
-    )
-}
-
-/// Whether the pass generates the secrets it lacks.
-fn generation(options: &PassOptions) -> Generation {
-    if options.apply {
-        Generation::Generate
-    } else {
-        Generation::Preview
-    }
-}
-
-/// The pure part of a pass: resolve against what was observed, then plan. `settle`
-/// may complete the observed state once the desired one is resolved.
-#[allow(clippy::too_many_arguments)]
-fn plan_pass(
-    manifests: &Manifests,
-    mut desired: Desired,
-    mut missing: Vec<MissingSecret>,
-    mut observed: Observed,
-    secrets: &PassSecrets,
-    tls_dir: &std::path::Path,
-    options: &PassOptions,
-    settle: impl FnOnce(&Desired, &mut Observed),
-) -> Result<Prepared, ReconcileError> {
-    let settings = manifests.settings();
-    let proxy = ProxyDriver::from_settings(&settings, &options.instance);
-    let resolution =
-        resolve::resolve(&mut desired, manifests, &observed, secrets, &proxy, tls_dir)?;
-    missing.extend(resolution.missing);
-    if options.apply && !missing.is_empty() {
-        return Err(ReconcileError::MissingSecrets(missing));
-    }
-    settle(&desired, &mut observed);
-    let plan = plan::plan(
-        &desired,
-        &observed,
-        PlanOptions {
-            prune: settings.prune && !options.no_prune,
-        },
-    );
-    Ok(Prepared {
-        desired,
-        plan,
-        proxy,
-        tokens: resolution.tokens,
-        missing_secrets: missing,
-    })
+    pass.plan(manifests, observed, options, |_, _| {})
 }
 
 /// Plans a pass against a given observed state, through the same expand, resolve and
@@ -160,13 +100,80 @@ pub fn plan_against(
     observed: Observed,
     settle: impl FnOnce(&Desired, &mut Observed),
 ) -> Result<Prepared, ReconcileError> {
-    let secrets = PassSecrets::new(state.secrets(), generation(options));
-    desired::generate_passwords(manifests, &secrets)?;
-    let (desired, missing) = desired::build_lenient(manifests, &secrets, revision);
-    let tls_dir = state.path().join("tls");
-    plan_pass(
-        manifests, desired, missing, observed, &secrets, &tls_dir, options, settle,
-    )
+    Started::new(manifests, revision, state, options)?.plan(manifests, observed, options, settle)
+}
+
+/// A pass up to what needs no look at the host: its secrets, desired state and proxy.
+struct Started {
+    secrets: PassSecrets,
+    desired: Desired,
+    missing: Vec<MissingSecret>,
+    proxy: ProxyDriver,
+    tls_dir: std::path::PathBuf,
+}
+
+impl Started {
+    fn new(
+        manifests: &Manifests,
+        revision: &str,
+        state: &StateDir,
+        options: &PassOptions,
+    ) -> Result<Started, ReconcileError> {
+        let generation = if options.apply {
+            Generation::Generate
+        } else {
+            Generation::Preview
+        };
+        let secrets = PassSecrets::new(state.secrets(), generation);
+        desired::generate_passwords(manifests, &secrets)?;
+        let (desired, missing) = desired::build_lenient(manifests, &secrets, revision);
+        Ok(Started {
+            secrets,
+            desired,
+            missing,
+            proxy: ProxyDriver::from_settings(&manifests.settings(), &options.instance),
+            tls_dir: state.path().join("tls"),
+        })
+    }
+
+    /// The pure part of a pass: resolve against what was observed, then plan.
+    fn plan(
+        self,
+        manifests: &Manifests,
+        mut observed: Observed,
+        options: &PassOptions,
+        settle: impl FnOnce(&Desired, &mut Observed),
+    ) -> Result<Prepared, ReconcileError> {
+        let Started {
+            secrets,
+            mut desired,
+            mut missing,
+            proxy,
+            tls_dir,
+        } = self;
+        let resolution = resolve::resolve(
+            &mut desired,
+            manifests,
+            &observed,
+            &secrets,
+            &proxy,
+            &tls_dir,
+        )?;
+        missing.extend(resolution.missing);
+        if options.apply && !missing.is_empty() {
+            return Err(ReconcileError::MissingSecrets(missing));
+        }
+        settle(&desired, &mut observed);
+        let prune = manifests.settings().prune && !options.no_prune;
+        let plan = plan::plan(&desired, &observed, PlanOptions { prune });
+        Ok(Prepared {
+            desired,
+            plan,
+            proxy,
+            tokens: resolution.tokens,
+            missing_secrets: missing,
+        })
+    }
 }
 
 /// A database berth recorded, taken as it left it when the server is not asked.

@@ -67,11 +67,6 @@ impl PassSecrets {
         self.lock().clone()
     }
 
-    /// The store behind the view.
-    pub fn store(&self) -> &SecretStore {
-        &self.store
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Option<Secret>>> {
         self.generated.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -165,7 +165,7 @@ pub struct HealthSpec {
 }
 
 /// Everything needed to create a container.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Default)]
 pub struct ContainerConfig {
     /// The container's name.
     pub name: String,

@@ -466,20 +466,10 @@ mod tests {
         ContainerConfig {
             name: name.into(),
             image: image.into(),
-            command: None,
-            env: vec![],
             labels: BTreeMap::from([("berth.instance".into(), "t".into())]),
             network: "net".into(),
-            aliases: vec![],
-            mounts: vec![],
-            ports: vec![],
-            health: None,
-            nano_cpus: None,
-            memory: None,
             restart: "no".into(),
-            user: None,
-            init: false,
-            networks: vec![],
+            ..ContainerConfig::default()
         }
     }
 

@@ -48,7 +48,7 @@ pub struct Resolution {
 }
 
 /// Shown where a private domain's token will be, in a dry run before it exists.
-pub const TOKEN_PLACEHOLDER: &str = "token-generated-on-apply";
+const TOKEN_PLACEHOLDER: &str = "token-generated-on-apply";
 
 /// Completes `desired` for this host: host ports (which change the specs of the apps
 /// they are published by), routes, proxy files, TLS files, and the secrets generated
@@ -188,7 +188,7 @@ fn tls_files(
 }
 
 /// The secret holding a private domain's token.
-pub fn private_token_secret(domain: &str) -> String {
+fn private_token_secret(domain: &str) -> String {
     let name = format!("private-{domain}");
     if name.len() <= 63 {
         name

@@ -225,16 +225,25 @@ fn health_timeout(app: &DesiredApp) -> Duration {
 /// An HTTP GET of the app's health path, from the host; 2xx and 3xx are healthy
 /// (redirects are not followed: a redirect answers, so the app is up).
 async fn probe_http(ip: &str, port: u16, path: &str, limit: Duration) -> Result<(), String> {
+    // One client for every probe (building one loads the TLS roots); no idle
+    // connections are kept, so each probe is a fresh connection to the app.
+    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
+        std::sync::OnceLock::new();
     let addr = format!("{ip}:{port}");
     let url = format!("http://{addr}{path}");
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(limit)
-        .user_agent("berth")
-        .build()
+    let client = CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(0)
+                .user_agent("berth")
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
         .map_err(|e| format!("GET {path} on {addr}: {e}"))?;
-    match client.get(&url).send().await {
+    match client.get(&url).timeout(limit).send().await {
         Ok(r) if (200..400).contains(&r.status().as_u16()) => Ok(()),
         Ok(r) => Err(format!(
             "GET {path} on {addr} answered {}",

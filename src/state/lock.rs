@@ -296,57 +296,8 @@ mod tests {
         .unwrap();
     }
 
-    /// Not a test on its own: the child process of the one below, which holds the
-    /// lock named by `BERTH_TEST_LOCK_CHILD` until it is killed.
-    #[tokio::test]
-    #[ignore = "run by a_lock_whose_holder_was_killed_is_free_at_once"]
-    async fn lock_holding_child() {
-        let Some(path) = std::env::var_os("BERTH_TEST_LOCK_CHILD") else {
-            return;
-        };
-        let _held = acquire(
-            Path::new(&path),
-            "default",
-            "apply",
-            Duration::ZERO,
-            no_wait,
-        )
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_secs(600)).await;
-    }
-
-    #[tokio::test]
-    async fn a_lock_whose_holder_was_killed_is_free_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("default.lock");
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "state::lock::tests::lock_holding_child"])
-            .args(["--ignored", "--nocapture"])
-            .env("BERTH_TEST_LOCK_CHILD", &path)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while holder(&path).map(|h| h.pid) != Some(child.id()) {
-            assert!(Instant::now() < deadline, "the child never took the lock");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let err = acquire(&path, "default", "apply", Duration::ZERO, no_wait)
-            .await
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains(&format!("held by pid {} (apply)", child.id())),
-            "{err}"
-        );
-        // SIGKILL: no chance to clean up; the kernel releases the lock.
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let _mine = acquire(&path, "default", "apply", Duration::ZERO, no_wait)
-            .await
-            .expect("free as soon as its holder is dead");
-    }
+    // A holder killed with SIGKILL is tested end to end against the real binary:
+    // tests/it/instances.rs, `a_second_apply_waits_for_the_first_or_gives_up_after_its_timeout`.
 
     #[test]
     fn holders_parse_what_holders_write() {

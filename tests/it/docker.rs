@@ -757,20 +757,10 @@ fn the_driver_streams_events_of_managed_containers() {
         let config = ContainerConfig {
             name: s.name("web"),
             image: image().to_owned(),
-            command: None,
-            env: vec![],
             labels,
             network,
-            aliases: vec![],
-            mounts: vec![],
-            ports: vec![],
-            health: None,
-            nano_cpus: None,
-            memory: None,
             restart: "no".into(),
-            user: None,
-            init: false,
-            networks: vec![],
+            ..ContainerConfig::default()
         };
         let id = docker.create_container(&config).await.unwrap();
         docker.start_container(&id).await.unwrap();
