@@ -16,6 +16,10 @@ pub enum Outcome {
     Failed,
     /// It did not run (a branch not taken, or a failed dependency).
     Skipped,
+    /// An attempt ran past the node's `timeout` and was stopped.
+    TimedOut,
+    /// The run was stopped (its deadline, or berth shutting down) while it ran.
+    Cancelled,
 }
 
 impl Outcome {
@@ -25,7 +29,16 @@ impl Outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::Failed => "failed",
             Outcome::Skipped => "skipped",
+            Outcome::TimedOut => "timedOut",
+            Outcome::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether `<node>.<self>` holds for a node that ended with `actual`: a node that
+    /// timed out or was cancelled also counts as failed.
+    pub fn matches(self, actual: Outcome) -> bool {
+        self == actual
+            || (self == Outcome::Failed && matches!(actual, Outcome::TimedOut | Outcome::Cancelled))
     }
 }
 
@@ -56,10 +69,12 @@ impl Ref {
             ["succeeded"] => Ok(Ref::Is(node, Outcome::Succeeded)),
             ["failed"] => Ok(Ref::Is(node, Outcome::Failed)),
             ["skipped"] => Ok(Ref::Is(node, Outcome::Skipped)),
+            ["timedOut"] => Ok(Ref::Is(node, Outcome::TimedOut)),
+            ["cancelled"] => Ok(Ref::Is(node, Outcome::Cancelled)),
             ["output", key] if !key.is_empty() => Ok(Ref::Output(node, key.to_owned())),
             _ => Err(format!(
                 "`{path}` is not a node reference: write `<node>.succeeded`, `.failed`, \
-                 `.skipped`, `.outcome` or `.output.<key>`"
+                 `.skipped`, `.timedOut`, `.outcome` or `.output.<key>`"
             )),
         }
     }
@@ -177,7 +192,7 @@ impl Expr {
                 let outcome = result.map_or(Outcome::Skipped, |r| r.outcome);
                 match r {
                     Ref::Outcome(_) => Literal::Str(outcome.as_str().to_owned()),
-                    Ref::Is(_, o) => Literal::Bool(outcome == *o),
+                    Ref::Is(_, o) => Literal::Bool(o.matches(outcome)),
                     Ref::Output(_, key) => result
                         .and_then(|r| r.output.get(key).cloned())
                         .unwrap_or(Literal::Null),

@@ -1,4 +1,6 @@
-//! Workflows: the graph engine's building blocks. For now, the condition and template
-//! language that validation checks and the engine evaluates.
+//! Workflows: the condition and template language (`expr`), the engine that runs a
+//! workflow's graph of nodes (`engine`), what nodes do on the host (`actions`), and the
+//! record of runs kept per instance (`runs`).
 
+pub mod engine;
 pub mod expr;

@@ -29,7 +29,7 @@ pub use settings::{
     CommandLine, EntryPoints, Listen, NginxProxy, PortRange, Proxy, Runtime, Server, ServerEngine,
     SettingsSpec, TraefikProxy, Upstream,
 };
-pub use workflow::{Action, Condition, Node, Notify, Rollback, Trigger, WorkflowSpec};
+pub use workflow::{Action, Condition, Node, Notify, Rollback, Trigger, When, WorkflowSpec};
 
 /// The only apiVersion this berth reads.
 pub const API_VERSION: &str = "berth/v1";

@@ -40,6 +40,20 @@ pub struct SettingsSpec {
     /// Shared database servers managed outside berth, by name. Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub servers: BTreeMap<String, Server>,
+    /// How workflows run. Default: their defaults.
+    #[serde(default)]
+    pub workflows: WorkflowSettings,
+}
+
+/// How workflows run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkflowSettings {
+    /// Let `http` actions reach loopback, private, link-local and unique-local
+    /// addresses (the host's own services, the Docker daemon's port, a cloud's metadata
+    /// address). Default: false (only public addresses).
+    #[serde(default)]
+    pub allow_private_targets: bool,
 }
 
 impl Default for SettingsSpec {

@@ -73,13 +73,53 @@ pub struct Node {
     /// Put an app back to the spec it had before its last deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
-    /// The longest this node may take. Default: `5m`.
+    /// When it runs: `onSuccess`, once every node it needs succeeded (a need that
+    /// failed or was skipped skips it), or `always`, once they finished however they
+    /// ended (clean-up, final notifications). Default: `onSuccess`.
+    #[serde(default, skip_serializing_if = "When::is_default")]
+    pub when: When,
+    /// The longest one attempt may take; it is then stopped and counts as timed out.
+    /// Default: `5m`.
     #[serde(default = "default_node_timeout")]
     pub timeout: Duration,
+    /// How many times a failed or timed-out `action` or `rollback` is tried again.
+    /// Default: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = 10))]
+    pub retries: u32,
+    /// The wait before the first retry, doubled before each next one (at most 5 minutes).
+    /// Default: `1s`.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay: Duration,
 }
 
 fn default_node_timeout() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_retry_delay() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// When a node runs, given how the nodes it needs ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum When {
+    /// Only when every node it needs succeeded.
+    #[default]
+    OnSuccess,
+    /// Whenever they finished, whatever their outcome.
+    Always,
+}
+
+impl When {
+    fn is_default(&self) -> bool {
+        *self == When::OnSuccess
+    }
 }
 
 /// What an action node does (exactly one key).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::graph::{Index, ancestors, find_cycle, missing_ref};
 use super::{Report, did_you_mean, esc, quoted_list};
-use crate::manifest::model::{Action, Kind, Trigger, WorkflowSpec};
+use crate::manifest::model::{Action, Kind, Trigger, When, WorkflowSpec};
 use crate::manifest::syntax;
 use crate::workflow::expr::{Expr, Placeholder, placeholders};
 
@@ -65,6 +65,21 @@ pub(super) fn check_workflow(report: &mut Report, index: &Index, doc: usize, w: 
                 doc,
                 &at,
                 "a node needs exactly one of `action`, `condition`, `notify` or `rollback`",
+            );
+        }
+        if node.retries > 0 && (node.condition.is_some() || node.notify.is_some()) {
+            report.at(
+                doc,
+                &format!("{at}/retries"),
+                "`retries` applies to `action` and `rollback` nodes: a condition is evaluated \
+                 once and a message is queued once (the Notifier retries its deliveries)",
+            );
+        }
+        if node.when == When::Always && node.condition.is_some() {
+            report.at(
+                doc,
+                &format!("{at}/when"),
+                "a condition runs once its needs finished, however they ended: remove `when`",
             );
         }
         if let Some(action) = &node.action {
