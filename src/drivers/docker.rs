@@ -298,6 +298,18 @@ pub trait DockerApi: Send + Sync {
         stdin: Option<&std::path::Path>,
         stdout: Option<&std::path::Path>,
     ) -> Result<u64, DockerError>;
+    /// Runs `cmd` in the running container `container`, handing each chunk it prints
+    /// (standard output and error, as they come) to `out`; returns its exit code. When
+    /// the returned future is dropped before the end, the command is killed (through its
+    /// process id on this host).
+    async fn exec_output(
+        &self,
+        container: &str,
+        cmd: &[String],
+        out: &(dyn for<'b> Fn(&'b [u8]) + Send + Sync),
+    ) -> Result<i64, DockerError>;
+    /// Restarts a container, giving it `timeout_secs` to stop.
+    async fn restart_container(&self, id: &str, timeout_secs: i32) -> Result<(), DockerError>;
 }
 
 /// The real daemon, through bollard.
@@ -700,6 +712,80 @@ impl DockerApi for BollardDocker {
         })
     }
 
+    async fn exec_output(
+        &self,
+        container: &str,
+        cmd: &[String],
+        out: &(dyn for<'b> Fn(&'b [u8]) + Send + Sync),
+    ) -> Result<i64, DockerError> {
+        use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+        let op = "run a command in";
+        let created = self
+            .client
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| call_error(op, container, e))?;
+        let mut guard = KillOnDrop {
+            client: self.client.clone(),
+            exec: Some(created.id.clone()),
+        };
+        let started = self
+            .client
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| call_error(op, container, e))?;
+        let StartExecResults::Attached { mut output, .. } = started else {
+            return Err(DockerError::Call {
+                op,
+                target: container.to_owned(),
+                message: "the command detached".into(),
+                status: None,
+            });
+        };
+        while let Some(chunk) = output.next().await {
+            match chunk.map_err(|e| call_error(op, container, e))? {
+                bollard::container::LogOutput::StdOut { message }
+                | bollard::container::LogOutput::StdErr { message }
+                | bollard::container::LogOutput::Console { message } => out(&message),
+                bollard::container::LogOutput::StdIn { .. } => {}
+            }
+        }
+        guard.exec = None;
+        let code = self
+            .client
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| call_error(op, container, e))?
+            .exit_code
+            .unwrap_or(-1);
+        Ok(code)
+    }
+
+    async fn restart_container(&self, id: &str, timeout_secs: i32) -> Result<(), DockerError> {
+        let options = bollard::query_parameters::RestartContainerOptionsBuilder::default()
+            .t(timeout_secs)
+            .build();
+        self.client
+            .restart_container(id, Some(options))
+            .await
+            .map_err(|e| call_error("restart", id, e))
+    }
+
     async fn exec(
         &self,
         container: &str,
@@ -870,5 +956,39 @@ impl DockerApi for BollardDocker {
                 })
         });
         Box::pin(stream)
+    }
+}
+
+/// Kills a command started by `exec_output` whose caller stopped waiting for it (a
+/// timeout, a cancelled run): Docker has no call to stop an exec, so its process is
+/// killed by id, which works when the daemon runs on this host.
+struct KillOnDrop {
+    client: Docker,
+    exec: Option<String>,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let Some(exec) = self.exec.take() else { return };
+        let client = self.client.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let Ok(info) = client.inspect_exec(&exec).await else {
+                return;
+            };
+            if info.running != Some(true) {
+                return;
+            }
+            let Some(pid) = info.pid.and_then(|p| i32::try_from(p).ok()) else {
+                return;
+            };
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::KILL) {
+                    tracing::warn!("failed to stop a command that ran past its time: {e}");
+                }
+            }
+        });
     }
 }

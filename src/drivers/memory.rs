@@ -455,6 +455,28 @@ impl DockerApi for MemoryDocker {
         }
         Ok(0)
     }
+
+    async fn exec_output(
+        &self,
+        container: &str,
+        cmd: &[String],
+        out: &(dyn for<'b> Fn(&'b [u8]) + Send + Sync),
+    ) -> Result<i64, DockerError> {
+        {
+            let mut st = self.lock();
+            st.check()?;
+            st.container("exec in", container)?;
+        }
+        out(format!("{}\n", cmd.join(" ")).as_bytes());
+        Ok(0)
+    }
+
+    async fn restart_container(&self, id: &str, _timeout_secs: i32) -> Result<(), DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        st.container("restart", id)?.state.running = true;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

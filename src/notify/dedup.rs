@@ -61,7 +61,8 @@ impl Dedup {
             | EventKind::PlanPending
             | EventKind::WorkflowSucceeded
             | EventKind::WorkflowFailed
-            | EventKind::BackupFailed => Verdict::Send { repeat: false },
+            | EventKind::BackupFailed
+            | EventKind::WorkflowMessage => Verdict::Send { repeat: false },
         }
     }
 }

@@ -186,6 +186,7 @@ pub(crate) fn event_name(event: EventKind) -> &'static str {
         EventKind::WorkflowSucceeded => "WorkflowSucceeded",
         EventKind::WorkflowFailed => "WorkflowFailed",
         EventKind::BackupFailed => "BackupFailed",
+        EventKind::WorkflowMessage => "WorkflowMessage",
     }
 }
 
@@ -204,6 +205,7 @@ fn title(event: EventKind, repeat: bool) -> &'static str {
         (EventKind::WorkflowSucceeded, _) => "Workflow succeeded",
         (EventKind::WorkflowFailed, _) => "Workflow failed",
         (EventKind::BackupFailed, _) => "Backup failed",
+        (EventKind::WorkflowMessage, _) => "Workflow",
     }
 }
 
@@ -223,7 +225,9 @@ fn tone(event: EventKind) -> Tone {
         | EventKind::Degraded
         | EventKind::WorkflowFailed
         | EventKind::BackupFailed => Tone::Bad,
-        EventKind::DriftCorrected | EventKind::PlanPending => Tone::Notice,
+        EventKind::DriftCorrected | EventKind::PlanPending | EventKind::WorkflowMessage => {
+            Tone::Notice
+        }
     }
 }
 

@@ -169,6 +169,13 @@ pub enum NotifyError {
         /// Why (names the secret).
         source: SecretError,
     },
+    /// No target of that name is set up (it is not declared, or its URL secret is
+    /// missing).
+    #[error("notifier `{0}` is not set up: it is not declared or its URL secret is missing")]
+    NoTarget(String),
+    /// The target's queue is full.
+    #[error("notifier `{0}` has too many messages waiting; this one was dropped")]
+    QueueFull(String),
 }
 
 /// Delivery settings: the defaults suit production; tests shrink them.
@@ -337,6 +344,31 @@ impl Notifier {
                 warn!(notifier = %name, event, "notification queue is full; notification dropped");
             }
         }
+    }
+
+    /// Queues `n` for target `name` only, whatever events it subscribes to and what it
+    /// has told (a workflow's `notify` node). Never waits.
+    pub fn send_to(&self, name: &str, n: Notification) -> Result<(), NotifyError> {
+        let mut slots = lock(&self.inner.targets);
+        let slot = slots
+            .get_mut(name)
+            .ok_or_else(|| NotifyError::NoTarget(name.to_owned()))?;
+        let job = Job {
+            target: slot.target.clone(),
+            message: Message {
+                notification: Arc::new(n),
+                at: SystemTime::now(),
+                repeat: false,
+            },
+        };
+        self.inner.pending.add();
+        if slot.queue.try_send(job).is_err() {
+            self.inner.pending.done();
+            lock(&slot.stats).dropped += 1;
+            self.inner.counted.send_modify(|n| *n += 1);
+            return Err(NotifyError::QueueFull(name.to_owned()));
+        }
+        Ok(())
     }
 
     /// How deliveries went, per current target, by name.

@@ -71,6 +71,11 @@ pub enum EventKind {
     WorkflowFailed,
     /// A backup failed.
     BackupFailed,
+    /// A workflow's `notify` node: sent to the Notifier it names, whatever its `events`
+    /// (not a subscribable event).
+    #[serde(skip_deserializing)]
+    #[schemars(skip)]
+    WorkflowMessage,
 }
 
 impl EventKind {
