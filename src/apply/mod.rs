@@ -264,14 +264,15 @@ async fn run_rounds(
     let mut out = Vec::new();
     let last_round = actions.iter().map(|(_, a)| a.round).max().unwrap_or(0);
     for round in 0..=last_round {
-        let batch: Vec<(usize, &Action)> = actions
-            .iter()
-            .filter(|(_, a)| a.round == round)
-            .copied()
+        // Positions, not references, go through the stream: a stream of borrowed items
+        // makes the future lose `Send` (the workflow engine runs apply in a task).
+        let batch: Vec<usize> = (0..actions.len())
+            .filter(|k| actions[*k].1.round == round)
             .collect();
         let failed_before = failed.clone();
         let results: Vec<(usize, Outcome)> = futures_util::stream::iter(batch)
-            .map(|(i, a)| {
+            .map(|k| {
+                let (i, a) = actions[k];
                 let failed_before = &failed_before;
                 async move {
                     let o = match blocked_by(a, failed_before) {

@@ -2,6 +2,7 @@
 //! workflow's graph of nodes (`engine`), what nodes do on the host (`actions`), and the
 //! record of runs kept per instance (`runs`).
 
+pub mod actions;
 pub mod engine;
 pub mod expr;
 pub mod runs;
