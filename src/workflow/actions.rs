@@ -570,10 +570,13 @@ fn redact_url(url: &reqwest::Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
-    if shown.query().is_some() {
-        shown.set_query(Some("…"));
+    let had_query = shown.query().is_some();
+    shown.set_query(None);
+    let mut text = shown.to_string();
+    if had_query {
+        text.push_str("?…");
     }
-    shown.to_string()
+    text
 }
 
 /// A reqwest error's message without the URL it carries.
