@@ -109,7 +109,12 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("failed to listen on {}", args.listen))?;
-        let server = axum::serve(listener, status::http::app_with_hook(status.clone(), args.token.clone(), hook));
+        let workflows = controller.workflows();
+        let control: Arc<dyn status::workflows::WorkflowControl> = Arc::new(workflows.clone());
+        let router = status::http::app_with_hook(status.clone(), args.token.clone(), hook).merge(
+            status::workflows::routes(workflows.runs(), Some(control), args.token.clone()),
+        );
+        let server = axum::serve(listener, router);
         let mut server_stop = stopped.clone();
         tokio::spawn(async move {
             let shutdown = async move {

@@ -85,6 +85,8 @@ pub enum ResourceChange {
     },
     /// It applied again after being degraded.
     Recovered,
+    /// An app's containers were created or replaced and are ready.
+    Deployed,
 }
 
 /// The bus: cheap to clone, every clone publishes to the same subscribers.

@@ -11,6 +11,7 @@ pub mod policy;
 mod report;
 pub mod schedule;
 pub mod triggers;
+pub mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,8 @@ use pass::PassContext;
 use policy::{Failure, PassOutcome, Policy, Requeue, Severity};
 use schedule::{Clock, Job, JobId, Scheduler};
 use triggers::{Fetcher, Trigger, TriggerSender, Triggers};
+use workflows::{WorkflowHost, Workflows};
+use crate::workflow::runs::Runs;
 
 /// The controller's settings.
 #[derive(Clone)]
@@ -82,6 +85,9 @@ pub struct Controller {
     triggers: Triggers,
     fetcher: Option<Fetcher>,
     scheduler: Scheduler,
+    // The workflows of the applied revision, and what stops their runs.
+    workflows: Workflows,
+    stop_runs: watch::Sender<bool>,
 }
 
 impl Controller {
@@ -104,6 +110,20 @@ impl Controller {
             Source::Dir(_) => None,
         };
         let scheduler = Scheduler::new(Clock::System, bus.clone());
+        let (stop_runs, runs_stopped) = watch::channel(false);
+        let workflows = Workflows::new(
+            WorkflowHost {
+                instance: options.instance.clone(),
+                state: state.clone(),
+                docker: docker.clone(),
+                apply: options.apply.clone(),
+                lock_timeout: options.lock_timeout,
+                notifier: notifier.clone(),
+            },
+            Runs::open(&state),
+            scheduler.clone(),
+            runs_stopped,
+        );
         Controller {
             source,
             state,
@@ -115,6 +135,8 @@ impl Controller {
             triggers: Triggers::new(),
             fetcher,
             scheduler,
+            workflows,
+            stop_runs,
             policy: Policy::default(),
         }
     }
@@ -143,6 +165,11 @@ impl Controller {
         self.triggers.sender()
     }
 
+    /// The workflows: their runs, and where a control call starts one.
+    pub fn workflows(&self) -> Workflows {
+        self.workflows.clone()
+    }
+
     /// The scheduler of cron-driven jobs.
     pub fn scheduler(&self) -> Scheduler {
         self.scheduler.clone()
@@ -160,6 +187,8 @@ impl Controller {
         );
         report::spawn_delivery_counts(&self.bus, self.notifier.clone());
         tokio::spawn(self.scheduler.clone().run());
+        self.workflows
+            .listen(&self.bus, snapshot.revision_applied.clone());
 
         let _watcher = match &self.source {
             Source::Dir(dir) => Some(triggers::watch_dir(
@@ -231,6 +260,8 @@ impl Controller {
                 break;
             }
         }
+        let _ = self.stop_runs.send(true);
+        self.workflows.stopped(Duration::from_secs(5)).await;
         self.notifier.flush(Duration::from_secs(5)).await;
         info!("stopped");
         Ok(())
@@ -265,6 +296,7 @@ impl Controller {
             bus: &self.bus,
             notifier: &self.notifier,
             lock_timeout: self.options.lock_timeout,
+            workflows: &self.workflows,
         };
         let pass = pass::run(&cx, revision).await;
         if let Some(databases) = pass.backups {

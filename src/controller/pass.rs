@@ -41,6 +41,8 @@ pub(crate) struct PassContext<'a> {
     pub notifier: &'a Notifier,
     /// How long a pass waits for the instance's lock.
     pub lock_timeout: std::time::Duration,
+    /// Told each valid revision before it is applied (its workflows and schedules).
+    pub workflows: &'a super::workflows::Workflows,
 }
 
 /// A finished pass.
@@ -78,6 +80,8 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision) -> Pass {
             });
         }
     };
+    let manifests = Arc::new(manifests);
+    cx.workflows.set_revision(id.clone(), manifests.clone());
     configure_notifiers(cx, &manifests);
     let settings = manifests.settings();
     let (auto_apply, resync) = (settings.auto_apply, settings.resync.get());
@@ -257,15 +261,22 @@ fn publish_resource_changes(
     for o in report.outcomes.iter().filter(|o| !o.target.is_write()) {
         let resource = resource_of(o.target, &o.name);
         let change = match &o.result {
-            apply::Status::Failed(m) => ResourceChange::Degraded { message: m.clone() },
-            apply::Status::Done if was_degraded.contains(&resource) => ResourceChange::Recovered,
-            _ => continue,
+            apply::Status::Failed(m) => Some(ResourceChange::Degraded { message: m.clone() }),
+            apply::Status::Done if was_degraded.contains(&resource) => {
+                Some(ResourceChange::Recovered)
+            }
+            _ => None,
         };
-        bus.publish(Event::ResourceChanged {
-            resource,
-            revision: revision.clone(),
-            change,
-        });
+        let deployed = o.target == Target::App
+            && o.result == apply::Status::Done
+            && matches!(o.op, Op::Create | Op::Update);
+        for change in change.into_iter().chain(deployed.then_some(ResourceChange::Deployed)) {
+            bus.publish(Event::ResourceChanged {
+                resource: resource.clone(),
+                revision: revision.clone(),
+                change,
+            });
+        }
     }
 }
 

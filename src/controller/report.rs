@@ -259,6 +259,8 @@ impl Announcer {
                 change,
             } => {
                 let (event, summary) = match change {
+                    // Told as part of the pass's Deployed notification.
+                    ResourceChange::Deployed => return,
                     ResourceChange::Degraded { message } => {
                         (EventKind::Degraded, format!("{resource}: {message}"))
                     }
