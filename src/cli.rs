@@ -38,6 +38,67 @@ pub enum Command {
     /// Dump, list and restore database backups.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Run workflows by hand and read their runs.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+}
+
+/// `berth workflow`
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// List the workflows declared under PATH: triggers, nodes and last run.
+    List {
+        /// The manifests: a directory or one file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        lock: LockedState,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// The runs of NAME kept in the state dir (the last 20), newest first.
+    Runs {
+        /// The Workflow.
+        name: String,
+        /// Only this run, with every node's log.
+        #[arg(long)]
+        number: Option<u64>,
+        #[command(flatten)]
+        lock: LockedState,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Run NAME now: in the `berth run` serving this instance when one runs (through its
+    /// status server, with the status token), otherwise in this process.
+    Run(WorkflowRunArgs),
+}
+
+/// `berth workflow run`
+#[derive(Debug, clap::Args)]
+pub struct WorkflowRunArgs {
+    /// The Workflow.
+    pub name: String,
+    /// The manifests declaring it: a directory or one file (a running `berth run` uses
+    /// the revision it applied).
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Print the order the nodes would run in, each resolved, and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// When the run goes to `berth run`: wait for it to end and print it.
+    #[arg(long)]
+    pub wait: bool,
+    /// The status token of the `berth run` serving this instance.
+    #[arg(long, env = "BERTH_STATUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where berth keeps its state and how it drives the host.
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 /// The state dir and instance a command that changes the host locks.

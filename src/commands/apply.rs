@@ -32,17 +32,11 @@ pub fn exec(args: &ApplyArgs, color: bool) -> anyhow::Result<ExitCode> {
         bail!("--exit-code goes with --dry-run");
     }
     let state = StateDir::new(&args.host.lock.state_dir, &args.host.lock.instance);
-    // Say plainly what this version does not converge yet, rather than skip it quietly.
-    // (Notifiers have nothing to converge: `berth run` sends through them.)
-    let unapplied: Vec<String> = [("Workflow", manifests.workflows.len())]
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(k, n)| format!("{n} {k}"))
-        .collect();
-    if !unapplied.is_empty() {
+    // Workflows are not part of a convergence: say where they run.
+    if !manifests.workflows.is_empty() && !args.dry_run {
         eprintln!(
-            "note: {} validated but not converged by apply in this version",
-            unapplied.join(", ")
+            "note: apply does not start workflows; `berth run` runs them on their triggers, \
+             `berth workflow run NAME` by hand"
         );
     }
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;

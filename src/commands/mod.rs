@@ -7,6 +7,7 @@ mod run;
 mod schema;
 mod status;
 mod validate;
+mod workflow;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::exec(&args),
         Command::Status(args) => status::exec(&args),
         Command::Backup(command) => backup::exec(&command),
+        Command::Workflow(command) => workflow::exec(&command),
     }
 }
 

@@ -82,6 +82,7 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
         };
         let status = StatusStore::open(&state.status_path());
         let notifier = Notifier::start(DeliveryOptions::default());
+        let presence_state = state.clone();
         let controller = Controller::new(
             source.clone(),
             state,
@@ -109,6 +110,10 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("failed to listen on {}", args.listen))?;
+        // `berth workflow run` finds this process here, and asks it.
+        let address = listener.local_addr().map_or(args.listen.clone(), |a| a.to_string());
+        let _presence = berth::state::presence::announce(&presence_state, &address)
+            .context("failed to write the controller's record in the state directory")?;
         let workflows = controller.workflows();
         let control: Arc<dyn status::workflows::WorkflowControl> = Arc::new(workflows.clone());
         let router = status::http::app_with_hook(status.clone(), args.token.clone(), hook).merge(

@@ -27,6 +27,7 @@ use crate::resource::{ResourceId, ResourceKind};
 use crate::source::{Revision, RevisionId, RevisionKind, Source};
 use crate::state::StateDir;
 use crate::status::{Reason, StatusStore};
+use crate::workflow::runs::Runs;
 use backoff::jitter;
 use events::{Bus, Event};
 use pass::PassContext;
@@ -34,7 +35,6 @@ use policy::{Failure, PassOutcome, Policy, Requeue, Severity};
 use schedule::{Clock, Job, JobId, Scheduler};
 use triggers::{Fetcher, Trigger, TriggerSender, Triggers};
 use workflows::{WorkflowHost, Workflows};
-use crate::workflow::runs::Runs;
 
 /// The controller's settings.
 #[derive(Clone)]

@@ -270,7 +270,10 @@ fn publish_resource_changes(
         let deployed = o.target == Target::App
             && o.result == apply::Status::Done
             && matches!(o.op, Op::Create | Op::Update);
-        for change in change.into_iter().chain(deployed.then_some(ResourceChange::Deployed)) {
+        for change in change
+            .into_iter()
+            .chain(deployed.then_some(ResourceChange::Deployed))
+        {
             bus.publish(Event::ResourceChanged {
                 resource: resource.clone(),
                 revision: revision.clone(),

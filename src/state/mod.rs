@@ -17,6 +17,7 @@
 
 pub mod atomic;
 pub mod lock;
+pub mod presence;
 pub mod records;
 pub mod secrets;
 

@@ -65,11 +65,7 @@ async fn list(State(r): State<Routes>, headers: HeaderMap) -> Response {
         return refused;
     }
     let latest = r.runs.latest();
-    let mut names: Vec<String> = r
-        .control
-        .as_ref()
-        .map(|c| c.declared())
-        .unwrap_or_default();
+    let mut names: Vec<String> = r.control.as_ref().map(|c| c.declared()).unwrap_or_default();
     names.extend(latest.keys().cloned());
     names.sort();
     names.dedup();
