@@ -321,36 +321,6 @@ impl Workflows {
         )
         .await;
         info!(workflow = %name, run = number, outcome = outcome.as_str(), "workflow run finished");
-        let event = match outcome {
-            RunState::Succeeded => EventKind::WorkflowSucceeded,
-            RunState::Cancelled => return,
-            _ => EventKind::WorkflowFailed,
-        };
-        let details = self
-            .inner
-            .runs
-            .get(name, number)
-            .map(|r| {
-                r.nodes
-                    .iter()
-                    .map(|n| match &n.message {
-                        Some(m) => format!("{}: {} ({m})", n.name, n.state),
-                        None => format!("{}: {}", n.name, n.state),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.inner.host.notifier.send(Notification {
-            event,
-            instance: self.inner.host.instance.clone(),
-            revision: Some(revision),
-            resource: Some(ResourceId::new(ResourceKind::Workflow, name)),
-            summary: format!(
-                "workflow {name} run {number} {} (trigger: {trigger})",
-                outcome.as_str()
-            ),
-            details,
-        });
     }
 }
 
@@ -370,10 +340,46 @@ pub async fn run_recorded(
         number,
         host: host.clone(),
     };
-    let result = engine::run(spec, &context, host, &recorder, cancel).await;
+    let result = engine::run(spec, &context, host.clone(), &recorder, cancel).await;
     let state = RunState::from(result.outcome);
     runs.finish(&context.workflow, number, state);
+    tell(&host, &context, runs, number, state);
     state
+}
+
+/// `WorkflowSucceeded` or `WorkflowFailed`, to the Notifiers that subscribe to them (a
+/// run cancelled by berth stopping is not news).
+fn tell(host: &Host, context: &RunContext, runs: &Runs, number: u64, state: RunState) {
+    let event = match state {
+        RunState::Succeeded => EventKind::WorkflowSucceeded,
+        RunState::Cancelled => return,
+        _ => EventKind::WorkflowFailed,
+    };
+    let name = &context.workflow;
+    let details = runs
+        .get(name, number)
+        .map(|r| {
+            r.nodes
+                .iter()
+                .map(|n| match &n.message {
+                    Some(m) => format!("{}: {} ({m})", n.name, n.state),
+                    None => format!("{}: {}", n.name, n.state),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    host.notifier.send(Notification {
+        event,
+        instance: host.instance.clone(),
+        revision: Some(host.revision.clone()),
+        resource: Some(ResourceId::new(ResourceKind::Workflow, name)),
+        summary: format!(
+            "workflow {name} run {number} {} (trigger: {})",
+            state.as_str(),
+            context.trigger
+        ),
+        details,
+    });
 }
 
 struct Recorder {
