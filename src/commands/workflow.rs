@@ -400,7 +400,11 @@ fn dry_run(manifests: &Manifests, name: &str, spec: &WorkflowSpec) -> String {
 
 fn describe(manifests: &Manifests, node: &berth::manifest::model::Node) -> String {
     let app = |a: &str| match manifests.apps.get(a) {
-        Some(r) => format!("app {a} (image {}, container {a}-1)", r.spec.image),
+        Some(r) => format!(
+            "app {a} (image {}, container {})",
+            r.spec.image,
+            berth::desired::container_name(a, 1)
+        ),
         None => format!("app {a} (not declared)"),
     };
     if let Some(action) = &node.action {

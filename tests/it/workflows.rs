@@ -110,7 +110,13 @@ spec:
     let out = s.berth(&["workflow", "run", "check", "--dry-run"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("step 1:\n  a: exec `sleep 2` in app "), "{t}");
+    assert!(
+        t.contains(&format!(
+            "step 1:\n  a: exec `sleep 2` in app {web} (image {}, container {web}) [timeout 5m]",
+            image()
+        )),
+        "{t}"
+    );
     assert!(
         t.contains(&format!(
             "  probe: GET {}/health (expects 200) [after a, b; timeout 5m]",
@@ -232,4 +238,190 @@ fn an_http_action_to_a_private_address_is_refused_unless_the_settings_allow_it()
         "{message}"
     );
     assert!(listener.received().is_empty(), "the request was sent");
+}
+
+/// GET `path` from the controller with the status token; `Null` while it does not answer.
+fn api(c: &crate::run::Controller, path: &str) -> Value {
+    reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{}{path}", c.port))
+        .bearer_auth(TOKEN)
+        .send()
+        .ok()
+        .and_then(|r| r.bytes().ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The runs of `workflow` the controller reports, newest first.
+fn runs_of(c: &crate::run::Controller, workflow: &str) -> Vec<Value> {
+    api(c, &format!("/api/v1/workflows/{workflow}/runs"))["runs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+const TOKEN: &str = "status-token-7c1e";
+
+#[test]
+fn berth_run_starts_workflows_on_their_triggers_and_by_a_control_call() {
+    let s = Scenario::new();
+    let listener = Listener::start(200);
+    s.write("settings.yaml", &settings(&s));
+    s.write("team.yaml", &notifier(&s, &listener));
+    let web = s.name("web");
+    let app = |page: &str| {
+        s.app(
+            "web",
+            image(),
+            &format!("  port: 80\n  env: {{PAGE: {page}}}\n"),
+        )
+    };
+    s.write("web.yaml", &app("one"));
+    s.write(
+        "flows.yaml",
+        &format!(
+            r#"apiVersion: berth/v1
+kind: Workflow
+metadata: {{name: on-apply}}
+spec:
+  triggers: [{{on: revisionApplied}}]
+  nodes:
+    - {{name: probe, action: {{http: {{url: "{base}/applied"}}}}}}
+    - {{name: tell, needs: [probe], notify: {{notifier: team, message: "applied {{{{revision}}}}"}}}}
+---
+apiVersion: berth/v1
+kind: Workflow
+metadata: {{name: tick}}
+spec:
+  triggers: [{{on: schedule, cron: "* * * * *"}}]
+  nodes:
+    - {{name: ok, action: {{exec: {{app: {web}, command: ["true"]}}}}}}
+---
+apiVersion: berth/v1
+kind: Workflow
+metadata: {{name: by-hand}}
+spec:
+  triggers: [{{on: manual}}]
+  nodes:
+    - {{name: deploy, action: {{deploy: {{app: {web}}}}}}}
+    - {{name: page, needs: [deploy], action: {{exec: {{app: {web}, command: [sh, -c, "echo page $PAGE"]}}}}}}
+---
+apiVersion: berth/v1
+kind: Workflow
+metadata: {{name: long}}
+spec:
+  triggers: [{{on: manual}}]
+  nodes:
+    - {{name: wait, action: {{exec: {{app: {web}, command: [sleep, "41"]}}}}}}
+"#,
+            base = listener.base
+        ),
+    );
+    let source = s.manifests_path().display().to_string();
+    let mut c = crate::run::Controller::start_with(&s, &source, &["--token", TOKEN]);
+    crate::run::eventually(&c, 60, "the first revision's workflow runs", || {
+        runs_of(&c, "on-apply")
+            .first()
+            .is_some_and(|r| r["state"] == "succeeded")
+    });
+    let applied = |l: &Listener| l.received().iter().filter(|r| r.path == "/applied").count();
+    assert_eq!(applied(&listener), 1);
+
+    // By hand, through the controller: without the token it is refused and says why.
+    let out = s.berth(&["workflow", "run", "by-hand", "--wait"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("starting a workflow there needs its status token"),
+        "{t}"
+    );
+    let anonymous = crate::http::post_json(
+        &format!("http://127.0.0.1:{}/api/v1/workflows/by-hand/runs", c.port),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(anonymous.status, 401);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "workflow",
+            "run",
+            "by-hand",
+            "--wait",
+            "--instance",
+            &s.prefix,
+            "--state-dir",
+        ])
+        .arg(s.state_path())
+        .env("BERTH_STATUS_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}\n{}", c.log());
+    assert!(
+        t.contains("workflow by-hand run 1 (manual, revision "),
+        "{t}"
+    );
+    assert!(t.contains("| page one"), "{t}");
+
+    // A new revision: the revisionApplied workflow runs once more, not once per pass.
+    s.write("web.yaml", &app("two"));
+    crate::run::eventually(&c, 60, "the second revision's workflow runs", || {
+        runs_of(&c, "on-apply").len() == 2 && runs_of(&c, "on-apply")[0]["state"] == "succeeded"
+    });
+    assert!(crate::run::env_of(&web).contains("PAGE=two"));
+    let told: Vec<String> = messages(&listener);
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told.iter().all(|m| m.starts_with("applied ")), "{told:?}");
+
+    // The schedule fires within a minute.
+    crate::run::eventually(&c, 75, "the scheduled workflow runs", || {
+        runs_of(&c, "tick")
+            .first()
+            .is_some_and(|r| r["state"] == "succeeded" && r["trigger"] == "schedule * * * * *")
+    });
+    assert_eq!(applied(&listener), 2, "no pass fired revisionApplied again");
+
+    // A run cut short by a kill is recorded interrupted after a restart, not run again.
+    let started = reqwest::blocking::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/api/v1/workflows/long/runs",
+            c.port
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    crate::run::eventually(&c, 20, "the long run starts its node", || {
+        runs_of(&c, "long")
+            .first()
+            .is_some_and(|r| r["nodes"][0]["state"] == "running")
+    });
+    let pid = c.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = c.child.wait();
+    let c = crate::run::Controller::start_with(&s, &source, &["--token", TOKEN]);
+    crate::run::eventually(&c, 30, "the restarted controller answers", || {
+        !runs_of(&c, "long").is_empty()
+    });
+    let long = runs_of(&c, "long");
+    assert_eq!(long.len(), 1, "{long:#?}");
+    assert_eq!(long[0]["state"], "interrupted");
+    assert_eq!(
+        long[0]["message"],
+        "cut short by a restart of berth; not run again"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(runs_of(&c, "long").len(), 1);
+    assert_eq!(
+        runs_of(&c, "on-apply").len(),
+        2,
+        "a restart is not a new revision"
+    );
 }
