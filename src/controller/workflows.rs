@@ -427,3 +427,129 @@ impl crate::status::workflows::WorkflowControl for Workflows {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::controller::schedule::Clock;
+    use crate::drivers::memory::MemoryDocker;
+    use crate::manifest::SourceFile;
+
+    const FLOWS: &str = "apiVersion: berth/v1\nkind: App\nmetadata: {name: web}\nspec: {image: 'busybox:1'}\n---\n\
+        apiVersion: berth/v1\nkind: Workflow\nmetadata: {name: tick}\nspec:\n  triggers: [{on: schedule, cron: '* * * * *'}]\n  nodes:\n    - {name: go, condition: {if: 'true'}}\n---\n\
+        apiVersion: berth/v1\nkind: Workflow\nmetadata: {name: on-fail}\nspec:\n  triggers: [{on: appFailed, app: web}]\n  nodes:\n    - {name: go, condition: {if: 'true'}}\n";
+
+    fn workflows(dir: &std::path::Path, scheduler: Scheduler) -> Workflows {
+        let (_stop, stopped) = watch::channel(false);
+        let state = StateDir::new(dir, "default");
+        let w = Workflows::new(
+            WorkflowHost {
+                instance: "default".into(),
+                state,
+                docker: Arc::new(MemoryDocker::new()),
+                apply: ApplyOptions::default(),
+                lock_timeout: Duration::from_secs(1),
+                notifier: Notifier::start(Default::default()),
+            },
+            Runs::in_memory(),
+            scheduler,
+            stopped,
+        );
+        let manifests = crate::manifest::load_files(&[SourceFile {
+            path: "flows.yaml".into(),
+            text: FLOWS.into(),
+        }])
+        .expect("valid manifests");
+        w.set_revision(RevisionId::content("abc"), Arc::new(manifests));
+        w
+    }
+
+    async fn settle(secs: u64) {
+        for _ in 0..secs {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scheduled_workflow_runs_when_its_cron_is_due_in_local_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let wall = chrono::Local
+            .with_ymd_and_hms(2026, 3, 10, 3, 0, 30)
+            .unwrap();
+        let scheduler = Scheduler::new(Clock::starting_at(wall), Bus::new());
+        tokio::spawn(scheduler.clone().run());
+        let w = workflows(dir.path(), scheduler);
+        settle(29).await;
+        assert!(w.runs().list("tick").is_empty(), "not before 03:01");
+        settle(2).await;
+        let runs = w.runs().list("tick");
+        assert_eq!(runs.len(), 1, "at 03:01");
+        assert_eq!(runs[0].trigger, "schedule * * * * *");
+        assert_eq!(runs[0].state, RunState::Succeeded);
+        settle(60).await;
+        assert_eq!(w.runs().list("tick").len(), 2, "at 03:02");
+        // A due time found the last run still going: recorded as a skipped run.
+        let job = job_id("tick", 0);
+        w.on_event(&Event::JobSkipped { job }, &mut None);
+        let runs = w.runs().list("tick");
+        assert_eq!(runs[0].state, RunState::Skipped);
+        assert_eq!(
+            runs[0].message.as_deref(),
+            Some("the previous run was still going when the schedule was due")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn app_failed_fires_once_per_failure_not_once_per_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = workflows(dir.path(), Scheduler::new(Clock::System, Bus::new()));
+        let changed = |change| Event::ResourceChanged {
+            resource: ResourceId::new(ResourceKind::App, "web"),
+            revision: RevisionId::content("abc"),
+            change,
+        };
+        let degraded = || {
+            changed(ResourceChange::Degraded {
+                message: "never ready".into(),
+            })
+        };
+        let mut last = None;
+        for _ in 0..3 {
+            w.on_event(&degraded(), &mut last);
+            settle(1).await;
+        }
+        assert_eq!(
+            w.runs().list("on-fail").len(),
+            1,
+            "three failing passes, one run"
+        );
+        assert_eq!(w.runs().list("on-fail")[0].trigger, "appFailed web");
+        w.on_event(&changed(ResourceChange::Deployed), &mut last);
+        w.on_event(&degraded(), &mut last);
+        settle(1).await;
+        assert_eq!(
+            w.runs().list("on-fail").len(),
+            2,
+            "a new failure after a deploy"
+        );
+        // Another app's failure is not this trigger.
+        let other = Event::ResourceChanged {
+            resource: ResourceId::new(ResourceKind::App, "api"),
+            revision: RevisionId::content("abc"),
+            change: ResourceChange::Degraded {
+                message: "x".into(),
+            },
+        };
+        w.on_event(&other, &mut last);
+        settle(1).await;
+        assert_eq!(w.runs().list("on-fail").len(), 2);
+    }
+}
