@@ -491,3 +491,160 @@ async fn converge(
 fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::memory::MemoryDocker;
+
+    /// A host with app `blog` (its env says `version`) and a managed database it links.
+    struct Host {
+        docker: Arc<MemoryDocker>,
+        manifests: tempfile::TempDir,
+        state: StateDir,
+        _state: tempfile::TempDir,
+    }
+
+    impl Host {
+        fn new() -> Host {
+            let docker = Arc::new(MemoryDocker::new());
+            for image in ["ok:1", "postgres:16"] {
+                docker.add_image(image);
+            }
+            let state = tempfile::tempdir().unwrap();
+            Host {
+                docker,
+                manifests: tempfile::tempdir().unwrap(),
+                state: StateDir::new(state.path(), "test"),
+                _state: state,
+            }
+        }
+
+        fn declare(&self, version: &str) {
+            let yaml = format!(
+                "apiVersion: berth/v1\nkind: Database\nmetadata: {{name: blog-db}}\nspec: \
+                 {{engine: postgres, mode: managed}}\n---\napiVersion: berth/v1\nkind: App\n\
+                 metadata: {{name: blog}}\nspec:\n  image: ok:1\n  env: {{VERSION: {version}}}\n  \
+                 databases: [blog-db]\n"
+            );
+            std::fs::write(self.manifests.path().join("blog.yaml"), yaml).unwrap();
+        }
+
+        async fn pass(&self, revision: &str) -> Report {
+            let manifests = crate::manifest::load_dir(self.manifests.path()).expect("valid");
+            let options = PassOptions {
+                instance: "test".into(),
+                apply: true,
+                no_prune: false,
+            };
+            let docker: Arc<dyn DockerApi> = self.docker.clone();
+            let prepared = prepare(
+                &manifests,
+                revision,
+                &self.state,
+                Some(docker.as_ref()),
+                &options,
+            )
+            .await
+            .expect("planned");
+            let apply = ApplyOptions {
+                instance: "test".into(),
+                ready_timeout: std::time::Duration::from_secs(5),
+                ..ApplyOptions::default()
+            };
+            execute(&prepared, &self.state, docker, apply, Arc::new(|_| {})).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn apps_get_a_history_and_managed_databases_none() {
+        let host = Host::new();
+        host.declare("one");
+        let report = host.pass("r1").await;
+        assert_eq!(report.failures(), 0, "{report:?}");
+        assert!(report.warnings.is_empty());
+        host.declare("two");
+        host.pass("r2").await;
+        let history = host.state.history().load().unwrap();
+        assert_eq!(history.keys().collect::<Vec<_>>(), ["blog"]);
+        let blog = &history["blog"];
+        assert_eq!(
+            blog.iter().map(|e| e.revision.as_str()).collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
+        // The linked secrets are recorded by name; their values are nowhere in the file.
+        let names: Vec<&str> = blog[1].secrets.values().map(String::as_str).collect();
+        assert!(names.contains(&"db-blog-db-url"), "{names:?}");
+        let password = host.state.secrets().get("db-blog-db-password").unwrap();
+        let file = std::fs::read_to_string(host.state.history().path()).unwrap();
+        assert!(!file.contains(password.expose()), "{file}");
+
+        // Rolled back, the held spec gets the linked URL as this pass makes it.
+        let manifests = crate::manifest::load_dir(host.manifests.path()).unwrap();
+        let options = PassOptions {
+            instance: "test".into(),
+            apply: true,
+            no_prune: false,
+        };
+        let docker: Arc<dyn DockerApi> = host.docker.clone();
+        let apply = ApplyOptions {
+            instance: "test".into(),
+            ready_timeout: std::time::Duration::from_secs(5),
+            ..ApplyOptions::default()
+        };
+        let done = rollback(
+            &manifests,
+            "r3",
+            &host.state,
+            docker,
+            &options,
+            apply,
+            "blog",
+            None,
+            PinnedBy::Workflow("deploy-check".into()),
+        )
+        .await
+        .expect("rolled back");
+        assert_eq!(done.held.as_deref(), Some("r1"));
+        assert_eq!(done.report.failures(), 0, "{:?}", done.report);
+        let pin = &host.state.pins().load().unwrap()["blog"];
+        assert_eq!(pin.by, PinnedBy::Workflow("deploy-check".into()));
+        let blog = host
+            .docker
+            .containers()
+            .into_iter()
+            .find(|c| c.name == "blog")
+            .unwrap();
+        assert_eq!(blog.labels["berth.revision"], "r3");
+        assert!(
+            blog.labels["berth.spec"].contains(r#""VERSION":"one""#),
+            "{}",
+            blog.labels["berth.spec"]
+        );
+        let again = host.state.history().load().unwrap();
+        assert_eq!(again["blog"].last().unwrap().revision, "r1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_history_that_cannot_be_written_is_a_warning_and_the_outcomes_stand() {
+        let host = Host::new();
+        host.declare("one");
+        std::fs::write(host.state.history().path(), b"{ not json").unwrap();
+        let report = host.pass("r1").await;
+        assert_eq!(report.failures(), 0, "{report:?}");
+        assert_eq!(
+            report.warnings,
+            [format!(
+                "failed to read {}: key must be a string at line 1 column 3; fix or remove the \
+                 file (berth wrote it as JSON); a rollback cannot go back to what this pass \
+                 deployed",
+                host.state.history().path().display()
+            )]
+        );
+        assert_eq!(
+            std::fs::read(host.state.history().path()).unwrap(),
+            b"{ not json",
+            "the file is kept for the user to look at"
+        );
+    }
+}

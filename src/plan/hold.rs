@@ -126,12 +126,20 @@ pub fn hold(
                 .insert(name, Hold::Released(Release::DeclaredChanged));
             continue;
         }
-        // The held spec's secrets are injected from the store as they are now: their
-        // values were never kept.
+        // The held spec's secrets are injected as they are now (their values were never
+        // kept): the declared app's, when it has the same secret (a linked database's URL
+        // is made in the pass, not kept in the store), else the store's.
         let mut spec = pin.held.spec.clone();
         let mut values = BTreeMap::new();
         for (variable, secret) in &pin.held.secrets {
-            match secrets.get(secret) {
+            let current = app
+                .secrets
+                .values()
+                .find(|s| s.name() == secret)
+                .cloned()
+                .ok_or(())
+                .or_else(|()| secrets.get(secret));
+            match current {
                 Ok(s) => {
                     spec.secret_env.insert(variable.clone(), s.redacted());
                     values.insert(variable.clone(), s);
@@ -605,22 +613,21 @@ mod tests {
             "a rotated secret does not release the pin"
         );
 
+        // A secret only the held spec names, gone from the store, is missing.
         let mut d = desired("v2", &c.store, REV3);
-        let store = SecretStore::new(tempfile::tempdir().unwrap().path());
-        let missing = hold(
-            &mut d,
-            pin_of(&c, PinnedBy::Hand),
-            None,
-            &BTreeMap::new(),
-            &store,
-            "t",
-        )
-        .unwrap();
+        let mut pins = pin_of(&c, PinnedBy::Hand);
+        let held = &mut pins.get_mut("blog").unwrap().held;
+        held.secrets.insert("OLD".into(), "gone-token".into());
+        held.spec
+            .secret_env
+            .insert("OLD".into(), "<secret:gone-token sha256:0123abcd>".into());
+        let missing = hold(&mut d, pins, None, &BTreeMap::new(), &c.store, "t").unwrap();
         assert_eq!(missing.len(), 1);
         assert_eq!(missing[0].resource, "App/blog");
+        assert_eq!(missing[0].variable.as_deref(), Some("OLD"));
         assert_eq!(
-            d.apps["blog"].spec.secret_env["TOKEN"],
-            "<secret:blog-token unavailable>"
+            d.apps["blog"].spec.secret_env["OLD"],
+            "<secret:gone-token unavailable>"
         );
     }
 }
