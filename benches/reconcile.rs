@@ -134,6 +134,21 @@ impl DockerApi for Counting {
         self.tick();
         self.inner.exec(container, cmd, stdin, stdout).await
     }
+
+    async fn exec_output(
+        &self,
+        container: &str,
+        cmd: &[String],
+        out: &(dyn for<'b> Fn(&'b [u8]) + Send + Sync),
+    ) -> Result<i64, DockerError> {
+        self.tick();
+        self.inner.exec_output(container, cmd, out).await
+    }
+
+    async fn restart_container(&self, id: &str, timeout_secs: i32) -> Result<(), DockerError> {
+        self.tick();
+        self.inner.restart_container(id, timeout_secs).await
+    }
 }
 
 fn sh(script: &str) -> Duration {

@@ -31,6 +31,9 @@ pub enum Command {
     Init(InitArgs),
     /// Converge the Docker host to the manifests under PATH (--dry-run: only show the plan).
     Apply(ApplyArgs),
+    /// Put APP back to the spec it ran before its last deployment, and hold it there
+    /// until a revision changes its declared spec (--release: end the hold now).
+    Rollback(RollbackArgs),
     /// Keep the host converged to a source of manifests, continuously.
     Run(RunArgs),
     /// Show what a running `berth run` reports: resources, revisions, last pass, events.
@@ -239,6 +242,32 @@ pub struct ApplyArgs {
     /// Keep managed objects that are no longer declared.
     #[arg(long)]
     pub no_prune: bool,
+    /// Where berth keeps its state and how it drives the host.
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// `berth rollback`
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The app.
+    pub app: String,
+    /// A directory of manifests, or one manifest file.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// The revision (or a prefix of it) whose spec to go back to, instead of the
+    /// previous one.
+    #[arg(long, value_name = "REVISION", conflicts_with = "release")]
+    pub to: Option<String>,
+    /// Remove the app's pin: its declared spec is deployed again.
+    #[arg(long)]
+    pub release: bool,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
     /// Where berth keeps its state and how it drives the host.
     #[command(flatten)]
     pub host: HostArgs,

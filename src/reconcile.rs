@@ -1,7 +1,9 @@
 //! One reconcile pass, shared by `berth apply` and the controller, through its stages:
 //! valid manifests → desired (expanded, secrets read or generated in memory) →
 //! observed (Docker, proxy files, database servers, ports, files) → resolved (host
-//! ports, routes, files to write) → plan → and, when asked, apply.
+//! ports, routes, files to write) → pins held (see [`plan::hold`]) → plan → and, when
+//! asked, apply, recording each app's applied spec in its history. [`rollback`] is such a
+//! pass that pins one app to an earlier spec first.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,9 +15,12 @@ use crate::drivers::docker::{DockerApi, DockerError};
 use crate::drivers::proxy::ProxyDriver;
 use crate::manifest::Manifests;
 use crate::observe::{self, Observed};
+use crate::plan::hold::{self, PinChange, PinError};
 use crate::plan::resolve::{self, ResolveError};
-use crate::plan::{self, Plan, PlanOptions};
+use crate::plan::{self, Op, Plan, PlanOptions, Step, Target};
 use crate::state::StateDir;
+pub use crate::state::history::PinnedBy;
+use crate::state::history::{AppliedSpec, HistoryError};
 use crate::state::secrets::SecretError;
 
 /// Why a pass could not be planned.
@@ -36,6 +41,12 @@ pub enum ReconcileError {
     /// What depends on the host could not be resolved.
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    /// The pins or the spec history could not be read.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// A rollback or a release asked of the pass cannot be done.
+    #[error(transparent)]
+    Pin(#[from] PinError),
 }
 
 /// How a pass is planned.
@@ -75,7 +86,31 @@ pub async fn prepare(
     docker: Option<&dyn DockerApi>,
     options: &PassOptions,
 ) -> Result<Prepared, ReconcileError> {
-    let pass = Started::new(manifests, revision, state, options)?;
+    prepare_with(manifests, revision, state, docker, options, None).await
+}
+
+/// Plans a pass that first changes one app's pin (`berth rollback`, a workflow's
+/// `rollback` node): the new pin, or its release, is a step of the plan.
+pub async fn prepare_rollback(
+    manifests: &Manifests,
+    revision: &str,
+    state: &StateDir,
+    docker: Option<&dyn DockerApi>,
+    options: &PassOptions,
+    change: &PinChange,
+) -> Result<Prepared, ReconcileError> {
+    prepare_with(manifests, revision, state, docker, options, Some(change)).await
+}
+
+async fn prepare_with(
+    manifests: &Manifests,
+    revision: &str,
+    state: &StateDir,
+    docker: Option<&dyn DockerApi>,
+    options: &PassOptions,
+    change: Option<&PinChange>,
+) -> Result<Prepared, ReconcileError> {
+    let pass = Started::new(manifests, revision, state, options, change)?;
     let mut observed = Observed::default();
     if let Some(docker) = docker {
         observed = observe::observe(docker, &options.instance).await?;
@@ -100,7 +135,8 @@ pub fn plan_against(
     observed: Observed,
     settle: impl FnOnce(&Desired, &mut Observed),
 ) -> Result<Prepared, ReconcileError> {
-    Started::new(manifests, revision, state, options)?.plan(manifests, observed, options, settle)
+    Started::new(manifests, revision, state, options, None)?
+        .plan(manifests, observed, options, settle)
 }
 
 /// A pass up to what needs no look at the host: its secrets, desired state and proxy.
@@ -110,6 +146,9 @@ struct Started {
     missing: Vec<MissingSecret>,
     proxy: ProxyDriver,
     tls_dir: std::path::PathBuf,
+    pins: BTreeMap<String, crate::state::history::Pin>,
+    history: BTreeMap<String, Vec<AppliedSpec>>,
+    change: Option<PinChange>,
 }
 
 impl Started {
@@ -118,6 +157,7 @@ impl Started {
         revision: &str,
         state: &StateDir,
         options: &PassOptions,
+        change: Option<&PinChange>,
     ) -> Result<Started, ReconcileError> {
         let generation = if options.apply {
             Generation::Generate
@@ -127,12 +167,20 @@ impl Started {
         let secrets = PassSecrets::new(state.secrets(), generation);
         desired::generate_passwords(manifests, &secrets)?;
         let (desired, missing) = desired::build_lenient(manifests, &secrets, revision);
+        // The history is read only to make a pin: a pass never depends on it.
+        let history = match change {
+            Some(PinChange::Pin { .. }) => state.history().load()?,
+            _ => BTreeMap::new(),
+        };
         Ok(Started {
             secrets,
             desired,
             missing,
             proxy: ProxyDriver::from_settings(&manifests.settings(), &options.instance),
             tls_dir: state.path().join("tls"),
+            pins: state.pins().load()?,
+            history,
+            change: change.cloned(),
         })
     }
 
@@ -150,6 +198,9 @@ impl Started {
             mut missing,
             proxy,
             tls_dir,
+            pins,
+            history,
+            change,
         } = self;
         let resolution = resolve::resolve(
             &mut desired,
@@ -160,6 +211,15 @@ impl Started {
             &tls_dir,
         )?;
         missing.extend(resolution.missing);
+        // After resolve: a pin compares the declared spec as it would be deployed.
+        missing.extend(hold::hold(
+            &mut desired,
+            pins,
+            change.as_ref(),
+            &history,
+            &secrets,
+            &now(),
+        )?);
         if options.apply && !missing.is_empty() {
             return Err(ReconcileError::MissingSecrets(missing));
         }
@@ -249,7 +309,10 @@ async fn observe_shared(
     out
 }
 
-/// Executes a prepared plan and records which apps are now as declared.
+/// Executes a prepared plan and records which apps are now as declared, and the spec
+/// of each app whose containers were created or replaced (its history). A record that
+/// cannot be written does not change the outcomes: it is logged and listed in the
+/// report's warnings.
 pub async fn execute(
     prepared: &Prepared,
     state: &StateDir,
@@ -259,7 +322,7 @@ pub async fn execute(
 ) -> Report {
     options.proxy = prepared.proxy.clone();
     options.state_dir = Some(state.path().to_path_buf());
-    let report = apply::apply(
+    let mut report = apply::apply(
         &prepared.plan,
         &prepared.desired,
         docker,
@@ -278,5 +341,310 @@ pub async fn execute(
             state.path().display()
         );
     }
+    let deployed = deployed_specs(prepared, &report, &now());
+    if let Err(e) = state.history().record(deployed) {
+        let warning = format!("{e}; a rollback cannot go back to what this pass deployed");
+        tracing::warn!("{warning}");
+        report.warnings.push(warning);
+    }
     report
+}
+
+/// The specs of the apps whose containers this pass created or replaced: the held spec
+/// (under the revision it came from) for an app a rollback holds.
+fn deployed_specs(prepared: &Prepared, report: &Report, now: &str) -> Vec<(String, AppliedSpec)> {
+    let desired = &prepared.desired;
+    let mut out = Vec::new();
+    for (outcome, action) in report.outcomes.iter().zip(&prepared.plan.actions) {
+        let deployed = action
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Run { .. } | Step::Replace { .. }));
+        if action.target != Target::App
+            || action.op == Op::Delete
+            || !deployed
+            || outcome.result != apply::Status::Done
+        {
+            continue;
+        }
+        let Some(app) = desired.apps.get(&action.name) else {
+            continue;
+        };
+        let revision = match &action.held {
+            Some(held) => held.revision.clone(),
+            None => desired.revision.clone(),
+        };
+        let secrets = app
+            .secrets
+            .iter()
+            .map(|(variable, s)| (variable.clone(), s.name().to_owned()))
+            .collect();
+        let entry = AppliedSpec {
+            revision,
+            spec: app.spec.clone(),
+            hash: app.hash.clone(),
+            secrets,
+            at: now.to_owned(),
+        };
+        out.push((app.name.clone(), entry));
+    }
+    out
+}
+
+/// A rollback that was applied.
+#[derive(Debug)]
+pub struct RollbackDone {
+    /// The revision whose spec the app now runs (`None` after a release).
+    pub held: Option<String>,
+    /// The plan executed.
+    pub plan: Plan,
+    /// How each action ended.
+    pub report: Report,
+}
+
+/// Why a rollback did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    /// It could not be planned (no earlier spec, an unknown revision, the host…).
+    #[error(transparent)]
+    Plan(#[from] ReconcileError),
+}
+
+/// Pins `app` to its previous spec (the newest applied one that differs from the
+/// declared one), or to the one applied at revision `to` (a prefix), and converges the
+/// host, as a pass does. The caller holds the instance lock.
+#[allow(clippy::too_many_arguments)]
+pub async fn rollback(
+    manifests: &Manifests,
+    revision: &str,
+    state: &StateDir,
+    docker: Arc<dyn DockerApi>,
+    options: &PassOptions,
+    apply: ApplyOptions,
+    app: &str,
+    to: Option<&str>,
+    by: PinnedBy,
+) -> Result<RollbackDone, RollbackError> {
+    let change = PinChange::Pin {
+        app: app.to_owned(),
+        to: to.map(str::to_owned),
+        by,
+    };
+    converge(manifests, revision, state, docker, options, apply, &change).await
+}
+
+/// Releases `app`'s pin and converges the host: its declared spec is deployed again.
+/// The caller holds the instance lock.
+pub async fn release(
+    manifests: &Manifests,
+    revision: &str,
+    state: &StateDir,
+    docker: Arc<dyn DockerApi>,
+    options: &PassOptions,
+    apply: ApplyOptions,
+    app: &str,
+) -> Result<RollbackDone, RollbackError> {
+    let change = PinChange::Release {
+        app: app.to_owned(),
+    };
+    converge(manifests, revision, state, docker, options, apply, &change).await
+}
+
+async fn converge(
+    manifests: &Manifests,
+    revision: &str,
+    state: &StateDir,
+    docker: Arc<dyn DockerApi>,
+    options: &PassOptions,
+    apply: ApplyOptions,
+    change: &PinChange,
+) -> Result<RollbackDone, RollbackError> {
+    let options = PassOptions {
+        apply: true,
+        ..options.clone()
+    };
+    let prepared = prepare_rollback(
+        manifests,
+        revision,
+        state,
+        Some(docker.as_ref()),
+        &options,
+        change,
+    )
+    .await?;
+    let report = execute(&prepared, state, docker, apply, Arc::new(|_| {})).await;
+    let held = match change {
+        PinChange::Pin { app, .. } => prepared.desired.holds.get(app).and_then(|h| match h {
+            desired::Hold::Held { pin, .. } => Some(pin.held.revision.clone()),
+            desired::Hold::Released(_) => None,
+        }),
+        PinChange::Release { .. } => None,
+    };
+    Ok(RollbackDone {
+        held,
+        plan: prepared.plan,
+        report,
+    })
+}
+
+/// The time now, as the history and the pins write it.
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::memory::MemoryDocker;
+
+    /// A host with app `blog` (its env says `version`) and a managed database it links.
+    struct Host {
+        docker: Arc<MemoryDocker>,
+        manifests: tempfile::TempDir,
+        state: StateDir,
+        _state: tempfile::TempDir,
+    }
+
+    impl Host {
+        fn new() -> Host {
+            let docker = Arc::new(MemoryDocker::new());
+            for image in ["ok:1", "postgres:16"] {
+                docker.add_image(image);
+            }
+            let state = tempfile::tempdir().unwrap();
+            Host {
+                docker,
+                manifests: tempfile::tempdir().unwrap(),
+                state: StateDir::new(state.path(), "test"),
+                _state: state,
+            }
+        }
+
+        fn declare(&self, version: &str) {
+            let yaml = format!(
+                "apiVersion: berth/v1\nkind: Database\nmetadata: {{name: blog-db}}\nspec: \
+                 {{engine: postgres, mode: managed}}\n---\napiVersion: berth/v1\nkind: App\n\
+                 metadata: {{name: blog}}\nspec:\n  image: ok:1\n  env: {{VERSION: {version}}}\n  \
+                 databases: [blog-db]\n"
+            );
+            std::fs::write(self.manifests.path().join("blog.yaml"), yaml).unwrap();
+        }
+
+        async fn pass(&self, revision: &str) -> Report {
+            let manifests = crate::manifest::load_dir(self.manifests.path()).expect("valid");
+            let options = PassOptions {
+                instance: "test".into(),
+                apply: true,
+                no_prune: false,
+            };
+            let docker: Arc<dyn DockerApi> = self.docker.clone();
+            let prepared = prepare(
+                &manifests,
+                revision,
+                &self.state,
+                Some(docker.as_ref()),
+                &options,
+            )
+            .await
+            .expect("planned");
+            let apply = ApplyOptions {
+                instance: "test".into(),
+                ready_timeout: std::time::Duration::from_secs(5),
+                ..ApplyOptions::default()
+            };
+            execute(&prepared, &self.state, docker, apply, Arc::new(|_| {})).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn apps_get_a_history_and_managed_databases_none() {
+        let host = Host::new();
+        host.declare("one");
+        let report = host.pass("r1").await;
+        assert_eq!(report.failures(), 0, "{report:?}");
+        assert!(report.warnings.is_empty());
+        host.declare("two");
+        host.pass("r2").await;
+        let history = host.state.history().load().unwrap();
+        assert_eq!(history.keys().collect::<Vec<_>>(), ["blog"]);
+        let blog = &history["blog"];
+        assert_eq!(
+            blog.iter().map(|e| e.revision.as_str()).collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
+        // The linked secrets are recorded by name; their values are nowhere in the file.
+        let names: Vec<&str> = blog[1].secrets.values().map(String::as_str).collect();
+        assert!(names.contains(&"db-blog-db-url"), "{names:?}");
+        let password = host.state.secrets().get("db-blog-db-password").unwrap();
+        let file = std::fs::read_to_string(host.state.history().path()).unwrap();
+        assert!(!file.contains(password.expose()), "{file}");
+
+        // Rolled back, the held spec gets the linked URL as this pass makes it.
+        let manifests = crate::manifest::load_dir(host.manifests.path()).unwrap();
+        let options = PassOptions {
+            instance: "test".into(),
+            apply: true,
+            no_prune: false,
+        };
+        let docker: Arc<dyn DockerApi> = host.docker.clone();
+        let apply = ApplyOptions {
+            instance: "test".into(),
+            ready_timeout: std::time::Duration::from_secs(5),
+            ..ApplyOptions::default()
+        };
+        let done = rollback(
+            &manifests,
+            "r3",
+            &host.state,
+            docker,
+            &options,
+            apply,
+            "blog",
+            None,
+            PinnedBy::Workflow("deploy-check".into()),
+        )
+        .await
+        .expect("rolled back");
+        assert_eq!(done.held.as_deref(), Some("r1"));
+        assert_eq!(done.report.failures(), 0, "{:?}", done.report);
+        let pin = &host.state.pins().load().unwrap()["blog"];
+        assert_eq!(pin.by, PinnedBy::Workflow("deploy-check".into()));
+        let blog = host
+            .docker
+            .containers()
+            .into_iter()
+            .find(|c| c.name == "blog")
+            .unwrap();
+        assert_eq!(blog.labels["berth.revision"], "r3");
+        assert!(
+            blog.labels["berth.spec"].contains(r#""VERSION":"one""#),
+            "{}",
+            blog.labels["berth.spec"]
+        );
+        let again = host.state.history().load().unwrap();
+        assert_eq!(again["blog"].last().unwrap().revision, "r1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_history_that_cannot_be_written_is_a_warning_and_the_outcomes_stand() {
+        let host = Host::new();
+        host.declare("one");
+        std::fs::write(host.state.history().path(), b"{ not json").unwrap();
+        let report = host.pass("r1").await;
+        assert_eq!(report.failures(), 0, "{report:?}");
+        assert_eq!(
+            report.warnings,
+            [format!(
+                "failed to read {}: key must be a string at line 1 column 3; fix or remove the \
+                 file (berth wrote it as JSON); a rollback cannot go back to what this pass \
+                 deployed",
+                host.state.history().path().display()
+            )]
+        );
+        assert_eq!(
+            std::fs::read(host.state.history().path()).unwrap(),
+            b"{ not json",
+            "the file is kept for the user to look at"
+        );
+    }
 }

@@ -86,6 +86,10 @@ pub struct Outcome {
 pub struct Report {
     /// The outcomes.
     pub outcomes: Vec<Outcome>,
+    /// What could not be recorded after the actions ran (the spec history): the
+    /// outcomes stand, the record is behind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -228,6 +232,7 @@ pub async fn apply(
     }
     Report {
         outcomes: outcomes.into_values().collect(),
+        warnings: Vec::new(),
     }
 }
 

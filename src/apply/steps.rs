@@ -41,6 +41,9 @@ pub enum ApplyError {
         /// Why.
         source: std::io::Error,
     },
+    /// An app's pin could not be written or removed.
+    #[error(transparent)]
+    Pins(#[from] crate::state::history::HistoryError),
     /// The records of shared databases could not be written.
     #[error("failed to write the database records: {0}")]
     Records(std::io::Error),
@@ -227,6 +230,13 @@ impl Ctx<'_> {
                 Ok(DbServerApi::drop(server.as_ref(), &record.database, &record.user).await?)
             }
             Step::ForgetDatabase { name } => self.records(|r| r.remove(name)),
+            Step::PinApp { app, .. } => match self.desired.holds.get(app) {
+                Some(crate::desired::Hold::Held { pin, .. }) => {
+                    Ok(self.state_dir()?.pins().put(app, pin)?)
+                }
+                _ => Err(ApplyError::NotDesired(format!("the pin of app {app}"))),
+            },
+            Step::UnpinApp { app } => Ok(self.state_dir()?.pins().remove(app)?),
             Step::Run { app, replica } => Ok(self.runtime.run(self.app(app)?, *replica).await?),
             Step::Replace {
                 app,

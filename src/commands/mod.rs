@@ -3,6 +3,7 @@
 mod apply;
 mod backup;
 mod init;
+mod rollback;
 mod run;
 mod schema;
 mod status;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema(args) => schema::exec(&args),
         Command::Init(args) => init::exec(&args),
         Command::Apply(args) => apply::exec(&args, cli.color.enabled()),
+        Command::Rollback(args) => rollback::exec(&args, cli.color.enabled()),
         Command::Run(args) => run::exec(&args),
         Command::Status(args) => status::exec(&args),
         Command::Backup(command) => backup::exec(&command),

@@ -141,7 +141,10 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision) -> Pass {
         // Secrets and files written are steps of the pass, not resources with a status.
         for a in plan.actions.iter().filter(|a| !a.target.is_write()) {
             let resource = resource_of(a.target, &a.name);
-            if a.op == Op::Noop {
+            if let Some(held) = a.held.as_ref().filter(|_| a.op == Op::Noop) {
+                let message = held.message(&a.name, id.as_str());
+                st.set_resource(&resource, false, Reason::RolledBack, &message, None);
+            } else if a.op == Op::Noop {
                 let message = if a.reasons.is_empty() {
                     "as declared".to_owned()
                 } else {
@@ -207,7 +210,14 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision) -> Pass {
         for (o, a) in report.outcomes.iter().zip(&plan.actions) {
             let resource = resource_of(o.target, &o.name);
             let action = Some(format!("{:?}: {}", a.op, a.reasons.join("; ")).to_lowercase());
+            let held = a.held.as_ref().map(|h| h.message(&a.name, id.as_str()));
             let (ready, reason, message, failure) = match &o.result {
+                apply::Status::Done if held.is_some() => (
+                    false,
+                    Reason::RolledBack,
+                    held.as_deref().unwrap_or_default(),
+                    None,
+                ),
                 apply::Status::Done => (a.op != Op::Delete, Reason::Applied, "as declared", None),
                 apply::Status::Unchanged => continue,
                 apply::Status::Failed(m) => (

@@ -16,6 +16,7 @@ use crate::manifest::Manifests;
 use crate::manifest::model::{
     AppSpec, DatabaseMode, DeletionPolicy, Engine, EnvValue, Protocol, UpdateStrategy,
 };
+use crate::state::history::Pin;
 use crate::state::secrets::{Secret, SecretError, SecretSource};
 pub use labels::ObjectKind;
 use secrets::PassSecrets;
@@ -101,6 +102,32 @@ pub struct Desired {
     pub new_secrets: BTreeMap<String, Option<Secret>>,
     /// Files berth writes for the proxy, by path: certificates and keys kept as secrets.
     pub files: BTreeMap<String, DesiredFile>,
+    /// The apps a rollback pinned, and what their pin does in this pass.
+    pub holds: BTreeMap<String, Hold>,
+}
+
+/// What a rollback's pin does to an app in one pass.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hold {
+    /// The declared spec is still the one the app was pinned against: `apps` holds the
+    /// pinned spec in its place.
+    Held {
+        /// The pin.
+        pin: Box<Pin>,
+        /// Made by this pass (`berth rollback`): the plan writes it.
+        new: bool,
+    },
+    /// The pin ends in this pass: the declared spec is planned again.
+    Released(Release),
+}
+
+/// Why a pin ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// A revision changed the app's declared spec.
+    DeclaredChanged,
+    /// `berth rollback --release`.
+    Asked,
 }
 
 /// A file berth writes from a secret (mode 0600).
@@ -256,6 +283,7 @@ pub fn build_lenient(
         servers,
         new_secrets: BTreeMap::new(),
         files: BTreeMap::new(),
+        holds: BTreeMap::new(),
     };
     (desired, missing)
 }

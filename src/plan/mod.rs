@@ -10,6 +10,7 @@ mod app;
 mod database;
 mod diff;
 mod domain;
+pub mod hold;
 mod order;
 pub mod ports;
 mod render;
@@ -27,6 +28,8 @@ use crate::desired::{Desired, ObjectKind};
 use crate::manifest::model::{DatabaseMode, DeletionPolicy};
 use crate::observe::{Observed, ObservedContainer};
 use crate::resource::{ResourceId, ResourceKind};
+use crate::source::RevisionId;
+use crate::state::history::PinnedBy;
 use crate::state::records::SharedRecord;
 
 /// What kind of object an action is about.
@@ -218,6 +221,18 @@ pub enum Step {
         /// The secret's name.
         name: String,
     },
+    /// Write the pin that holds an app at an earlier spec (`berth rollback`).
+    PinApp {
+        /// The app.
+        app: String,
+        /// The revision whose spec it holds.
+        revision: String,
+    },
+    /// Remove an app's pin: its declared spec is deployed again.
+    UnpinApp {
+        /// The app.
+        app: String,
+    },
     /// Write a secret's value to a file the proxy reads (mode 0600).
     WriteFile {
         /// The file.
@@ -273,6 +288,36 @@ pub struct Action {
     pub needs: Vec<Need>,
     /// The changes apply makes.
     pub steps: Vec<Step>,
+    /// The earlier spec a rollback holds the app at, in place of the declared one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+}
+
+/// The spec a rollback holds an app at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    /// The revision whose spec runs (`RevisionId` text).
+    pub revision: String,
+    /// Who pinned it.
+    pub by: PinnedBy,
+}
+
+impl Held {
+    /// The revision held, as people read it.
+    pub fn short(&self) -> String {
+        RevisionId::read(&self.revision).short().to_owned()
+    }
+
+    /// What status says of the app, `declared` being the revision planned.
+    pub fn message(&self, app: &str, declared: &str) -> String {
+        format!(
+            "rolled back {}: runs the spec of revision {}, not the one revision {} declares; \
+             a revision that changes app {app} releases it, or `berth rollback --release {app}`",
+            self.by,
+            self.short(),
+            RevisionId::read(declared).short(),
+        )
+    }
 }
 
 /// An action another one needs.
@@ -298,6 +343,7 @@ impl Action {
             phase: Phase::Infrastructure,
             needs: Vec::new(),
             steps: Vec::new(),
+            held: None,
         }
     }
 
@@ -492,6 +538,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
                 a.reasons =
                     vec!["blocked: one of its volumes exists and is not managed by berth".into()];
             }
+            hold::mark(&mut a, desired.holds.get(&name));
             a.round = round;
             a.phase = Phase::Containers;
             a.needs = needs(desired, app);

@@ -1,5 +1,5 @@
-//! A plan as people read it: one line per change with its reasons, the diffs of updated
-//! specs, and the closing summary line.
+//! A plan as people read it: one line per change with its reasons, the apps a rollback
+//! holds, the diffs of updated specs, and the closing summary line.
 
 use std::fmt::Write as _;
 
@@ -53,6 +53,16 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         .iter()
         .filter(|a| a.op == Op::Noop && !a.reasons.is_empty())
     {
+        if let Some(held) = &a.held {
+            let head = paint(CYAN, &format!("= hold {} {}", a.target, a.name));
+            let _ = writeln!(
+                out,
+                "  {head} at {} (rolled back {})",
+                held.short(),
+                held.by
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
             "    keep {} {}: {}",

@@ -9,6 +9,8 @@
 //!   applied-<instance>.json     the apps the instance applied
 //!   status-<instance>.json      what `berth run` reports
 //!   databases-<instance>.json   the shared databases the instance created
+//!   history-<instance>.json     the last specs applied to each app
+//!   pins-<instance>.json        the apps a rollback holds at an earlier spec
 //! ```
 //! Several instances may share one state directory: each reads and writes only the
 //! files with its own name. `applied.json` and `status.json` are what berth wrote
@@ -16,6 +18,7 @@
 //! from a copy of them (see [`StateDir::migrate`]).
 
 pub mod atomic;
+pub mod history;
 pub mod lock;
 pub mod presence;
 pub mod records;
@@ -25,6 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use self::history::{History, Pins};
 use self::lock::{Holder, InstanceLock, LockError};
 use self::records::{Applied, Records};
 use self::secrets::SecretStore;
@@ -86,6 +90,16 @@ impl StateDir {
     /// The shared-database records of the instance (`databases-<instance>.json`).
     pub fn databases(&self) -> Records {
         Records::new(&self.root, &self.instance)
+    }
+
+    /// The specs applied to the instance's apps (`history-<instance>.json`).
+    pub fn history(&self) -> History {
+        History::new(&self.root, &self.instance)
+    }
+
+    /// The apps a rollback pinned (`pins-<instance>.json`).
+    pub fn pins(&self) -> Pins {
+        Pins::new(&self.root, &self.instance)
     }
 
     /// The applied record; empty when there is none or it cannot be read (it only

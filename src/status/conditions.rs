@@ -82,6 +82,8 @@ words! {
         Conflict => "Conflict",
         /// Already as declared.
         Unchanged => "Unchanged",
+        /// Held at an earlier spec by a rollback until its declared spec changes.
+        RolledBack => "RolledBack",
         /// A secret it names is missing.
         SecretMissing => "SecretMissing",
         /// A pass is working on it.

@@ -397,7 +397,6 @@ impl Host {
 
     async fn rollback(&self, app: &str, log: &NodeLog) -> Result<Outputs, String> {
         let _lock = self.lock("workflow rollback", log).await?;
-        #[cfg(any())]
         let done = reconcile::rollback(
             &self.manifests,
             self.revision.as_str(),
@@ -411,8 +410,8 @@ impl Host {
         )
         .await
         .map_err(|e| self.redact(&e.to_string()))?;
-        let done: RollbackStandIn = return Err(format!("rolling back app {app}: pending"));
-        log.line(&format!("app {app} held at {}", done.held));
+        let held = done.held.unwrap_or_default();
+        log.line(&format!("app {app} held at {held}"));
         let failures = done.report.failures();
         if failures > 0 {
             for o in &done.report.outcomes {
@@ -422,10 +421,7 @@ impl Host {
             }
             return Err(format!("rolling app {app} back failed"));
         }
-        Ok(Outputs::from([(
-            "revision".to_owned(),
-            Literal::Str(done.held.to_string()),
-        )]))
+        Ok(Outputs::from([("revision".to_owned(), Literal::Str(held))]))
     }
 
     fn notify(&self, notifier: &str, message: &str) -> Result<Outputs, String> {
@@ -620,9 +616,4 @@ mod tests {
         let url = reqwest::Url::parse("https://bot:hunter2@hooks.example.com/x?token=abc").unwrap();
         assert_eq!(redact_url(&url), "https://hooks.example.com/x?…");
     }
-}
-
-struct RollbackStandIn {
-    held: String,
-    report: crate::apply::Report,
 }

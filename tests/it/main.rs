@@ -12,6 +12,7 @@ mod listener;
 mod nginx;
 mod nginx_master;
 mod planner;
+mod rollback;
 mod routing;
 mod run;
 mod schemas;
