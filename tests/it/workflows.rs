@@ -425,3 +425,102 @@ spec:
         "a restart is not a new revision"
     );
 }
+
+#[test]
+fn a_failed_deploy_is_rolled_back_by_a_workflow_and_held_until_the_app_changes() {
+    let s = Scenario::new();
+    let listener = Listener::start(200);
+    s.write("settings.yaml", &settings(&s));
+    s.write("team.yaml", &notifier(&s, &listener));
+    let web = s.name("web");
+    let app = |page: &str, health: &str| {
+        s.app(
+            "web",
+            image(),
+            &format!(
+                "  port: 80\n  env: {{PAGE: {page}}}\n  health: {{http: {health}, interval: 1s}}\n"
+            ),
+        )
+    };
+    s.write("web.yaml", &app("one", "/"));
+    s.write(
+        "flow.yaml",
+        &format!(
+            "apiVersion: berth/v1\nkind: Workflow\nmetadata: {{name: deploy-check}}\nspec:\n  \
+             triggers: [{{on: appFailed, app: {web}}}]\n  nodes:\n    \
+             - {{name: undo, rollback: {{app: {web}}}}}\n    \
+             - {{name: tell, needs: [undo], notify: {{notifier: team, message: \"{{{{workflow}}}}: {{{{trigger}}}}, rolled back to {{{{undo.output.revision}}}}\"}}}}\n"
+        ),
+    );
+    let source = s.manifests_path().display().to_string();
+    let c = crate::run::Controller::start_with(&s, &source, &["--token", TOKEN]);
+    crate::run::eventually(&c, 60, "v1 serves", || {
+        crate::run::env_of(&web).contains("PAGE=one")
+    });
+    let v1 = s.inspect(&web)["Id"].clone();
+    let rev1 = api(&c, "/api/v1/status")["revisionApplied"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // v2 never gets healthy: appFailed → the workflow rolls back and tells the team once.
+    s.write("web.yaml", &app("two", "/missing"));
+    crate::run::eventually(&c, 90, "the rollback workflow ran", || {
+        runs_of(&c, "deploy-check")
+            .first()
+            .is_some_and(|r| r["state"] == "succeeded")
+    });
+    let told = || {
+        messages(&listener)
+            .into_iter()
+            .filter(|m| m.starts_with("deploy-check:"))
+            .collect::<Vec<_>>()
+    };
+    crate::run::eventually(&c, 10, "the message is delivered", || told().len() == 1);
+    assert_eq!(
+        told(),
+        [format!(
+            "deploy-check: appFailed {web}, rolled back to {rev1}"
+        )]
+    );
+    assert_eq!(s.inspect(&web)["Id"], v1, "v1 is the container serving");
+    assert!(crate::run::env_of(&web).contains("PAGE=one"));
+
+    // Three more passes (revisions that leave the app as it is) keep v1: it is pinned.
+    let resource = format!("/api/v1/resources/App/{web}");
+    for n in 0..3 {
+        let before = api(&c, "/api/v1/status")["revisionApplied"].clone();
+        s.write("note.yaml", &format!("# pass {n}\n"));
+        crate::run::eventually(&c, 30, "a pass over the new revision", || {
+            let now = api(&c, "/api/v1/status")["revisionApplied"].clone();
+            now != before && !now.is_null()
+        });
+    }
+    assert_eq!(
+        s.inspect(&web)["Id"],
+        v1,
+        "the held container is left alone"
+    );
+    let ready = api(&c, &resource)["conditions"][0].clone();
+    assert_eq!(ready["reason"], "RolledBack", "{ready:#}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!(
+                "rolled back by workflow deploy-check: runs the spec of revision {rev1}"
+            )),
+        "{ready:#}"
+    );
+    assert_eq!(told().len(), 1, "the failure was told once");
+    assert_eq!(runs_of(&c, "deploy-check").len(), 1, "one run per failure");
+
+    // A revision that changes the app releases the pin and deploys it.
+    s.write("web.yaml", &app("three", "/"));
+    crate::run::eventually(&c, 60, "the changed app deploys", || {
+        crate::run::env_of(&web).contains("PAGE=three")
+    });
+    crate::run::eventually(&c, 20, "the app is ready as declared", || {
+        api(&c, &resource)["conditions"][0]["status"] == true
+    });
+}
