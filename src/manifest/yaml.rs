@@ -95,6 +95,21 @@ impl Node {
         }
     }
 
+    /// How many levels of collections this subtree nests (0 for a scalar).
+    fn depth(&self) -> usize {
+        match &self.value {
+            Value::Seq(items) => 1 + items.iter().map(Node::depth).max().unwrap_or(0),
+            Value::Map(entries) => {
+                1 + entries
+                    .iter()
+                    .map(|(k, v)| k.depth().max(v.depth()))
+                    .max()
+                    .unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
     /// How many nodes this subtree holds.
     fn size(&self) -> usize {
         1 + match &self.value {
@@ -162,6 +177,11 @@ pub fn parse_documents(text: &str) -> (Vec<Node>, Option<YamlError>) {
                     break;
                 }
             }
+            // The scanner has its own bound on flow nesting (`[[[…` or `{a: {a: …`).
+            Err(e) if e.info() == "recursion limit exceeded" => {
+                builder.fail(Mark::from_marker(*e.marker()), too_deep());
+                break;
+            }
             Err(e) => {
                 let message = format!("YAML syntax error: {}", e.info());
                 builder.fail(Mark::from_marker(*e.marker()), message);
@@ -194,7 +214,8 @@ enum Frame {
 struct Builder {
     documents: Vec<Node>,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes and how deeply each nests.
+    anchors: HashMap<usize, (Node, usize)>,
     alias_nodes: usize,
     /// Whether the scalar being completed is a plain `<<`, the merge key.
     merge_key: bool,
@@ -210,10 +231,7 @@ impl Builder {
 
     fn push_frame(&mut self, frame: Frame, mark: Mark) {
         if self.stack.len() >= MAX_DEPTH {
-            self.fail(
-                mark,
-                format!("YAML nests deeper than {MAX_DEPTH} levels; flatten the document"),
-            );
+            self.fail(mark, too_deep());
         }
         self.stack.push(frame);
     }
@@ -221,7 +239,8 @@ impl Builder {
     /// Places a finished node into its parent (or as a whole document).
     fn complete(&mut self, node: Node, anchor: usize) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let depth = node.depth();
+            self.anchors.insert(anchor, (node.clone(), depth));
         }
         match self.stack.last_mut() {
             None => {
@@ -278,10 +297,16 @@ impl Builder {
     }
 
     fn alias(&mut self, id: usize, mark: Mark) {
-        let Some(node) = self.anchors.get(&id) else {
+        let Some((node, depth)) = self.anchors.get(&id) else {
             self.fail(mark, "alias refers to an unknown anchor".to_owned());
             return;
         };
+        // An alias pastes its anchor's whole tree here: aliases of deep anchors placed
+        // deep down would otherwise stack up past the limit.
+        if self.stack.len() + depth > MAX_DEPTH {
+            self.fail(mark, too_deep());
+            return;
+        }
         let size = node.size();
         self.alias_nodes += size;
         if self.alias_nodes > MAX_ALIAS_NODES {
@@ -298,6 +323,10 @@ impl Builder {
         node.mark = mark;
         self.complete(node, 0);
     }
+}
+
+fn too_deep() -> String {
+    format!("YAML nests deeper than {MAX_DEPTH} levels; flatten the document")
 }
 
 /// Applies a YAML merge (`<<: *defaults` or `<<: [*a, *b]`): keys already present win.
@@ -606,5 +635,44 @@ mod tests {
         let text = "[".repeat(200) + &"]".repeat(200);
         let (_, err) = parse_documents(&text);
         assert!(err.unwrap().message.contains("nests deeper"));
+    }
+
+    #[test]
+    fn a_10000_deep_document_is_refused_at_a_position() {
+        let flow_seq = "[".repeat(10_000) + &"]".repeat(10_000);
+        let flow_map = "{a: ".repeat(10_000) + "1" + &"}".repeat(10_000);
+        let block = "- ".repeat(10_000) + "x\n";
+        for (text, col) in [(flow_seq, 256), (flow_map, 1021), (block, 129)] {
+            let (_, err) = parse_documents(&text);
+            assert_eq!(
+                err,
+                Some(YamlError {
+                    mark: Mark { line: 1, col },
+                    message: "YAML nests deeper than 64 levels; flatten the document".into(),
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn aliases_cannot_stack_nesting_past_the_limit() {
+        // Each anchor holds the previous one 40 levels down: without a bound the tree
+        // would nest 40 levels more per line.
+        let mut text = format!("a0: &a0 {}x{}\n", "[".repeat(40), "]".repeat(40));
+        for i in 1..5 {
+            let _ = std::fmt::Write::write_fmt(
+                &mut text,
+                format_args!(
+                    "a{i}: &a{i} {}*a{} {}\n",
+                    "[".repeat(40),
+                    i - 1,
+                    "]".repeat(40)
+                ),
+            );
+        }
+        let (_, err) = parse_documents(&text);
+        let err = err.unwrap();
+        assert_eq!(err.mark, Mark { line: 2, col: 49 });
+        assert_eq!(err.message, too_deep());
     }
 }
