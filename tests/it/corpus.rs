@@ -183,6 +183,61 @@ fn valid_manifests_are_normalized() {
     assert!(m.settings().prune);
 }
 
+/// Loads `dir` on another thread, failing the test (instead of hanging it) if the load
+/// does not finish within ten seconds.
+fn load_within_seconds(dir: &std::path::Path) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(match manifest::load_dir(&dir) {
+            Ok(_) => "(valid)\n".to_owned(),
+            Err(d) => d.to_string(),
+        });
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("loading the manifests blocked for 10 s")
+}
+
+#[test]
+fn a_fifo_named_yaml_is_refused_without_hanging() {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("app.yaml"), APP).unwrap();
+    mknodat(
+        CWD,
+        dir.path().join("pipe.yaml"),
+        FileType::Fifo,
+        Mode::RUSR | Mode::WUSR,
+        0,
+    )
+    .unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("sock.yml")).unwrap();
+    symlink(
+        dir.path().join("pipe.yaml"),
+        dir.path().join("to-pipe.yaml"),
+    )
+    .unwrap();
+    fs::create_dir(dir.path().join("shared")).unwrap();
+    symlink(dir.path().join("shared"), dir.path().join("to-dir.yaml")).unwrap();
+    let what = "not a regular file; berth reads only regular files: replace it with the \
+                manifest itself or rename it so its name does not end in .yaml or .yml";
+    assert_eq!(
+        load_within_seconds(dir.path()),
+        format!(
+            "pipe.yaml:1:1: is a FIFO (named pipe), {what}\n\
+             sock.yml:1:1: is a socket, {what}\n\
+             to-dir.yaml:1:1: is a directory, {what}\n\
+             to-pipe.yaml:1:1: is a FIFO (named pipe), {what}\n"
+        )
+    );
+    // Named as the source itself, the FIFO is refused too.
+    let err = load_within_seconds(&dir.path().join("pipe.yaml"));
+    assert_eq!(
+        err,
+        format!("pipe.yaml:1:1: is a FIFO (named pipe), {what}\n")
+    );
+}
+
 #[test]
 fn quadratic_yaml_maps_a_1_mib_file_of_keys_loads_in_linear_time() {
     // 160,000 keys took 254 s of CPU when each key was compared with every earlier one,
