@@ -272,3 +272,21 @@ fn quadratic_yaml_maps_a_1_mib_file_of_keys_loads_in_linear_time() {
     assert!(lines[1].starts_with("big.yaml:7:3: App/blog: unknown field `x0`; expected one of"));
     assert!(elapsed.as_secs() < 20, "took {elapsed:?}");
 }
+
+#[test]
+fn file_names_printed_raw_a_newline_and_escapes_in_a_name_stay_on_one_escaped_line() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("a\n\x1b[31mevil.yaml"),
+        APP.replace("ghost:5.2", "Ghost\x1b]0;owned\x07"),
+    )
+    .unwrap();
+    let err = load_within_seconds(dir.path());
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert_eq!(
+        err,
+        "a\\n\\u{1b}[31mevil.yaml:6:10: App/blog: image `Ghost\\u{1b}]0;owned\\u{7}` is not \
+         a valid image reference: it contains U+001B\n"
+    );
+}
