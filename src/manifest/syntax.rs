@@ -230,11 +230,29 @@ pub fn check_image(image: &str) -> Result<(), String> {
     // The first part is a registry when it has a `.` or `:` or is `localhost`.
     if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
         let registry = parts.remove(0);
-        let ok = registry
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+        let (host, port) = match registry.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (registry, None),
+        };
+        let ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
         if !ok {
             return bad("the registry must be a host name with an optional port");
+        }
+        if port == Some("") {
+            return bad("the registry has a `:` but no port after it");
+        }
+        if let Some(port) = port {
+            let ok = port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok_and(|p| p > 0);
+            if !ok {
+                return bad(&format!(
+                    "the registry port `{}` is not a port number (1 to 65535)",
+                    shown(port)
+                ));
+            }
         }
     }
     for part in parts {

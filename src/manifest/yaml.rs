@@ -166,6 +166,8 @@ pub struct YamlError {
 /// Parsing stops at the first syntax error (the parser cannot resynchronise), but the
 /// documents before it are still returned so that their own errors can be reported.
 pub fn parse_documents(text: &str) -> (Vec<Node>, Option<YamlError>) {
+    // Editors on Windows save UTF-8 with a byte-order mark; it is not part of the text.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     loop {
@@ -648,6 +650,14 @@ mod tests {
         let (docs, err) = parse_documents("a: 1\n---\nb: [1, 2\n");
         assert_eq!(docs.len(), 1);
         assert!(err.unwrap().message.starts_with("YAML syntax error"));
+    }
+
+    #[test]
+    fn a_utf8_bom_at_the_start_is_accepted() {
+        let doc = one("\u{feff}kind: App\nport: 80\n");
+        let (key, value) = doc.entry("kind").unwrap();
+        assert_eq!(key.mark, Mark { line: 1, col: 1 });
+        assert_eq!(value.as_str(), Some("App"));
     }
 
     #[test]

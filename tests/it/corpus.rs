@@ -290,3 +290,12 @@ fn file_names_printed_raw_a_newline_and_escapes_in_a_name_stay_on_one_escaped_li
          a valid image reference: it contains U+001B\n"
     );
 }
+
+#[test]
+fn a_utf8_bom_at_the_start_of_a_file_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("app.yaml"), format!("\u{feff}{APP}")).unwrap();
+    let m = manifest::load_dir(dir.path()).unwrap();
+    assert_eq!(m.apps["blog"].spec.image, "ghost:5.2");
+    assert_eq!(m.apps["blog"].origin.line, 1);
+}
