@@ -78,11 +78,7 @@ fn worst_case_files() {
             fill(HEAD, |i| format!("  x{i}: v\n")),
             false,
         ),
-        (
-            "top-level keys",
-            fill("", |i| format!("k{i:x}:\n")),
-            false,
-        ),
+        ("top-level keys", fill("", |i| format!("k{i:x}:\n")), false),
         ("lists nested 63 deep", fill(HEAD, deep), false),
         (
             "a 1 MiB string",
