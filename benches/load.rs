@@ -1,5 +1,7 @@
-//! Loads and validates 2,000 documents from disk (budget: under 1 s on two cores), and
-//! plans over 10,000 resources that are all in sync (budget: under 50 ms).
+//! Loads and validates 2,000 documents from disk (budget: under 1 s on two cores), then
+//! 1 MiB files written to be as slow as possible (many keys, deep nesting, long
+//! strings; budget: under 1 s each), and plans over 10,000 resources that are all in
+//! sync (budget: under 50 ms).
 //!
 //! `cargo bench --bench load` prints the median and slowest of several runs.
 
@@ -40,7 +42,74 @@ fn main() {
         median.as_secs_f64() * 1e3,
         max.as_secs_f64() * 1e3
     );
+    worst_case_files();
     plan_10k();
+}
+
+/// A file just under the 1 MiB limit: the App header, then `body` repeated to fill it.
+fn fill(head: &str, body: impl Fn(usize) -> String) -> String {
+    let limit = berth::manifest::MAX_FILE_BYTES as usize;
+    let mut text = head.to_owned();
+    for i in 0.. {
+        let next = body(i);
+        if text.len() + next.len() > limit {
+            break;
+        }
+        text.push_str(&next);
+    }
+    text
+}
+
+/// Loads and validates single 1 MiB files shaped to hit the slow paths: a mapping of
+/// as many keys as fit (valid, and as unknown fields), nesting to the depth limit over
+/// and over, and one long string.
+fn worst_case_files() {
+    const HEAD: &str = "apiVersion: berth/v1\nkind: App\nmetadata: {name: blog}\nspec:\n  \
+                        image: ghost:5.2\n";
+    let deep = |i: usize| format!("  x{i}: {}1{}\n", "[".repeat(62), "]".repeat(62));
+    let cases: [(&str, String, bool); 5] = [
+        (
+            "env keys",
+            fill(&format!("{HEAD}  env:\n"), |i| format!("    K{i}: v\n")),
+            true,
+        ),
+        (
+            "unknown fields",
+            fill(HEAD, |i| format!("  x{i}: v\n")),
+            false,
+        ),
+        ("top-level keys", fill("", |i| format!("k{i:x}:\n")), false),
+        ("lists nested 63 deep", fill(HEAD, deep), false),
+        (
+            "a 1 MiB string",
+            fill(&format!("{HEAD}  env:\n    LONG: "), |_| "x".to_owned()),
+            true,
+        ),
+    ];
+    for (name, text, valid) in cases {
+        let files = [berth::manifest::SourceFile {
+            path: "big.yaml".to_owned(),
+            text,
+        }];
+        let mut times: Vec<Duration> = (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                let result = berth::manifest::load_files(&files);
+                let elapsed = start.elapsed();
+                assert_eq!(result.is_ok(), valid, "{name}");
+                elapsed
+            })
+            .collect();
+        times.sort();
+        println!(
+            "load+validate a {} KiB file of {} lines, {name}: median {:.1} ms, slowest {:.1} ms \
+             ({RUNS} runs; budget 1000 ms)",
+            files[0].text.len() / 1024,
+            files[0].text.lines().count(),
+            times[RUNS / 2].as_secs_f64() * 1e3,
+            times[RUNS - 1].as_secs_f64() * 1e3
+        );
+    }
 }
 
 /// Plans 9,999 apps plus their network, every one already running as declared.

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::model::Kind;
+use super::syntax::escape_control;
 
 /// A resource's kind and name: `App/blog`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -38,12 +39,15 @@ pub struct Diagnostic {
 }
 
 impl fmt::Display for Diagnostic {
+    /// One line: file names and messages come from the repository, so their control
+    /// characters are escaped (a file named with a newline cannot forge a second line).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        let file = escape_control(&self.file);
+        write!(f, "{file}:{}:{}: ", self.line, self.column)?;
         if let Some(r) = &self.resource {
-            write!(f, "{r}: ")?;
+            write!(f, "{}: ", escape_control(&r.to_string()))?;
         }
-        f.write_str(&self.message)
+        f.write_str(&escape_control(&self.message))
     }
 }
 

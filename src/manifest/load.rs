@@ -1,6 +1,8 @@
 //! Files → documents: the directory walk with its limits, and the parse of each file.
 
 use std::fs;
+use std::io::Read as _;
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use super::Manifests;
@@ -108,7 +110,9 @@ pub fn read_source_dir(root: &Path) -> (Vec<SourceFile>, Vec<Diagnostic>) {
         problems: Vec::new(),
     };
     match fs::metadata(root) {
-        Ok(meta) if meta.is_file() => {
+        Ok(meta) if meta.is_dir() => walk.dir(root, ""),
+        // A file, or something else that `read_file` refuses by name.
+        Ok(_) => {
             let name = root
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -120,7 +124,6 @@ pub fn read_source_dir(root: &Path) -> (Vec<SourceFile>, Vec<Diagnostic>) {
                 .unwrap_or_default();
             walk.read_file(root, name);
         }
-        Ok(_) => walk.dir(root, ""),
         Err(e) => walk.problem(
             root.display().to_string(),
             format!("cannot read the manifests: {e}; check the path"),
@@ -215,35 +218,78 @@ impl Walk {
         }
     }
 
+    /// Reads one manifest. Only regular files are opened: a FIFO, socket or device named
+    /// `*.yaml` would block the read (or never end), so it is refused from its metadata.
     fn read_file(&mut self, path: &Path, rel: String) {
-        let size = match fs::metadata(path) {
-            Ok(meta) => meta.len(),
+        let meta = match fs::metadata(path) {
+            Ok(meta) => meta,
             Err(e) => return self.problem(rel, format!("cannot read the file: {e}")),
         };
-        if size > MAX_FILE_BYTES {
-            return self.problem(
-                rel,
-                format!(
-                    "file is {} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB); \
-                     split it into several files",
-                    size
-                ),
-            );
+        if !meta.file_type().is_file() {
+            return self.problem(rel, not_a_regular_file(meta.file_type()));
         }
-        match fs::read(path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => self.files.push(SourceFile { path: rel, text }),
-                Err(e) => {
-                    let at = e.utf8_error().valid_up_to();
-                    self.problem(
-                        rel,
-                        format!("file is not valid UTF-8 (at byte {at}); save it as UTF-8"),
-                    );
-                }
-            },
-            Err(e) => self.problem(rel, format!("cannot read the file: {e}")),
+        if meta.len() > MAX_FILE_BYTES {
+            return self.problem(rel, too_large(meta.len()));
+        }
+        // Opened without blocking and checked again, in case the path was swapped for a
+        // FIFO since the metadata was read.
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path);
+        let mut file = match opened {
+            Ok(file) => file,
+            Err(e) => return self.problem(rel, format!("cannot read the file: {e}")),
+        };
+        match file.metadata() {
+            Ok(meta) if meta.file_type().is_file() => {}
+            Ok(meta) => return self.problem(rel, not_a_regular_file(meta.file_type())),
+            Err(e) => return self.problem(rel, format!("cannot read the file: {e}")),
+        }
+        let mut bytes = Vec::new();
+        if let Err(e) = (&mut file).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
+            return self.problem(rel, format!("cannot read the file: {e}"));
+        }
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return self.problem(rel, too_large(bytes.len() as u64));
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => self.files.push(SourceFile { path: rel, text }),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                self.problem(
+                    rel,
+                    format!("file is not valid UTF-8 (at byte {at}); save it as UTF-8"),
+                );
+            }
         }
     }
+}
+
+fn too_large(size: u64) -> String {
+    format!(
+        "file is {size} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB); \
+         split it into several files"
+    )
+}
+
+/// Why a path named like a manifest is not read.
+fn not_a_regular_file(kind: fs::FileType) -> String {
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    };
+    format!(
+        "is {what}, not a regular file; berth reads only regular files: replace it with the \
+         manifest itself or rename it so its name does not end in .yaml or .yml"
+    )
 }
 
 fn is_manifest(name: &str) -> bool {

@@ -46,20 +46,36 @@ fn describe_char(c: char) -> String {
     }
 }
 
+/// Text as printed: control characters (newlines, escape sequences), line separators
+/// and bidirectional overrides escaped, so that a name cannot forge output lines or
+/// drive the terminal. Nothing else changes, and nothing is cut.
+pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(hostile) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hostile(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A value shown in a message, with control characters escaped and length bounded.
 pub fn shown(text: &str) -> String {
-    let escaped: String = text
-        .chars()
-        .map(|c| match c {
-            c if c.is_control() => c.escape_default().collect(),
-            c => c.to_string(),
-        })
-        .collect();
+    let escaped = escape_control(text);
     if escaped.chars().count() > 80 {
         let cut: String = escaped.chars().take(77).collect();
         format!("{cut}...")
     } else {
-        escaped
+        escaped.into_owned()
     }
 }
 
@@ -214,11 +230,29 @@ pub fn check_image(image: &str) -> Result<(), String> {
     // The first part is a registry when it has a `.` or `:` or is `localhost`.
     if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
         let registry = parts.remove(0);
-        let ok = registry
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+        let (host, port) = match registry.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (registry, None),
+        };
+        let ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
         if !ok {
             return bad("the registry must be a host name with an optional port");
+        }
+        if port == Some("") {
+            return bad("the registry has a `:` but no port after it");
+        }
+        if let Some(port) = port {
+            let ok = port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok_and(|p| p > 0);
+            if !ok {
+                return bad(&format!(
+                    "the registry port `{}` is not a port number (1 to 65535)",
+                    shown(port)
+                ));
+            }
         }
     }
     for part in parts {

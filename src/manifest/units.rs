@@ -131,10 +131,14 @@ impl FromStr for Size {
             "t" | "T" => 40,
             _ => return Err(bad()),
         };
+        // Docker (memory), nginx (client_max_body_size) and Traefik all read a size as a
+        // signed 64-bit number: anything past it validates but fails when applied.
+        let max = i64::MAX as u64;
         number
             .checked_mul(1 << shift)
+            .filter(|bytes| *bytes <= max)
             .map(Size)
-            .ok_or_else(|| format!("size `{text}` is too large"))
+            .ok_or_else(|| format!("size `{text}` is too large: at most {}Ti", max >> 40))
     }
 }
 
@@ -194,6 +198,16 @@ impl FromStr for Cron {
         }
         let parsed = croner::Cron::from_str(text)
             .map_err(|e| format!("invalid cron schedule `{text}`: {e}"))?;
+        // `0 0 31 2 *` parses but names a date that does not exist. Searching from a fixed
+        // start keeps validation deterministic; every real date recurs within 28 years.
+        use chrono::TimeZone as _;
+        let start = chrono::Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
+        if parsed.find_next_occurrence(&start, true).is_err() {
+            return Err(format!(
+                "cron schedule `{text}` never fires: no date matches its day and month; \
+                 check the day of the month"
+            ));
+        }
         Ok(Cron {
             text: text.to_owned(),
             parsed: std::sync::Arc::new(parsed),

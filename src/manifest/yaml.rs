@@ -6,7 +6,7 @@
 //! to exhaust memory: alias expansion is budgeted, nesting depth is bounded, and
 //! duplicate keys are errors rather than a silent "last one wins".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -95,6 +95,21 @@ impl Node {
         }
     }
 
+    /// How many levels of collections this subtree nests (0 for a scalar).
+    fn depth(&self) -> usize {
+        match &self.value {
+            Value::Seq(items) => 1 + items.iter().map(Node::depth).max().unwrap_or(0),
+            Value::Map(entries) => {
+                1 + entries
+                    .iter()
+                    .map(|(k, v)| k.depth().max(v.depth()))
+                    .max()
+                    .unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
     /// How many nodes this subtree holds.
     fn size(&self) -> usize {
         1 + match &self.value {
@@ -151,6 +166,8 @@ pub struct YamlError {
 /// Parsing stops at the first syntax error (the parser cannot resynchronise), but the
 /// documents before it are still returned so that their own errors can be reported.
 pub fn parse_documents(text: &str) -> (Vec<Node>, Option<YamlError>) {
+    // Editors on Windows save UTF-8 with a byte-order mark; it is not part of the text.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     loop {
@@ -161,6 +178,11 @@ pub fn parse_documents(text: &str) -> (Vec<Node>, Option<YamlError>) {
                 if end || builder.error.is_some() {
                     break;
                 }
+            }
+            // The scanner has its own bound on flow nesting (`[[[…` or `{a: {a: …`).
+            Err(e) if e.info() == "recursion limit exceeded" => {
+                builder.fail(Mark::from_marker(*e.marker()), too_deep());
+                break;
             }
             Err(e) => {
                 let message = format!("YAML syntax error: {}", e.info());
@@ -181,20 +203,41 @@ enum Frame {
     Map {
         mark: Mark,
         anchor: usize,
-        entries: Vec<(Node, Node)>,
+        /// The entries so far, and where each key's text sits in them: duplicate
+        /// checks are one lookup, so a map of many keys parses in linear time.
+        entries: Entries,
         pending_key: Option<Node>,
         /// Whether the pending key is the plain merge key `<<`.
         pending_merge: bool,
         /// Keys that came from a `<<` merge and may be overridden.
-        merged: Vec<String>,
+        merged: HashSet<String>,
     },
+}
+
+/// A mapping's entries in source order, indexed by key text.
+#[derive(Default)]
+struct Entries {
+    list: Vec<(Node, Node)>,
+    index: HashMap<String, usize>,
+}
+
+impl Entries {
+    fn position(&self, text: &str) -> Option<usize> {
+        self.index.get(text).copied()
+    }
+
+    fn push(&mut self, text: String, key: Node, value: Node) {
+        self.index.insert(text, self.list.len());
+        self.list.push((key, value));
+    }
 }
 
 #[derive(Default)]
 struct Builder {
     documents: Vec<Node>,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes and how deeply each nests.
+    anchors: HashMap<usize, (Node, usize)>,
     alias_nodes: usize,
     /// Whether the scalar being completed is a plain `<<`, the merge key.
     merge_key: bool,
@@ -210,10 +253,7 @@ impl Builder {
 
     fn push_frame(&mut self, frame: Frame, mark: Mark) {
         if self.stack.len() >= MAX_DEPTH {
-            self.fail(
-                mark,
-                format!("YAML nests deeper than {MAX_DEPTH} levels; flatten the document"),
-            );
+            self.fail(mark, too_deep());
         }
         self.stack.push(frame);
     }
@@ -221,7 +261,8 @@ impl Builder {
     /// Places a finished node into its parent (or as a whole document).
     fn complete(&mut self, node: Node, anchor: usize) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let depth = node.depth();
+            self.anchors.insert(anchor, (node.clone(), depth));
         }
         match self.stack.last_mut() {
             None => {
@@ -254,13 +295,12 @@ impl Builder {
                         return;
                     }
                     let text = key_text(&key);
-                    if let Some(pos) = entries.iter().position(|(k, _)| key_text(k) == text) {
-                        if let Some(m) = merged.iter().position(|m| *m == text) {
+                    if let Some(pos) = entries.position(&text) {
+                        if merged.remove(&text) {
                             // An explicit key overrides one brought in by `<<`.
-                            merged.remove(m);
-                            entries[pos] = (key, node);
+                            entries.list[pos] = (key, node);
                         } else {
-                            let first = entries[pos].0.mark.line;
+                            let first = entries.list[pos].0.mark.line;
                             self.fail(
                                 key.mark,
                                 format!(
@@ -270,7 +310,7 @@ impl Builder {
                             );
                         }
                     } else {
-                        entries.push((key, node));
+                        entries.push(text, key, node);
                     }
                 }
             },
@@ -278,10 +318,16 @@ impl Builder {
     }
 
     fn alias(&mut self, id: usize, mark: Mark) {
-        let Some(node) = self.anchors.get(&id) else {
+        let Some((node, depth)) = self.anchors.get(&id) else {
             self.fail(mark, "alias refers to an unknown anchor".to_owned());
             return;
         };
+        // An alias pastes its anchor's whole tree here: aliases of deep anchors placed
+        // deep down would otherwise stack up past the limit.
+        if self.stack.len() + depth > MAX_DEPTH {
+            self.fail(mark, too_deep());
+            return;
+        }
         let size = node.size();
         self.alias_nodes += size;
         if self.alias_nodes > MAX_ALIAS_NODES {
@@ -300,10 +346,14 @@ impl Builder {
     }
 }
 
+fn too_deep() -> String {
+    format!("YAML nests deeper than {MAX_DEPTH} levels; flatten the document")
+}
+
 /// Applies a YAML merge (`<<: *defaults` or `<<: [*a, *b]`): keys already present win.
 fn merge_into(
-    entries: &mut Vec<(Node, Node)>,
-    merged: &mut Vec<String>,
+    entries: &mut Entries,
+    merged: &mut HashSet<String>,
     source: Node,
 ) -> Result<(), YamlError> {
     let maps = match source.value {
@@ -333,9 +383,9 @@ fn merge_into(
     for map in maps {
         for (k, v) in map {
             let text = key_text(&k);
-            if !entries.iter().any(|(e, _)| key_text(e) == text) {
-                merged.push(text);
-                entries.push((k, v));
+            if entries.position(&text).is_none() {
+                merged.insert(text.clone());
+                entries.push(text, k, v);
             }
         }
     }
@@ -371,10 +421,10 @@ impl MarkedEventReceiver for Builder {
                 Frame::Map {
                     mark,
                     anchor,
-                    entries: Vec::new(),
+                    entries: Entries::default(),
                     pending_key: None,
                     pending_merge: false,
-                    merged: Vec::new(),
+                    merged: HashSet::new(),
                 },
                 mark,
             ),
@@ -398,11 +448,12 @@ impl MarkedEventReceiver for Builder {
                 }) => {
                     // The parser marks a block mapping where its first value starts;
                     // people expect the mapping to start at its first key.
-                    let mark = entries.first().map_or(mark, |(k, _)| k.mark.min(mark));
+                    let list = entries.list;
+                    let mark = list.first().map_or(mark, |(k, _)| k.mark.min(mark));
                     self.complete(
                         Node {
                             mark,
-                            value: Value::Map(entries),
+                            value: Value::Map(list),
                         },
                         anchor,
                     )
@@ -602,9 +653,76 @@ mod tests {
     }
 
     #[test]
+    fn a_utf8_bom_at_the_start_is_accepted() {
+        let doc = one("\u{feff}kind: App\nport: 80\n");
+        let (key, value) = doc.entry("kind").unwrap();
+        assert_eq!(key.mark, Mark { line: 1, col: 1 });
+        assert_eq!(value.as_str(), Some("App"));
+    }
+
+    #[test]
     fn deep_nesting_is_refused() {
         let text = "[".repeat(200) + &"]".repeat(200);
         let (_, err) = parse_documents(&text);
         assert!(err.unwrap().message.contains("nests deeper"));
+    }
+
+    #[test]
+    fn a_10000_deep_document_is_refused_at_a_position() {
+        let flow_seq = "[".repeat(10_000) + &"]".repeat(10_000);
+        let flow_map = "{a: ".repeat(10_000) + "1" + &"}".repeat(10_000);
+        let block = "- ".repeat(10_000) + "x\n";
+        for (text, col) in [(flow_seq, 256), (flow_map, 1021), (block, 129)] {
+            let (_, err) = parse_documents(&text);
+            assert_eq!(
+                err,
+                Some(YamlError {
+                    mark: Mark { line: 1, col },
+                    message: "YAML nests deeper than 64 levels; flatten the document".into(),
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn aliases_cannot_stack_nesting_past_the_limit() {
+        // Each anchor holds the previous one 40 levels down: without a bound the tree
+        // would nest 40 levels more per line.
+        let mut text = format!("a0: &a0 {}x{}\n", "[".repeat(40), "]".repeat(40));
+        for i in 1..5 {
+            let _ = std::fmt::Write::write_fmt(
+                &mut text,
+                format_args!(
+                    "a{i}: &a{i} {}*a{} {}\n",
+                    "[".repeat(40),
+                    i - 1,
+                    "]".repeat(40)
+                ),
+            );
+        }
+        let (_, err) = parse_documents(&text);
+        let err = err.unwrap();
+        assert_eq!(err.mark, Mark { line: 2, col: 49 });
+        assert_eq!(err.message, too_deep());
+    }
+
+    #[test]
+    fn a_map_of_many_keys_parses_in_linear_time() {
+        // 160,000 keys took minutes when each key was compared with every earlier one.
+        let mut text = String::new();
+        for i in 0..160_000 {
+            let _ = std::fmt::Write::write_fmt(&mut text, format_args!("k{i}: {i}\n"));
+        }
+        let start = std::time::Instant::now();
+        let doc = one(&text);
+        let elapsed = start.elapsed();
+        assert_eq!(doc.get("k159999").unwrap().value, Value::Int(159_999));
+        assert!(elapsed.as_secs() < 10, "took {elapsed:?}");
+        let (_, err) = parse_documents(&(text + "k5: again\n"));
+        assert!(
+            err.unwrap()
+                .message
+                .contains("duplicate key `k5` (first defined at line 6)")
+        );
     }
 }

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{Op, Plan, Target};
+use crate::manifest::syntax::escape_control as esc;
 
 const RESET: &str = "\x1b[0m";
 const GREEN: &str = "\x1b[32m";
@@ -13,6 +14,10 @@ const CYAN: &str = "\x1b[36m";
 const BOLD: &str = "\x1b[1m";
 
 /// Renders `plan` as text, with ANSI colors when `color` is set.
+///
+/// Names, reasons and diff lines carry values from the manifests (labels, env values,
+/// image names), so their control characters are escaped: only berth's own colors
+/// reach the terminal, and every change stays on its own line.
 pub fn render_text(plan: &Plan, color: bool) -> String {
     let paint = |code: &str, text: &str| {
         if color {
@@ -24,9 +29,13 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     let mut out = String::new();
     let changes: Vec<_> = plan.changes().collect();
     if changes.is_empty() {
-        let _ = writeln!(out, "Revision {}: the host is in sync.", plan.revision);
+        let _ = writeln!(
+            out,
+            "Revision {}: the host is in sync.",
+            esc(&plan.revision)
+        );
     } else {
-        let _ = writeln!(out, "Revision {}:", plan.revision);
+        let _ = writeln!(out, "Revision {}:", esc(&plan.revision));
     }
     for a in &changes {
         let (mark, code) = match a.op {
@@ -45,8 +54,11 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             (_, Op::Conflict) => "conflict",
             (_, Op::Noop) => "keep",
         };
-        let head = paint(code, &format!("{mark} {verb} {} {}", a.target, a.name));
-        let _ = writeln!(out, "  {head}: {}", a.reasons.join("; "));
+        let head = paint(
+            code,
+            &format!("{mark} {verb} {} {}", a.target, esc(&a.name)),
+        );
+        let _ = writeln!(out, "  {head}: {}", esc(&a.reasons.join("; ")));
     }
     for a in plan
         .actions
@@ -67,17 +79,18 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             out,
             "    keep {} {}: {}",
             a.target,
-            a.name,
-            a.reasons.join("; ")
+            esc(&a.name),
+            esc(&a.reasons.join("; "))
         );
     }
     for a in changes.iter().filter(|a| a.diff.is_some()) {
         let _ = writeln!(
             out,
             "\n{}",
-            paint(BOLD, &format!("~ {} {}", a.target, a.name))
+            paint(BOLD, &format!("~ {} {}", a.target, esc(&a.name)))
         );
         for line in a.diff.as_deref().unwrap_or_default().lines() {
+            let line = &*esc(line);
             let code = match line.chars().next() {
                 Some('+') if !line.starts_with("+++") => GREEN,
                 Some('-') if !line.starts_with("---") => RED,
@@ -97,4 +110,32 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     }
     let _ = writeln!(out, "\n{}", plan.summary);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Action, Summary};
+    use super::*;
+
+    #[test]
+    fn values_with_escape_sequences_cannot_drive_the_terminal_or_forge_lines() {
+        let mut a = Action::new(Target::App, "blog", Op::Update);
+        a.reasons
+            .push("env MODE changed to `x\n+ create app evil\x1b]0;owned\x07`".into());
+        a.diff = Some("-  MODE: a\n+  MODE: \"\x1b[31mred\r\"\n".into());
+        let plan = Plan {
+            revision: "abc\x1b[2J".into(),
+            actions: vec![a],
+            summary: Summary::default(),
+        };
+        let text = render_text(&plan, false);
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+        assert_eq!(
+            text,
+            "Revision abc\\u{1b}[2J:\n  \
+             ~ update app blog: env MODE changed to `x\\n+ create app evil\\u{1b}]0;owned\\u{7}`\n\
+             \n~ app blog\n-  MODE: a\n+  MODE: \"\\u{1b}[31mred\\r\"\n\n\
+             Plan: 0 to create, 0 to update, 0 to delete, 0 unchanged.\n"
+        );
+    }
 }

@@ -7,6 +7,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// The longest condition parsed, in bytes.
+pub const MAX_CONDITION_BYTES: usize = 4096;
+/// How deeply parentheses and `!` may nest in a condition.
+pub const MAX_CONDITION_DEPTH: usize = 64;
+
 /// The outcome of a finished node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -149,9 +154,24 @@ pub struct NodeResult {
 
 impl Expr {
     /// Parses a condition.
+    ///
+    /// The text is at most [`MAX_CONDITION_BYTES`] long and nests at most
+    /// [`MAX_CONDITION_DEPTH`] levels, so that parsing, evaluating and dropping the tree
+    /// stay within the stack whatever a manifest holds.
     pub fn parse(text: &str) -> Result<Expr, String> {
+        if text.len() > MAX_CONDITION_BYTES {
+            return Err(format!(
+                "the condition is {} bytes, over the limit of {MAX_CONDITION_BYTES} bytes; \
+                 split it across several nodes",
+                text.len()
+            ));
+        }
         let tokens = tokenize(text)?;
-        let mut p = Parser { tokens, pos: 0 };
+        let mut p = Parser {
+            tokens,
+            pos: 0,
+            depth: 0,
+        };
         let expr = p.or()?;
         match p.tokens.get(p.pos) {
             None => Ok(expr),
@@ -326,9 +346,23 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// How many `(` and `!` enclose the token being parsed.
+    depth: usize,
 }
 
 impl Parser {
+    /// Enters one more level of `(` or `!`, refusing to go past the limit.
+    fn descend(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_CONDITION_DEPTH {
+            return Err(format!(
+                "the condition nests deeper than {MAX_CONDITION_DEPTH} levels; \
+                 remove some parentheses or `!`"
+            ));
+        }
+        Ok(())
+    }
+
     fn peek_op(&self, op: &str) -> bool {
         matches!(self.tokens.get(self.pos), Some(Token::Op(o)) if *o == op)
     }
@@ -354,7 +388,10 @@ impl Parser {
     fn not(&mut self) -> Result<Expr, String> {
         if self.peek_op("!") {
             self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.descend()?;
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.cmp()
     }
@@ -380,7 +417,9 @@ impl Parser {
         self.pos += 1;
         match token {
             Some(Token::Open) => {
+                self.descend()?;
                 let e = self.or()?;
+                self.depth -= 1;
                 match self.tokens.get(self.pos) {
                     Some(Token::Close) => {
                         self.pos += 1;
@@ -502,6 +541,35 @@ mod tests {
             let err = Expr::parse(text).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        let parens = format!("{}a.failed{}", "(".repeat(10_000), ")".repeat(10_000));
+        let nots = format!("{}a.failed", "!".repeat(50_000));
+        for text in [&parens, &nots] {
+            let err = Expr::parse(text).unwrap_err();
+            assert!(err.contains("over the limit of 4096 bytes"), "{err}");
+        }
+        let parens = format!("{}a.failed{}", "(".repeat(65), ")".repeat(65));
+        assert_eq!(
+            Expr::parse(&parens).unwrap_err(),
+            "the condition nests deeper than 64 levels; remove some parentheses or `!`"
+        );
+        let nots = format!("{}a.failed", "!".repeat(65));
+        assert!(Expr::parse(&nots).unwrap_err().contains("deeper than 64"));
+        let ok = format!("{}a.skipped{}", "(!".repeat(32), ")".repeat(32));
+        assert!(Expr::parse(&ok).unwrap().eval(&results()));
+    }
+
+    #[test]
+    fn the_longest_chain_allowed_parses_evaluates_and_drops() {
+        // `&&` chains build a tree as deep as they are long; the length limit bounds it.
+        let chain = vec!["1"; MAX_CONDITION_BYTES / 3].join("&&");
+        assert!(chain.len() <= MAX_CONDITION_BYTES);
+        let e = Expr::parse(&chain).unwrap();
+        assert!(e.eval(&results()));
+        assert!(e.refs().is_empty());
     }
 
     #[test]

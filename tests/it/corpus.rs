@@ -182,3 +182,120 @@ fn valid_manifests_are_normalized() {
     assert_eq!(m.settings().network, "berth");
     assert!(m.settings().prune);
 }
+
+/// Loads `dir` on another thread, failing the test (instead of hanging it) if the load
+/// does not finish within ten seconds.
+fn load_within_seconds(dir: &std::path::Path) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(match manifest::load_dir(&dir) {
+            Ok(_) => "(valid)\n".to_owned(),
+            Err(d) => d.to_string(),
+        });
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("loading the manifests blocked for 10 s")
+}
+
+#[test]
+fn a_fifo_named_yaml_is_refused_without_hanging() {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("app.yaml"), APP).unwrap();
+    mknodat(
+        CWD,
+        dir.path().join("pipe.yaml"),
+        FileType::Fifo,
+        Mode::RUSR | Mode::WUSR,
+        0,
+    )
+    .unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("sock.yml")).unwrap();
+    symlink(
+        dir.path().join("pipe.yaml"),
+        dir.path().join("to-pipe.yaml"),
+    )
+    .unwrap();
+    fs::create_dir(dir.path().join("shared")).unwrap();
+    symlink(dir.path().join("shared"), dir.path().join("to-dir.yaml")).unwrap();
+    let what = "not a regular file; berth reads only regular files: replace it with the \
+                manifest itself or rename it so its name does not end in .yaml or .yml";
+    assert_eq!(
+        load_within_seconds(dir.path()),
+        format!(
+            "pipe.yaml:1:1: is a FIFO (named pipe), {what}\n\
+             sock.yml:1:1: is a socket, {what}\n\
+             to-dir.yaml:1:1: is a directory, {what}\n\
+             to-pipe.yaml:1:1: is a FIFO (named pipe), {what}\n"
+        )
+    );
+    // Named as the source itself, the FIFO is refused too.
+    let err = load_within_seconds(&dir.path().join("pipe.yaml"));
+    assert_eq!(
+        err,
+        format!("pipe.yaml:1:1: is a FIFO (named pipe), {what}\n")
+    );
+}
+
+#[test]
+fn quadratic_yaml_maps_a_1_mib_file_of_keys_loads_in_linear_time() {
+    // 160,000 keys took 254 s of CPU when each key was compared with every earlier one,
+    // and 40,000 unknown fields took 7 s when each was located from the top again.
+    let mut keys = String::from(APP);
+    keys.push_str("  env:\n");
+    let mut unknown = String::from(APP);
+    let mut i = 0;
+    while keys.len() < MAX_FILE_BYTES as usize - 32 {
+        keys.push_str(&format!("    K{i}: v\n"));
+        unknown.push_str(&format!("  x{i}: v\n"));
+        i += 1;
+    }
+    let start = std::time::Instant::now();
+    let files = |text: &str| {
+        [manifest::SourceFile {
+            path: "big.yaml".to_owned(),
+            text: text.to_owned(),
+        }]
+    };
+    let m = manifest::load_files(&files(&keys)).unwrap();
+    assert_eq!(m.apps["blog"].spec.env.len(), i);
+    let err = manifest::load_files(&files(&unknown)).unwrap_err();
+    let elapsed = start.elapsed();
+    assert_eq!(err.len(), 101);
+    let lines: Vec<String> = err.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines[0],
+        "big.yaml:1:1: App/blog: more than 100 problems in this document; the rest are not \
+         shown, fix these first"
+    );
+    assert!(lines[1].starts_with("big.yaml:7:3: App/blog: unknown field `x0`; expected one of"));
+    assert!(elapsed.as_secs() < 20, "took {elapsed:?}");
+}
+
+#[test]
+fn file_names_printed_raw_a_newline_and_escapes_in_a_name_stay_on_one_escaped_line() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("a\n\x1b[31mevil.yaml"),
+        APP.replace("ghost:5.2", "Ghost\x1b]0;owned\x07"),
+    )
+    .unwrap();
+    let err = load_within_seconds(dir.path());
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert_eq!(
+        err,
+        "a\\n\\u{1b}[31mevil.yaml:6:10: App/blog: image `Ghost\\u{1b}]0;owned\\u{7}` is not \
+         a valid image reference: it contains U+001B\n"
+    );
+}
+
+#[test]
+fn a_utf8_bom_at_the_start_of_a_file_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("app.yaml"), format!("\u{feff}{APP}")).unwrap();
+    let m = manifest::load_dir(dir.path()).unwrap();
+    assert_eq!(m.apps["blog"].spec.image, "ghost:5.2");
+    assert_eq!(m.apps["blog"].origin.line, 1);
+}

@@ -31,14 +31,15 @@ pub struct DomainSpec {
     /// Redirect plain HTTP to HTTPS. Default: true when TLS is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_https: Option<bool>,
-    /// Serve the app only under a generated `/p/<token>/` path. Default: false.
+    /// Serve the app only under a generated `/p/<token>/` path (so no `path` beside it).
+    /// Default: false.
     #[serde(default)]
     pub private: bool,
     /// Extra response headers. Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    /// The largest request body accepted, such as `20Mi`. Default: the proxy's (1Mi for
-    /// nginx).
+    /// The largest request body accepted, such as `20Mi`; not `0` (which nginx reads as
+    /// no limit). Default: the proxy's (1Mi for nginx).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_size: Option<Size>,
 }

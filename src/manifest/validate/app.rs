@@ -53,7 +53,7 @@ pub(super) fn check_app(report: &mut Report, index: &Index, t: &Typed, a: &AppSp
             syntax::check_name(secret).map_err(|m| format!("secret {m}")),
         );
     }
-    let mut mounts = BTreeSet::new();
+    let mut mounts = BTreeMap::new();
     let mut names = BTreeSet::new();
     for (n, v) in a.volumes.iter().enumerate() {
         let at = format!("/spec/volumes/{n}");
@@ -78,11 +78,25 @@ pub(super) fn check_app(report: &mut Report, index: &Index, t: &Typed, a: &AppSp
             ),
         }
         report.check(doc, &format!("{at}/mount"), syntax::check_fs_path(&v.mount));
-        if !mounts.insert(v.mount.trim_end_matches('/')) {
+        // `/b`, `//b` and `/b/` are one directory in the container.
+        let normalized: Vec<&str> = v.mount.split('/').filter(|s| !s.is_empty()).collect();
+        let first = match mounts.entry(normalized) {
+            std::collections::btree_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(v.mount.as_str());
+                None
+            }
+        };
+        if let Some(first) = first {
+            let same = if first == v.mount {
+                String::new()
+            } else {
+                format!(" (as `{}`)", syntax::shown(first))
+            };
             report.at(
                 doc,
                 &format!("{at}/mount"),
-                format!("`{}` is mounted twice", v.mount),
+                format!("`{}` is mounted twice{same}", syntax::shown(&v.mount)),
             );
         }
     }
@@ -154,8 +168,22 @@ pub(super) fn check_app(report: &mut Report, index: &Index, t: &Typed, a: &AppSp
             }
         }
         if let Some(cmd) = &h.cmd {
-            if cmd.is_empty() {
-                report.at(doc, "/spec/health/cmd", "the health command is empty");
+            match cmd.first() {
+                None => report.at(doc, "/spec/health/cmd", "the health command is empty"),
+                Some(program) if program.trim().is_empty() => report.at(
+                    doc,
+                    "/spec/health/cmd/0",
+                    "the health command's program is empty; name the program to run, such \
+                     as `[pg_isready]`",
+                ),
+                Some(_) => {}
+            }
+            for (n, word) in cmd.iter().enumerate() {
+                report.check(
+                    doc,
+                    &format!("/spec/health/cmd/{n}"),
+                    syntax::check_text("health command", word),
+                );
             }
         }
         if h.interval.get().is_zero() {

@@ -47,6 +47,24 @@ pub(super) fn check_domain(
         );
     }
     report.check(doc, "/spec/path", syntax::check_url_path(&d.path));
+    if d.private && d.path != "/" {
+        // A private domain is served under `/p/<token>/` only; a path would be a second,
+        // public route to the app.
+        report.at(
+            doc,
+            "/spec/path",
+            "a private domain is served only under its generated `/p/<token>/` path; \
+             remove `path` or `private`",
+        );
+    }
+    if d.max_body_size.is_some_and(|s| s.bytes() == 0) {
+        report.at(
+            doc,
+            "/spec/maxBodySize",
+            "maxBodySize `0` lifts the limit entirely (nginx reads 0 as no limit); give the \
+             largest body to accept, such as `100Mi`",
+        );
+    }
     match &d.tls {
         Tls::Files { certificate, key } => {
             report.check(

@@ -100,12 +100,52 @@ pub(super) fn index<'t>(report: &mut Report, typed: &'t [Typed]) -> (Index<'t>, 
         }
         index.by_id.insert((kind, t.name.as_str()), n);
     }
+    check_replica_names(report, typed, &index, &mut keep);
     if let Some(s) = first_settings {
         if let Spec::Settings(spec) = &typed[s].spec {
             index.settings = Some(spec);
         }
     }
     (index, keep)
+}
+
+/// Refuses an App or managed Database named like a replica of another app: replica 2
+/// of `web` is the container `web-2`, so an app named `web-2` would take its name.
+fn check_replica_names(report: &mut Report, typed: &[Typed], index: &Index, keep: &mut [bool]) {
+    for (n, t) in typed.iter().enumerate() {
+        let container = match &t.spec {
+            Spec::App(_) => true,
+            Spec::Database(d) => d.mode == DatabaseMode::Managed,
+            _ => false,
+        };
+        let Some((base, replica)) = t.name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(replica) = replica.parse::<u32>() else {
+            continue;
+        };
+        if !keep[n] || !container || replica < 2 || replica.to_string() != t.name[base.len() + 1..]
+        {
+            continue;
+        }
+        let Some(&other) = index.by_id.get(&(Kind::App, base)) else {
+            continue;
+        };
+        let Spec::App(app) = &typed[other].spec else {
+            continue;
+        };
+        if app.replicas >= replica {
+            let message = format!(
+                "`{}` is also the container name of replica {replica} of App `{base}` (at {}, \
+                 `replicas: {}`); rename one of them",
+                t.name,
+                name_at(report, &typed[other]),
+                app.replicas
+            );
+            report.at(t.doc, "/metadata/name", message);
+            keep[n] = false;
+        }
+    }
 }
 
 /// Where a resource is named: `file:line` of its `metadata.name`.

@@ -52,23 +52,59 @@ struct Typed {
     spec: Spec,
 }
 
+/// The most problems reported for one document; past it, one line says the rest are
+/// not shown. Finding a position walks the document, so an unbounded number of
+/// problems (a mapping of 100,000 unknown fields) would take quadratic time.
+const MAX_PROBLEMS_PER_DOCUMENT: usize = 100;
+
 /// Collects diagnostics, turning JSON pointers into positions.
 struct Report<'a> {
     docs: &'a [Doc<'a>],
     out: Vec<Diagnostic>,
+    /// How many problems each document has had so far.
+    counts: Vec<usize>,
 }
 
-impl Report<'_> {
+impl<'a> Report<'a> {
+    fn new(docs: &'a [Doc<'a>]) -> Report<'a> {
+        Report {
+            docs,
+            out: Vec::new(),
+            counts: vec![0; docs.len()],
+        }
+    }
+
     /// A problem with the value at `pointer` in document `doc`.
     fn at(&mut self, doc: usize, pointer: &str, message: impl Into<String>) {
-        let mark = locate(&self.docs[doc].node, pointer, false);
-        self.push(doc, mark, message.into());
+        if self.room(doc) {
+            let mark = locate(&self.docs[doc].node, pointer, false);
+            self.push(doc, mark, message.into());
+        }
     }
 
     /// A problem with the key at `pointer` (an unknown or duplicate field).
     fn at_key(&mut self, doc: usize, pointer: &str, message: impl Into<String>) {
-        let mark = locate(&self.docs[doc].node, pointer, true);
-        self.push(doc, mark, message.into());
+        if self.room(doc) {
+            let mark = locate(&self.docs[doc].node, pointer, true);
+            self.push(doc, mark, message.into());
+        }
+    }
+
+    /// Counts one more problem of `doc`; whether it is still to be reported.
+    fn room(&mut self, doc: usize) -> bool {
+        self.counts[doc] += 1;
+        if self.counts[doc] == MAX_PROBLEMS_PER_DOCUMENT + 1 {
+            let mark = self.docs[doc].node.mark;
+            self.push(
+                doc,
+                mark,
+                format!(
+                    "more than {MAX_PROBLEMS_PER_DOCUMENT} problems in this document; \
+                     the rest are not shown, fix these first"
+                ),
+            );
+        }
+        self.counts[doc] <= MAX_PROBLEMS_PER_DOCUMENT
     }
 
     /// Reports `result`'s error at `pointer`.
@@ -155,10 +191,7 @@ pub(super) fn validate(documents: Vec<(&str, Node)>) -> Result<Manifests, Vec<Di
         .collect();
     // Identify each document first so every later message names its resource.
     let kinds: Vec<Option<Kind>> = docs.iter_mut().map(schema::identify).collect();
-    let mut report = Report {
-        docs: &docs,
-        out: Vec::new(),
-    };
+    let mut report = Report::new(&docs);
     let mut typed = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
         if let Some(t) = schema::check_document(&mut report, i, *kind) {

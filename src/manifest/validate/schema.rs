@@ -193,7 +193,8 @@ fn schema_error(
     match error.kind() {
         K::AdditionalProperties { unexpected } => {
             let allowed = allowed_fields(kind, error.schema_path().as_str());
-            for field in unexpected {
+            // Past the per-document limit the rest are not shown: no hint to compute.
+            for field in unexpected.iter().take(super::MAX_PROBLEMS_PER_DOCUMENT + 1) {
                 let hint = match did_you_mean(field, allowed.iter().map(String::as_str)) {
                     Some(s) => format!("; did you mean `{s}`?"),
                     None if allowed.is_empty() => String::new(),

@@ -17,6 +17,17 @@ pub(super) fn check_settings(report: &mut Report, doc: usize, s: &SettingsSpec) 
             ),
         );
     }
+    if ["host", "bridge", "none"].contains(&s.network.as_str()) {
+        report.at(
+            doc,
+            "/spec/network",
+            format!(
+                "network `{}` is one of Docker's own networks, which apps cannot share with \
+                 the proxy by name; choose another name, such as `berth`",
+                s.network
+            ),
+        );
+    }
     if s.resync.get().as_secs() < 10 {
         report.at(doc, "/spec/resync", "resync must be at least 10s");
     }
