@@ -175,11 +175,9 @@ impl Workflows {
                         ..
                     },
                 ..
-            } => {
-                if last.as_ref() != Some(revision) {
-                    *last = Some(revision.clone());
-                    self.fire(|t| matches!(t, Trigger::RevisionApplied), "revisionApplied");
-                }
+            } if last.as_ref() != Some(revision) => {
+                *last = Some(revision.clone());
+                self.fire(|t| matches!(t, Trigger::RevisionApplied), "revisionApplied");
             }
             Event::ResourceChanged {
                 resource, change, ..

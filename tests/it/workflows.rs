@@ -197,7 +197,7 @@ spec:
         [
             "check answered 200".to_owned(),
             "slow timedOut".to_owned(),
-            format!("workflow check run 1 failed (trigger: manual)"),
+            "workflow check run 1 failed (trigger: manual)".to_owned(),
         ],
         "{:#?}",
         listener.received()
