@@ -109,16 +109,13 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("failed to listen on {}", args.listen))?;
-        let server = axum::serve(listener, status::http::app_with_hook(status.clone(), args.token.clone(), hook));
-        let mut server_stop = stopped.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = server_stop.changed().await;
-            };
-            if let Err(e) = server.with_graceful_shutdown(shutdown).await {
-                tracing::error!("status server failed: {e}");
-            }
-        });
+        let router = status::http::app_with_hook(status.clone(), args.token.clone(), hook);
+        tokio::spawn(status::server::serve(
+            listener,
+            router,
+            status::server::Limits::default(),
+            stopped.clone(),
+        ));
         tracing::info!(source = %source.describe(), instance = %args.host.lock.instance, listen = %args.listen, "berth run");
         controller
             .run(stopped)

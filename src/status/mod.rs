@@ -5,6 +5,7 @@
 
 pub mod conditions;
 pub mod http;
+pub mod server;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
