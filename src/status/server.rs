@@ -13,9 +13,9 @@ use axum::http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tower_service::Service as _;
-use tracing::{debug, warn};
+use tracing::warn;
 
 /// How long a client may take, and how many connections it may hold.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +96,6 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let max = limits.max_connections.max(1);
-    let slots = Arc::new(Semaphore::new(max));
     let open = Arc::new(Mutex::new(Open::default()));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -115,23 +114,12 @@ pub async fn serve(
                 continue;
             }
         };
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                lock(&open).shed_oldest(max);
-                // The closed connection gives its slot back at once; a connection
-                // that still cannot have one is dropped rather than queued.
-                match tokio::time::timeout(Duration::from_secs(1), slots.clone().acquire_owned())
-                    .await
-                {
-                    Ok(Ok(slot)) => slot,
-                    _ => {
-                        debug!("no slot freed in time: closing the new connection");
-                        continue;
-                    }
-                }
+        {
+            let mut open = lock(&open);
+            if open.connections.len() >= max {
+                open.shed_oldest(max);
             }
-        };
+        }
         let (id, close) = lock(&open).add();
         let open = open.clone();
         let router = router.clone();
@@ -160,7 +148,6 @@ pub async fn serve(
                 }
             }
             lock(&open).remove(id);
-            drop(slot);
         });
     }
 }
