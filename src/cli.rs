@@ -155,6 +155,11 @@ pub struct RunArgs {
     /// A bearer token the status server requires (all but /healthz).
     #[arg(long, env = "BERTH_STATUS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Another name the status server answers to (its `Host` header), e.g. the name a
+    /// reverse proxy forwards; `NAME:PORT` pins the port. `localhost`, 127.0.0.1, [::1]
+    /// and the listen address with its port always are. Repeatable.
+    #[arg(long = "allowed-host", value_name = "NAME", value_parser = berth::status::http::allowed_host_name)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `berth apply`

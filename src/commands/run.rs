@@ -109,7 +109,14 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("failed to listen on {}", args.listen))?;
-        let router = status::http::app_with_hook(status.clone(), args.token.clone(), hook);
+        let listen = listener
+            .local_addr()
+            .with_context(|| format!("failed to listen on {}", args.listen))?;
+        let access = status::http::Access {
+            token: args.token.clone(),
+            hosts: status::http::AllowedHosts::new(listen, &args.allowed_hosts),
+        };
+        let router = status::http::app_with_hook(status.clone(), access, hook);
         tokio::spawn(status::server::serve(
             listener,
             router,

@@ -16,6 +16,7 @@ mod routing;
 mod run;
 mod schemas;
 mod servers;
+mod source_limits;
 mod status_server;
 
 use std::path::{Path, PathBuf};

@@ -147,3 +147,25 @@ fn the_status_server_has_timeouts_and_a_connection_cap_so_slow_and_idle_clients_
     );
     assert_eq!(healthz(c.port).0, 200);
 }
+
+#[test]
+fn the_status_server_refuses_a_foreign_host_header_against_dns_rebinding() {
+    let s = Scenario::new();
+    let source = s.manifests_path().display().to_string();
+    let c = Controller::start_with(&s, &source, &["--allowed-host", "status.example.com"]);
+    let url = format!("http://127.0.0.1:{}/api/v1/status", c.port);
+    eventually(&c, 30, "berth run answers", || {
+        crate::http::get(&url, None).is_ok_and(|r| r.status == 200)
+    });
+    let evil = crate::http::get(&url, Some("evil.example")).unwrap();
+    assert_eq!(evil.status, 421, "{}", evil.body);
+    assert!(
+        evil.body.contains("--allowed-host evil.example"),
+        "{}",
+        evil.body
+    );
+    let named = crate::http::get(&url, Some("status.example.com")).unwrap();
+    assert_eq!(named.status, 200, "{}", named.body);
+    let local = crate::http::get(&url, Some(&format!("localhost:{}", c.port))).unwrap();
+    assert_eq!(local.status, 200, "{}", local.body);
+}
