@@ -12,6 +12,7 @@ mod listener;
 mod nginx;
 mod nginx_master;
 mod planner;
+mod private_urls;
 mod routing;
 mod run;
 mod schemas;
