@@ -54,6 +54,8 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Source::Git(_) => optional(&args.webhook_secret)?,
         Source::Dir(_) => None,
     };
+    let token =
+        crate::commands::status::bearer_token(args.token.as_deref(), args.token_file.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     runtime.block_on(async {
         let docker: Arc<dyn DockerApi> = Arc::new(BollardDocker::connect().await?);
@@ -113,7 +115,7 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .local_addr()
             .with_context(|| format!("failed to listen on {}", args.listen))?;
         let access = status::http::Access {
-            token: args.token.clone(),
+            token,
             hosts: status::http::AllowedHosts::new(listen, &args.allowed_hosts),
         };
         let router = status::http::app_with_hook(status.clone(), access, hook);

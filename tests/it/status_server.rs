@@ -169,3 +169,45 @@ fn the_status_server_refuses_a_foreign_host_header_against_dns_rebinding() {
     let local = crate::http::get(&url, Some(&format!("localhost:{}", c.port))).unwrap();
     assert_eq!(local.status, 200, "{}", local.body);
 }
+
+/// `--token` shows in `ps`; `--token-file` and `BERTH_TOKEN` keep it out of every argv.
+#[test]
+fn the_status_token_can_be_given_without_putting_it_in_the_process_list() {
+    let s = Scenario::new();
+    let token = "st4tus-t0ken-q9";
+    let file = s.state_path().join("status-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let source = s.manifests_path().display().to_string();
+    let c = Controller::start_with(&s, &source, &["--token-file", file.to_str().unwrap()]);
+    let url = format!("http://127.0.0.1:{}", c.port);
+    eventually(&c, 30, "berth run answers", || {
+        crate::http::get(&format!("{url}/healthz"), None).is_ok_and(|r| r.status == 200)
+    });
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", c.child.id())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(token));
+    assert_eq!(
+        crate::http::get(&format!("{url}/api/v1/status"), None)
+            .unwrap()
+            .status,
+        401
+    );
+    let status = |args: &[&str], env: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["status", "--url", &url, "-o", "json"])
+            .args(args)
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_STATUS_TOKEN")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = status(&["--token-file", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let out = status(&[], &[("BERTH_TOKEN", token)]);
+    assert!(out.status.success(), "{out:?}");
+    let out = status(&[], &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--token-file PATH or set BERTH_TOKEN"),
+        "{out:?}"
+    );
+}
