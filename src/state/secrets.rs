@@ -207,7 +207,20 @@ impl SecretStore {
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         std::fs::read_to_string(&file).map_err(failed)?
                     }
-                    Err(_) => return Ok(process_key().map_err(failed)?.clone()),
+                    // Not ours to write: a dry run, which labels nothing. Any other
+                    // failure (a full disk) is an error, or a key of this process would
+                    // end up in labels and change with the next.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound
+                                | std::io::ErrorKind::PermissionDenied
+                                | std::io::ErrorKind::ReadOnlyFilesystem
+                        ) =>
+                    {
+                        return Ok(process_key().map_err(failed)?.clone());
+                    }
+                    Err(e) => return Err(failed(e)),
                 }
             }
             Err(e) => return Err(failed(e)),

@@ -5,6 +5,7 @@ mod corpus;
 mod databases;
 mod dbserver;
 mod docker;
+mod full_disk;
 mod gitops;
 mod http;
 mod instances;
