@@ -84,8 +84,8 @@ impl Open {
 
 /// Serves `router` on `listener` until `stop` turns true.
 ///
-/// At most `limits.max_connections` connections are open at once: when a new one comes,
-/// the oldest is closed, so a crowd of idle or slow clients cannot lock out the next
+/// At most `limits.max_connections` connections are served at once: when a new one
+/// comes, the oldest is closed (its socket an instant later, when its task runs), so a crowd of idle or slow clients cannot lock out the next
 /// request (a probe of `/healthz`, an operator's `berth status`), and nothing waits in
 /// a queue. Slow headers, idle keep-alive connections and slow bodies are cut at their
 /// timeouts.
@@ -114,13 +114,13 @@ pub async fn serve(
                 continue;
             }
         };
-        {
+        let (id, close) = {
             let mut open = lock(&open);
             if open.connections.len() >= max {
                 open.shed_oldest(max);
             }
-        }
-        let (id, close) = lock(&open).add();
+            open.add()
+        };
         let open = open.clone();
         let router = router.clone();
         let http = http.clone();
