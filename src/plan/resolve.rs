@@ -188,7 +188,9 @@ fn tls_files(
 }
 
 /// How a private domain's token is shown anywhere but in its proxy file:
-/// `<secret:private-blog sha256:1a2b3c4d>`, as every secret is.
+/// `<secret:private-blog sha256:1a2b3c4d>`. Its hash needs no key: a token is 128
+/// random bits, which no guess reaches, and the plan can show it for a token read back
+/// from a proxy file as well as for the current one.
 pub(super) fn shown_token(domain: &str, token: &str) -> String {
     let name = private_token_secret(domain);
     if token == TOKEN_PLACEHOLDER {
