@@ -153,7 +153,8 @@ fn managed_commands(db: &DesiredDatabase) -> (Vec<String>, Option<Vec<String>>) 
         ),
         // An RDB snapshot; restoring one means replacing dump.rdb while redis is stopped.
         Engine::Redis => (
-            sh("exec redis-cli -a \"$REDIS_PASSWORD\" --no-auth-warning --rdb -"),
+            // `REDISCLI_AUTH`, not `-a`: an argv shows in `ps`.
+            sh("REDISCLI_AUTH=\"$REDIS_PASSWORD\" exec redis-cli --rdb -"),
             None,
         ),
         Engine::Mongo => (

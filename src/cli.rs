@@ -170,9 +170,14 @@ pub struct StatusArgs {
     /// The status server of `berth run`.
     #[arg(long, default_value = "http://127.0.0.1:9470")]
     pub url: String,
-    /// The bearer token the server requires, if any.
-    #[arg(long, env = "BERTH_STATUS_TOKEN", hide_env_values = true)]
+    /// The bearer token the server requires, if any. Every user of the host sees an
+    /// argument in `ps`: prefer --token-file or `BERTH_TOKEN` (`BERTH_STATUS_TOKEN`, its
+    /// older name, is read too).
+    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the bearer token (a trailing newline is ignored).
+    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -216,9 +221,19 @@ pub struct RunArgs {
     /// Address of the read-only status server.
     #[arg(long, default_value = "127.0.0.1:9470")]
     pub listen: String,
-    /// A bearer token the status server requires (all but /healthz).
-    #[arg(long, env = "BERTH_STATUS_TOKEN", hide_env_values = true)]
+    /// A bearer token the status server requires (all but /healthz). Every user of the
+    /// host sees an argument in `ps`: prefer --token-file or `BERTH_TOKEN`
+    /// (`BERTH_STATUS_TOKEN`, its older name, is read too).
+    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the status server's bearer token (a trailing newline is ignored).
+    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Another name the status server answers to (its `Host` header), e.g. the name a
+    /// reverse proxy forwards; `NAME:PORT` pins the port. `localhost`, 127.0.0.1, [::1]
+    /// and the listen address with its port always are. Repeatable.
+    #[arg(long = "allowed-host", value_name = "NAME", value_parser = berth::status::http::allowed_host_name)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `berth apply`

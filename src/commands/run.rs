@@ -54,6 +54,8 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Source::Git(_) => optional(&args.webhook_secret)?,
         Source::Dir(_) => None,
     };
+    let token =
+        crate::commands::status::bearer_token(args.token.as_deref(), args.token_file.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     runtime.block_on(async {
         let docker: Arc<dyn DockerApi> = Arc::new(BollardDocker::connect().await?);
@@ -114,21 +116,24 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let address = listener.local_addr().map_or(args.listen.clone(), |a| a.to_string());
         let _presence = berth::state::presence::announce(&presence_state, &address)
             .context("failed to write the controller's record in the state directory")?;
+        let listen = listener
+            .local_addr()
+            .with_context(|| format!("failed to listen on {}", args.listen))?;
         let workflows = controller.workflows();
         let control: Arc<dyn status::workflows::WorkflowControl> = Arc::new(workflows.clone());
-        let router = status::http::app_with_hook(status.clone(), args.token.clone(), hook).merge(
-            status::workflows::routes(workflows.runs(), Some(control), args.token.clone()),
-        );
-        let server = axum::serve(listener, router);
-        let mut server_stop = stopped.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = server_stop.changed().await;
-            };
-            if let Err(e) = server.with_graceful_shutdown(shutdown).await {
-                tracing::error!("status server failed: {e}");
-            }
-        });
+        let workflow_routes =
+            status::workflows::routes(workflows.runs(), Some(control), token.clone());
+        let access = status::http::Access {
+            token,
+            hosts: status::http::AllowedHosts::new(listen, &args.allowed_hosts),
+        };
+        let router = status::http::app_with(status.clone(), access, hook, workflow_routes);
+        tokio::spawn(status::server::serve(
+            listener,
+            router,
+            status::server::Limits::default(),
+            stopped.clone(),
+        ));
         tracing::info!(source = %source.describe(), instance = %args.host.lock.instance, listen = %args.listen, "berth run");
         controller
             .run(stopped)

@@ -10,7 +10,8 @@ use berth::status::{ConditionType, Status};
 use crate::cli::{Format, StatusArgs};
 
 pub fn exec(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let body = fetch(&args.url, "/api/v1/status", args.token.as_deref())?;
+    let token = bearer_token(args.token.as_deref(), args.token_file.as_deref())?;
+    let body = fetch(&args.url, "/api/v1/status", token.as_deref())?;
     if args.output == Format::Json {
         println!("{body}");
         return Ok(ExitCode::SUCCESS);
@@ -24,6 +25,29 @@ pub fn exec(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The status server's bearer token: `--token` (or `BERTH_TOKEN`), else the content of
+/// `--token-file`, else `BERTH_STATUS_TOKEN`, the older name of the variable.
+pub(crate) fn bearer_token(
+    given: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    if let Some(token) = given {
+        return Ok(Some(token.to_owned()));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read the token file {}", path.display()))?;
+        let token = text.trim_end_matches(['\n', '\r']);
+        if token.is_empty() {
+            bail!("the token file {} is empty", path.display());
+        }
+        return Ok(Some(token.to_owned()));
+    }
+    Ok(std::env::var("BERTH_STATUS_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty()))
 }
 
 /// GET `path` from the status server at `url`.
@@ -62,7 +86,7 @@ fn fetch(url: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
         .with_context(|| format!("{target} broke off its answer"))?;
     match status.as_u16() {
         200 => Ok(body),
-        401 => bail!("{url} needs a token: pass --token or set BERTH_STATUS_TOKEN"),
+        401 => bail!("{url} needs a token: pass --token-file PATH or set BERTH_TOKEN"),
         other => bail!("{target} answered {other}: {}", body.trim()),
     }
 }

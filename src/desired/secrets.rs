@@ -49,7 +49,7 @@ impl PassSecrets {
         match self.get(name) {
             Ok(s) => Ok(Some(s)),
             Err(SecretError::Missing { .. }) if self.generation == Generation::Generate => {
-                let secret = Secret::generate(name)?;
+                let secret = self.store.generate(name)?;
                 self.lock().insert(name.to_owned(), Some(secret.clone()));
                 Ok(Some(secret))
             }

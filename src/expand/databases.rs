@@ -361,6 +361,18 @@ pub fn link_env(db: &DesiredDatabase, prefix: &str) -> BTreeMap<String, LinkValu
     env
 }
 
+/// The managed redis's server command: the password is written into the configuration
+/// redis reads from its standard input, quoted as its configuration quotes strings
+/// (`printf` is the shell's own, so the value is in no process's argv).
+pub const REDIS_SERVER: &str = r#"pass=$(printf '%s' "$REDIS_PASSWORD" | sed 's/[\\"]/\\&/g')
+exec redis-server - <<EOF
+appendonly yes
+requirepass "$pass"
+EOF"#;
+
+/// The managed redis's health check: redis-cli takes the password from `REDISCLI_AUTH`.
+pub const REDIS_PING: &str = "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli ping | grep -q PONG";
+
 /// The app spec of a managed database's container: the official image with its
 /// documented environment, a named volume and a health check.
 pub fn managed_app_spec(db: &DesiredDatabase) -> AppSpec {
@@ -412,17 +424,10 @@ pub fn managed_app_spec(db: &DesiredDatabase) -> AppSpec {
             json!({}),
             json!({"REDIS_PASSWORD": password}),
             "/data",
-            // The password reaches redis through the environment, never the command line.
-            Some(vec![
-                "sh",
-                "-c",
-                "exec redis-server --appendonly yes --requirepass \"$REDIS_PASSWORD\"",
-            ]),
-            vec![
-                "sh".into(),
-                "-c".into(),
-                "redis-cli -a \"$REDIS_PASSWORD\" --no-auth-warning ping | grep -q PONG".into(),
-            ],
+            // The password reaches redis through the environment and its standard input
+            // (a configuration given with `-`), never an argv: `ps` would show it.
+            Some(vec!["sh", "-c", REDIS_SERVER]),
+            vec!["sh".into(), "-c".into(), REDIS_PING.into()],
         ),
         Engine::Mongo => (
             json!({"MONGO_INITDB_ROOT_USERNAME": db.user, "MONGO_INITDB_DATABASE": db.database}),
@@ -569,5 +574,66 @@ mod tests {
             !spec.command.unwrap().join(" ").contains("s3cr3t"),
             "no password on a command line"
         );
+    }
+
+    /// `redis-server --requirepass "$REDIS_PASSWORD"` and `redis-cli -a …` put the
+    /// password in an argv, which `ps` shows: the server and its health check run here
+    /// under the shells redis images have, against stand-ins that record their argv.
+    #[test]
+    fn the_redis_password_is_in_no_argv_of_its_server_or_health_check() {
+        let spec = managed_app_spec(&db(Engine::Redis, DatabaseMode::Managed));
+        assert_eq!(spec.command.as_deref().unwrap()[2], REDIS_SERVER);
+        let health = spec.health.as_ref().and_then(|h| h.cmd.clone()).unwrap();
+        assert_eq!(health[2], REDIS_PING);
+
+        let bin = tempfile::tempdir().unwrap();
+        let record = |name: &str, tail: &str| {
+            let path = bin.path().join(name);
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\nprintf '%s\\n' \"$0 $*\" >> \"$(dirname \"$0\")/argv\"\n{tail}"
+                ),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        record("redis-server", "cat > \"$(dirname \"$0\")/config\"\n");
+        record(
+            "redis-cli",
+            "[ \"$REDISCLI_AUTH\" = \"$REDIS_PASSWORD\" ] && echo PONG\n",
+        );
+        let password = r#"pa"ss\word x"#;
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let shells: Vec<Vec<&str>> = [vec!["/bin/sh"], vec!["/bin/busybox", "sh"]]
+            .into_iter()
+            .filter(|s| std::path::Path::new(s[0]).exists())
+            .collect();
+        for shell in shells {
+            for script in [REDIS_SERVER, REDIS_PING] {
+                let out = std::process::Command::new(shell[0])
+                    .args(&shell[1..])
+                    .args(["-c", script])
+                    .env("PATH", &path)
+                    .env("REDIS_PASSWORD", password)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{shell:?} -c {script}: {out:?}");
+            }
+            let argv = std::fs::read_to_string(bin.path().join("argv")).unwrap();
+            assert!(!argv.contains("pa\"ss"), "{shell:?}: {argv}");
+            assert!(argv.contains("redis-server -\n"), "{shell:?}: {argv}");
+            let config = std::fs::read_to_string(bin.path().join("config")).unwrap();
+            assert_eq!(
+                config, "appendonly yes\nrequirepass \"pa\\\"ss\\\\word x\"\n",
+                "{shell:?}"
+            );
+            std::fs::remove_file(bin.path().join("argv")).unwrap();
+        }
     }
 }

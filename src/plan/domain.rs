@@ -1,6 +1,7 @@
 //! Domains: each one's proxy file written when new or changed (or edited by hand), left
 //! alone when another program wrote it, removed when the Domain is gone.
 
+use super::resolve::{redact_tokens, shown_token};
 use super::{Action, Op, Phase, Step, Target, unified_diff};
 use crate::desired::Desired;
 use crate::desired::routes::FileState;
@@ -17,10 +18,13 @@ pub(super) fn plan_files(desired: &Desired, observed: &Observed) -> Vec<Action> 
             None => {
                 a.op = Op::Create;
                 if let Some(r) = route {
+                    let path = match &r.private_token {
+                        Some(token) => format!("/p/{}/", shown_token(domain, token)),
+                        None => r.public_path(),
+                    };
                     a.reasons.push(format!(
-                        "new route {} at {} → {}",
+                        "new route {} at {path} → {}",
                         r.hosts.join(", "),
-                        r.public_path(),
                         r.upstream.address()
                     ));
                 }
@@ -53,7 +57,11 @@ pub(super) fn plan_files(desired: &Desired, observed: &Observed) -> Vec<Action> 
                 } else {
                     a.reasons.push("proxy config changed".into());
                 }
-                a.diff = Some(unified_diff(current, content));
+                // The token is a secret: the diff shows it redacted, as the reasons do.
+                a.diff = Some(unified_diff(
+                    &redact_tokens(domain, current),
+                    &redact_tokens(domain, content),
+                ));
             }
             Some(_) => {}
         }

@@ -187,6 +187,43 @@ fn tls_files(
     }
 }
 
+/// How a private domain's token is shown anywhere but in its proxy file:
+/// `<secret:private-blog sha256:1a2b3c4d>`. Its hash needs no key: a token is 128
+/// random bits, which no guess reaches, and the plan can show it for a token read back
+/// from a proxy file as well as for the current one.
+pub(super) fn shown_token(domain: &str, token: &str) -> String {
+    let name = private_token_secret(domain);
+    if token == TOKEN_PLACEHOLDER {
+        format!("<secret:{name} generated on apply>")
+    } else {
+        crate::state::secrets::Secret::new(&name, token).redacted()
+    }
+}
+
+/// `text` with every private-URL token of `domain` (the `/p/<token>` of its proxy
+/// file, the current token or an earlier one) shown redacted. Tokens are 32 characters;
+/// a run under 16 after `/p/` is taken for an ordinary path and left alone.
+pub(super) fn redact_tokens(domain: &str, text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("/p/") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let len = after
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            .count();
+        if len >= 16 {
+            out.push_str(&shown_token(domain, &after[..len]));
+            rest = &after[len..];
+        } else {
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The secret holding a private domain's token.
 fn private_token_secret(domain: &str) -> String {
     let name = format!("private-{domain}");

@@ -392,12 +392,15 @@ impl GitSource {
             if !entry.mode.is_blob() {
                 continue;
             }
+            // The size from the object's header: a blob over the limit is never
+            // inflated into memory.
             let header = repo.find_header(entry.oid).map_err(|e| failed(&e))?;
             if header.size() > crate::manifest::MAX_FILE_BYTES {
                 problem(
                     &path,
                     format!(
-                        "is {} bytes; manifests are limited to {} bytes",
+                        "file is {} bytes, over the limit of {} bytes (1 MiB); \
+                         split it into several files",
                         header.size(),
                         crate::manifest::MAX_FILE_BYTES
                     ),
@@ -405,7 +408,7 @@ impl GitSource {
                 continue;
             }
             let blob = repo.find_object(entry.oid).map_err(|e| failed(&e))?;
-            match String::from_utf8(blob.data.clone()) {
+            match String::from_utf8(blob.detach().data) {
                 Ok(text) => files.push(SourceFile { path, text }),
                 Err(_) => problem(&path, "is not UTF-8 text; save it as UTF-8".to_owned()),
             }

@@ -45,8 +45,13 @@ fn folder_and_name(path: &Path) -> io::Result<(&Path, String)> {
 /// appears whole or not at all, and an existing one is never replaced (the error
 /// is then `AlreadyExists`).
 pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_new_mode(path, bytes, None)
+}
+
+/// [`write_new`] with the file's permission bits.
+pub fn write_new_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
     let (dir, name) = folder_and_name(path)?;
-    let tmp = write_temporary(dir, &name, bytes, None)?;
+    let tmp = write_temporary(dir, &name, bytes, mode)?;
     // A hard link, unlike a rename, fails when the target exists.
     let result = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);

@@ -1,9 +1,12 @@
 //! The secret store and redaction: secrets are read from `<state-dir>/secrets/<name>`
 //! or `BERTH_SECRET_<NAME>`, and wherever a value could be shown they appear only as
-//! `<secret:name sha256:1a2b3c4d>`.
+//! `<secret:name sha256:1a2b3c4d>`, the hash keyed by the state directory's own random
+//! key (`<state-dir>/secret-hash-key`), so that nobody who sees it can test guesses of
+//! a weak password against it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
 
@@ -48,6 +51,14 @@ pub enum SecretError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// The key of the shown hashes could not be read or created.
+    #[error("failed to read or create the key of secret hashes {file}: {source}")]
+    HashKey {
+        /// The key's file.
+        file: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
     /// No random value could be had from the kernel.
     #[error("failed to generate secret `{name}`: {source}")]
     Generate {
@@ -63,14 +74,21 @@ pub enum SecretError {
 pub struct Secret {
     name: String,
     value: String,
+    /// The store's key of shown hashes; `None` for a value from elsewhere.
+    key: Option<HashKey>,
 }
 
+/// The random key a state directory's shown secret hashes are made with.
+type HashKey = Arc<[u8]>;
+
 impl Secret {
-    /// A secret that did not come from the store (a value given by other means).
+    /// A secret that did not come from the store (a value given by other means); its
+    /// shown hash is not keyed.
     pub fn new(name: &str, value: &str) -> Secret {
         Secret {
             name: name.to_owned(),
             value: value.to_owned(),
+            key: None,
         }
     }
 
@@ -84,9 +102,17 @@ impl Secret {
         &self.name
     }
 
-    /// The first 8 hex digits of the value's SHA-256: a change is visible, the value not.
+    /// The first 8 hex digits of the value's HMAC-SHA256 under the store's key (its
+    /// SHA-256 for a value from elsewhere): a change is visible, the value not, and a
+    /// guess cannot be checked without the key.
     pub fn short_hash(&self) -> String {
-        short_hash(&self.value)
+        match &self.key {
+            Some(key) => {
+                let full = signature(key, self.value.as_bytes());
+                full["sha256=".len().."sha256=".len() + 8].to_owned()
+            }
+            None => short_hash(&self.value),
+        }
     }
 
     /// How the secret is shown anywhere: `<secret:name sha256:1a2b3c4d>`.
@@ -129,6 +155,20 @@ impl SecretSource for SecretStore {
 #[derive(Debug, Clone)]
 pub struct SecretStore {
     dir: PathBuf,
+    key: Arc<OnceLock<HashKey>>,
+}
+
+/// The key's file, in the state directory.
+const HASH_KEY_FILE: &str = "secret-hash-key";
+
+/// The key of a process whose state directory cannot keep one.
+fn process_key() -> std::io::Result<&'static HashKey> {
+    static KEY: OnceLock<HashKey> = OnceLock::new();
+    if let Some(key) = KEY.get() {
+        return Ok(key);
+    }
+    let fresh = format!("{}{}", random_token()?, random_token()?);
+    Ok(KEY.get_or_init(|| Arc::from(fresh.as_bytes())))
 }
 
 impl SecretStore {
@@ -136,7 +176,65 @@ impl SecretStore {
     pub fn new(state_dir: &Path) -> SecretStore {
         SecretStore {
             dir: state_dir.join("secrets"),
+            key: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// The key of shown hashes: read from the state directory, or created there once
+    /// (32 random bytes, mode 0600). Two berths that race to create it agree on the one
+    /// written first. Where it cannot be written (a dry run against a state directory
+    /// that does not exist yet, or is not ours to write), a key of this process is used:
+    /// such a berth cannot apply either, so nothing is labelled with it.
+    fn hash_key(&self) -> Result<HashKey, SecretError> {
+        if let Some(key) = self.key.get() {
+            return Ok(key.clone());
+        }
+        let file = self.key_file();
+        let failed = |source| SecretError::HashKey {
+            file: file.display().to_string(),
+            source,
+        };
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let fresh = format!(
+                    "{}{}",
+                    random_token().map_err(failed)?,
+                    random_token().map_err(failed)?
+                );
+                match crate::state::atomic::write_new_mode(&file, fresh.as_bytes(), Some(0o600)) {
+                    Ok(()) => fresh,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        std::fs::read_to_string(&file).map_err(failed)?
+                    }
+                    // Not ours to write: a dry run, which labels nothing. Any other
+                    // failure (a full disk) is an error, or a key of this process would
+                    // end up in labels and change with the next.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound
+                                | std::io::ErrorKind::PermissionDenied
+                                | std::io::ErrorKind::ReadOnlyFilesystem
+                        ) =>
+                    {
+                        return Ok(process_key().map_err(failed)?.clone());
+                    }
+                    Err(e) => return Err(failed(e)),
+                }
+            }
+            Err(e) => return Err(failed(e)),
+        };
+        let key: HashKey = Arc::from(text.trim().as_bytes());
+        Ok(self.key.get_or_init(|| key).clone())
+    }
+
+    /// `<state-dir>/secret-hash-key`.
+    fn key_file(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(HASH_KEY_FILE)
     }
 
     /// The environment variable that may hold secret `name`.
@@ -154,6 +252,7 @@ impl SecretStore {
             return Ok(Secret {
                 name: name.to_owned(),
                 value,
+                key: Some(self.hash_key()?),
             });
         }
         let file = self.dir.join(name);
@@ -168,6 +267,7 @@ impl SecretStore {
                 Ok(Secret {
                     name: name.to_owned(),
                     value,
+                    key: Some(self.hash_key()?),
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SecretError::Missing {
@@ -190,7 +290,7 @@ impl SecretStore {
     pub fn get_or_generate(&self, name: &str) -> Result<Secret, SecretError> {
         match self.get(name) {
             Err(SecretError::Missing { .. }) => {
-                let secret = Secret::generate(name)?;
+                let secret = self.generate(name)?;
                 self.put(&secret)?;
                 Ok(secret)
             }
@@ -214,8 +314,19 @@ impl SecretStore {
     }
 }
 
+impl SecretStore {
+    /// A new random value (32 hex digits) for secret `name`, shown as the store shows
+    /// its secrets, not stored anywhere yet.
+    pub fn generate(&self, name: &str) -> Result<Secret, SecretError> {
+        let mut secret = Secret::generate(name)?;
+        secret.key = Some(self.hash_key()?);
+        Ok(secret)
+    }
+}
+
 impl Secret {
-    /// A new random value (32 hex digits) for secret `name`, not stored anywhere yet.
+    /// A new random value (32 hex digits) for secret `name`, not stored anywhere yet;
+    /// its shown hash is not keyed ([`SecretStore::generate`] keys it).
     pub fn generate(name: &str) -> Result<Secret, SecretError> {
         let value = random_token().map_err(|source| SecretError::Generate {
             name: name.to_owned(),
@@ -224,6 +335,7 @@ impl Secret {
         Ok(Secret {
             name: name.to_owned(),
             value,
+            key: None,
         })
     }
 }
@@ -262,6 +374,36 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// An unsalted SHA-256 prefix of a weak password lets whoever reads a plan or a
+    /// notification test guesses offline; keyed per state directory, it does not.
+    #[test]
+    fn short_hashes_are_keyed_per_state_directory_so_guesses_cannot_be_tested_offline() {
+        let shown = |dir: &Path| {
+            std::fs::create_dir_all(dir.join("secrets")).unwrap();
+            std::fs::write(dir.join("secrets/db-password"), "password1\n").unwrap();
+            SecretStore::new(dir).get("db-password").unwrap().redacted()
+        };
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = shown(one.path());
+        assert_ne!(first, shown(two.path()), "two berths, two keys");
+        assert_ne!(
+            first,
+            format!("<secret:db-password sha256:{}>", short_hash("password1"))
+        );
+        // The key is made once and kept: the same value is shown the same way after.
+        assert_eq!(first, shown(one.path()));
+        let key = one.path().join("secret-hash-key");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&key).unwrap().len(), 64);
+        // Generated secrets are shown as the stored ones will be.
+        let store = SecretStore::new(one.path());
+        let generated = store.generate("fresh").unwrap();
+        store.put(&generated).unwrap();
+        assert_eq!(generated.redacted(), store.get("fresh").unwrap().redacted());
+    }
+
     #[test]
     fn files_are_read_and_never_shown() {
         let dir = tempfile::tempdir().unwrap();
@@ -276,12 +418,10 @@ mod tests {
         assert_eq!(s.expose(), "hunter2-hunter2");
         let shown = format!("{s} {s:?}");
         assert!(!shown.contains("hunter2"));
-        assert_eq!(
-            s.redacted(),
-            format!(
-                "<secret:mail-password sha256:{}>",
-                short_hash("hunter2-hunter2")
-            )
+        assert!(
+            s.redacted().starts_with("<secret:mail-password sha256:"),
+            "{}",
+            s.redacted()
         );
         assert_eq!(
             redact_all("oops hunter2-hunter2 leaked", std::slice::from_ref(&s)),

@@ -1,8 +1,11 @@
 //! The read-only HTTP server (axum): health, status JSON, Prometheus metrics and a page
 //! a person reads at a glance. An optional bearer token guards everything but /healthz
-//! and the push webhook, which forges sign instead.
+//! and the push webhook, which forges sign instead; the `Host` header is checked
+//! against the names the server answers to, so a web page cannot read it through DNS
+//! rebinding.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -33,21 +36,126 @@ pub struct GitHook {
     pub fetch_now: Arc<Notify>,
 }
 
+/// Who may read the status: the bearer token, and the `Host` names requests may carry.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The bearer token everything but `/healthz` and the webhook requires, if any.
+    pub token: Option<String>,
+    /// The names the server answers to.
+    pub hosts: AllowedHosts,
+}
+
+/// The `Host` header values the server answers to: `localhost`, 127.0.0.1, `[::1]` and
+/// the listen address with the listen port (any IP address when it listens on all of
+/// them), and each name given with `--allowed-host` (with any port, unless the name
+/// gives one). A request without a `Host` header is let through: every browser sends
+/// one, and DNS rebinding needs a name.
+#[derive(Debug, Clone)]
+pub struct AllowedHosts {
+    listen: SocketAddr,
+    names: Vec<(String, Option<u16>)>,
+}
+
+impl AllowedHosts {
+    /// The names for a server listening on `listen`, plus `names` (`NAME` or
+    /// `NAME:PORT`, as [`allowed_host_name`] checks them).
+    pub fn new(listen: SocketAddr, names: &[String]) -> AllowedHosts {
+        let names = names
+            .iter()
+            .filter_map(|n| split_host(n))
+            .map(|(name, port)| (normalize(name), port))
+            .collect();
+        AllowedHosts { listen, names }
+    }
+
+    /// Whether a request whose `Host` header is `host` is answered.
+    pub fn allows(&self, host: &str) -> bool {
+        let Some((name, port)) = split_host(host) else {
+            return false;
+        };
+        let name = normalize(name);
+        let ours = port.unwrap_or(80) == self.listen.port();
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            let listen = self.listen.ip();
+            let known = ip.is_loopback() || ip == listen || listen.is_unspecified();
+            if known && ours {
+                return true;
+            }
+        } else if name == "localhost" && ours {
+            return true;
+        }
+        self.names
+            .iter()
+            .any(|(allowed, p)| *allowed == name && p.is_none_or(|p| Some(p) == port))
+    }
+}
+
+/// Splits a `Host` value into its name (an IPv6 address without brackets) and port.
+fn split_host(host: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        match after {
+            "" => (ip, None),
+            _ => (ip, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok()?),
+        None => None,
+    };
+    (!name.is_empty()).then_some((name, port))
+}
+
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Checks a value of `--allowed-host`: a DNS name (or an IP address), optionally with
+/// `:PORT`.
+pub fn allowed_host_name(given: &str) -> Result<String, String> {
+    let ok = split_host(given).is_some_and(|(name, _)| {
+        name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'))
+    });
+    if ok {
+        Ok(given.to_owned())
+    } else {
+        Err("give a host name such as status.example.com, optionally with :PORT".to_owned())
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     store: StatusStore,
-    token: Option<String>,
+    access: Access,
     hook: Option<GitHook>,
 }
 
 /// The router without a push webhook; tests call it without a socket.
-pub fn app(store: StatusStore, token: Option<String>) -> Router {
-    app_with_hook(store, token, None)
+pub fn app(store: StatusStore, access: Access) -> Router {
+    app_with_hook(store, access, None)
 }
 
 /// The router, with `POST /hooks/git` served when `hook` is given.
-pub fn app_with_hook(store: StatusStore, token: Option<String>, hook: Option<GitHook>) -> Router {
-    let state = AppState { store, token, hook };
+pub fn app_with_hook(store: StatusStore, access: Access, hook: Option<GitHook>) -> Router {
+    app_with(store, access, hook, Router::new())
+}
+
+/// The router with `more` routes served beside the status ones (the workflow API,
+/// which checks the token itself), behind the same `Host` check.
+pub fn app_with(store: StatusStore, access: Access, hook: Option<GitHook>, more: Router) -> Router {
+    let state = AppState {
+        store,
+        access,
+        hook,
+    };
     let guarded = Router::new()
         .route("/", get(page))
         .route("/readyz", get(readyz))
@@ -57,7 +165,8 @@ pub fn app_with_hook(store: StatusStore, token: Option<String>, hook: Option<Git
         .route("/api/v1/plan", get(plan))
         .route("/api/v1/events", get(events))
         .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), bearer));
+        .route_layer(middleware::from_fn_with_state(state.clone(), bearer))
+        .route_layer(middleware::from_fn_with_state(state.clone(), host_check));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -65,7 +174,8 @@ pub fn app_with_hook(store: StatusStore, token: Option<String>, hook: Option<Git
             post(git_hook).layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)),
         )
         .merge(guarded)
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(more.route_layer(middleware::from_fn_with_state(state, host_check)))
 }
 
 fn answer(code: StatusCode, key: &str, message: String) -> Response {
@@ -123,8 +233,31 @@ async fn git_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     }
 }
 
+/// Refuses a request whose `Host` is not one of ours: a page of another site, its name
+/// rebound to this address, must not read the status.
+async fn host_check(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(host) = request.headers().get(header::HOST) {
+        let allowed = host.to_str().is_ok_and(|h| state.access.hosts.allows(h));
+        if !allowed {
+            let shown = String::from_utf8_lossy(host.as_bytes())
+                .escape_debug()
+                .to_string();
+            warn!(host = %shown, "refused a request for another host");
+            return answer(
+                StatusCode::MISDIRECTED_REQUEST,
+                "error",
+                format!(
+                    "this server does not answer to Host `{shown}`: if that name is \
+                     berth's, start berth run with --allowed-host {shown}"
+                ),
+            );
+        }
+    }
+    next.run(request).await
+}
+
 async fn bearer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
+    if let Some(token) = &state.access.token {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -377,6 +510,13 @@ mod tests {
         StatusStore::in_memory(st)
     }
 
+    fn access(token: Option<&str>) -> Access {
+        Access {
+            token: token.map(str::to_owned),
+            hosts: AllowedHosts::new("127.0.0.1:9470".parse().unwrap(), &[]),
+        }
+    }
+
     async fn get(app: Router, uri: &str, token: Option<&str>) -> (StatusCode, String) {
         let mut req = Request::builder().uri(uri);
         if let Some(t) = token {
@@ -390,7 +530,7 @@ mod tests {
 
     #[tokio::test]
     async fn endpoints_serve_what_a_user_reads() {
-        let app = app(store(), None);
+        let app = app(store(), access(None));
         assert_eq!(
             get(app.clone(), "/healthz", None).await,
             (StatusCode::OK, "ok\n".into())
@@ -454,7 +594,7 @@ mod tests {
         assert!(printed.contains("\"web\""), "{printed}");
 
         let store = store();
-        let (code, body) = get(app(store.clone(), None), "/api/v1/plan", None).await;
+        let (code, body) = get(app(store.clone(), access(None)), "/api/v1/plan", None).await;
         assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
         assert!(body.contains("no plan yet"), "{body}");
 
@@ -464,7 +604,7 @@ mod tests {
         );
         let text = crate::plan::render_text(&prepared.plan, false);
         store.update(|st| st.plan = Some(text.clone()));
-        let app = app(store, None);
+        let app = app(store, access(None));
         let req = Request::builder()
             .uri("/api/v1/plan")
             .body(Body::empty())
@@ -481,7 +621,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_guards_everything_but_healthz() {
-        let app = app(store(), Some("s3cret".into()));
+        let app = app(store(), access(Some("s3cret")));
         assert_eq!(get(app.clone(), "/healthz", None).await.0, StatusCode::OK);
         assert_eq!(
             get(app.clone(), "/api/v1/status", None).await.0,
@@ -501,6 +641,80 @@ mod tests {
         );
     }
 
+    async fn get_for(app: Router, uri: &str, host: &str) -> (StatusCode, String) {
+        let req = Request::builder().uri(uri).header("Host", host);
+        let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// DNS rebinding: a page of evil.example, its name pointed at 127.0.0.1, must not
+    /// read the status through the visitor's browser.
+    #[tokio::test]
+    async fn the_status_server_checks_the_host_header_against_dns_rebinding() {
+        let hosts = AllowedHosts::new(
+            "127.0.0.1:9470".parse().unwrap(),
+            &["status.example.com".into(), "ops.example.com:8443".into()],
+        );
+        let app = app(store(), Access { token: None, hosts });
+        for host in [
+            "127.0.0.1:9470",
+            "localhost:9470",
+            "LOCALHOST.:9470",
+            "[::1]:9470",
+            "status.example.com",
+            "status.example.com:443",
+            "ops.example.com:8443",
+        ] {
+            let (code, body) = get_for(app.clone(), "/api/v1/status", host).await;
+            assert_eq!(code, StatusCode::OK, "{host}: {body}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9470",
+            "localhost:8080",
+            "127.0.0.1",
+            "10.1.2.3:9470",
+            "ops.example.com:443",
+            "status.example.com.evil.example",
+        ] {
+            for path in ["/api/v1/status", "/", "/api/v1/plan", "/metrics"] {
+                let (code, body) = get_for(app.clone(), path, host).await;
+                assert_eq!(
+                    code,
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "{host}{path}: {body}"
+                );
+            }
+        }
+        let (_, body) = get_for(app.clone(), "/api/v1/status", "evil.example:9470").await;
+        assert_eq!(
+            body,
+            r#"{"error":"this server does not answer to Host `evil.example:9470`: if that name is berth's, start berth run with --allowed-host evil.example:9470"}"#
+        );
+        // Health probes come with any name; they read nothing.
+        assert_eq!(
+            get_for(app, "/healthz", "evil.example").await.0,
+            StatusCode::OK
+        );
+
+        // Listening on every address: any IP address with the port, still no foreign name.
+        let hosts = AllowedHosts::new("0.0.0.0:9470".parse().unwrap(), &[]);
+        let app = super::app(store(), Access { token: None, hosts });
+        assert_eq!(
+            get_for(app.clone(), "/", "10.1.2.3:9470").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get_for(app, "/", "evil.example:9470").await.0,
+            StatusCode::MISDIRECTED_REQUEST
+        );
+        assert!(allowed_host_name("status.example.com:8443").is_ok());
+        assert!(allowed_host_name("evil/../x").is_err());
+        assert!(allowed_host_name("").is_err());
+    }
+
     fn hook(secret: Option<&str>) -> (Router, Arc<Notify>) {
         let spec = crate::source::git::GitSpec::parse("file:///srv/state.git#main").unwrap();
         let source = Arc::new(GitSource::new(
@@ -515,7 +729,7 @@ mod tests {
             fetch_now: fetch_now.clone(),
         };
         (
-            app_with_hook(store(), Some("t0ken".into()), Some(hook)),
+            app_with_hook(store(), access(Some("t0ken")), Some(hook)),
             fetch_now,
         )
     }
@@ -638,7 +852,7 @@ mod tests {
         let (code, text) = post_hook(app, &[], b"{}".to_vec()).await;
         assert_eq!(code, StatusCode::FORBIDDEN);
         assert!(text.contains("secrets/git-webhook"), "{text}");
-        let (code, text) = post_hook(super::app(store(), None), &[], b"{}".to_vec()).await;
+        let (code, text) = post_hook(super::app(store(), access(None)), &[], b"{}".to_vec()).await;
         assert_eq!(code, StatusCode::NOT_FOUND);
         assert!(text.contains("follows a directory"), "{text}");
     }

@@ -5,6 +5,7 @@
 
 pub mod conditions;
 pub mod http;
+pub mod server;
 pub mod workflows;
 
 use std::collections::{BTreeMap, VecDeque};
