@@ -93,9 +93,14 @@ pub struct WorkflowRunArgs {
     /// When the run goes to `berth run`: wait for it to end and print it.
     #[arg(long)]
     pub wait: bool,
-    /// The status token of the `berth run` serving this instance.
-    #[arg(long, env = "BERTH_STATUS_TOKEN", hide_env_values = true)]
+    /// The status token of the `berth run` serving this instance. Every user of the
+    /// host sees an argument in `ps`: prefer --token-file or `BERTH_TOKEN`
+    /// (`BERTH_STATUS_TOKEN`, its older name, is read too).
+    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the status token (a trailing newline is ignored).
+    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// Where berth keeps its state and how it drives the host.
     #[command(flatten)]
     pub host: HostArgs,

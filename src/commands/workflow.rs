@@ -239,10 +239,11 @@ fn remote(
     controller: &Presence,
 ) -> anyhow::Result<ExitCode> {
     let base = format!("http://{}", controller.listen);
-    let Some(token) = &args.token else {
+    let token = super::status::bearer_token(args.token.as_deref(), args.token_file.as_deref())?;
+    let Some(token) = &token else {
         bail!(
             "berth run (pid {}) serves instance {} at {base}: starting a workflow there needs \
-             its status token; set BERTH_STATUS_TOKEN (or pass --token)",
+             its status token; set BERTH_TOKEN or pass --token-file",
             controller.pid,
             state.instance()
         );

@@ -134,7 +134,7 @@ fn bearer(token: Option<&str>, headers: &HeaderMap, required: bool) -> Option<Re
             error(
                 StatusCode::FORBIDDEN,
                 "starting a run needs the status token, and this server has none: start \
-                 berth run with --token (or BERTH_STATUS_TOKEN)"
+                 berth run with --token-file (or BERTH_TOKEN)"
                     .into(),
             )
         });

@@ -353,7 +353,7 @@ spec:
             "--state-dir",
         ])
         .arg(s.state_path())
-        .env("BERTH_STATUS_TOKEN", TOKEN)
+        .env("BERTH_TOKEN", TOKEN)
         .output()
         .unwrap();
     let t = text(&out);
