@@ -127,7 +127,12 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
             token,
             hosts: status::http::AllowedHosts::new(listen, &args.allowed_hosts),
         };
-        let router = status::http::app_with(status.clone(), access, hook, workflow_routes);
+        let router = status::http::app_with(
+            status.clone(),
+            access,
+            hook,
+            Some((workflows.runs(), workflow_routes)),
+        );
         tokio::spawn(status::server::serve(
             listener,
             router,

@@ -136,6 +136,7 @@ struct AppState {
     store: StatusStore,
     access: Access,
     hook: Option<GitHook>,
+    runs: Option<crate::workflow::runs::Runs>,
 }
 
 /// The router without a push webhook; tests call it without a socket.
@@ -145,16 +146,27 @@ pub fn app(store: StatusStore, access: Access) -> Router {
 
 /// The router, with `POST /hooks/git` served when `hook` is given.
 pub fn app_with_hook(store: StatusStore, access: Access, hook: Option<GitHook>) -> Router {
-    app_with(store, access, hook, Router::new())
+    app_with(store, access, hook, None)
 }
 
-/// The router with `more` routes served beside the status ones (the workflow API,
-/// which checks the token itself), behind the same `Host` check.
-pub fn app_with(store: StatusStore, access: Access, hook: Option<GitHook>, more: Router) -> Router {
+/// The router with the workflows' runs on the page and their routes (the workflow API,
+/// which checks the token itself) served beside the status ones, behind the same `Host`
+/// check.
+pub fn app_with(
+    store: StatusStore,
+    access: Access,
+    hook: Option<GitHook>,
+    workflows: Option<(crate::workflow::runs::Runs, Router)>,
+) -> Router {
+    let (runs, more) = match workflows {
+        Some((runs, routes)) => (Some(runs), Some(routes)),
+        None => (None, None),
+    };
     let state = AppState {
         store,
         access,
         hook,
+        runs,
     };
     let guarded = Router::new()
         .route("/", get(page))
@@ -167,15 +179,20 @@ pub fn app_with(store: StatusStore, access: Access, hook: Option<GitHook>, more:
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), bearer))
         .route_layer(middleware::from_fn_with_state(state.clone(), host_check));
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/hooks/git",
             post(git_hook).layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)),
         )
         .merge(guarded)
-        .with_state(state.clone())
-        .merge(more.route_layer(middleware::from_fn_with_state(state, host_check)))
+        .with_state(state.clone());
+    match more {
+        Some(more) => {
+            router.merge(more.route_layer(middleware::from_fn_with_state(state, host_check)))
+        }
+        None => router,
+    }
 }
 
 fn answer(code: StatusCode, key: &str, message: String) -> Response {
@@ -454,6 +471,7 @@ async fn page(State(s): State<AppState>) -> Html<String> {
             ),
         );
     }
+    let workflows = s.runs.as_ref().map(workflow_section).unwrap_or_default();
     let last = st.last_pass.as_ref().map_or("no pass yet".to_owned(), |p| {
         format!(
             "{} ({} ms, {}, at {})",
@@ -467,13 +485,54 @@ async fn page(State(s): State<AppState>) -> Html<String> {
          .ok{{color:#070}}.bad{{color:#b00}}.busy{{color:#a60}}pre{{background:#f6f6f6;padding:1em}}</style></head><body>\
          <h1>berth</h1><p>Source <code>{}</code> — revision applied <code>{}</code>, observed <code>{}</code>. \
          Last pass: {}.</p><ul>{conditions}</ul><h2>Resources</h2><table><tr><th>Kind</th><th>Name</th><th>State</th><th>Message</th>\
-         <th>Last action</th></tr>{rows}</table><h2>Plan</h2><pre>{}</pre><h2>Events</h2><ul>{events}</ul></body></html>",
+         <th>Last action</th></tr>{rows}</table><h2>Plan</h2><pre>{}</pre>{workflows}<h2>Events</h2><ul>{events}</ul></body></html>",
         escape(&st.source),
         escape(st.revision_applied.as_ref().map_or("none", |r| r.as_str())),
         escape(st.revision_observed.as_ref().map_or("none", |r| r.as_str())),
         escape(&last),
         escape(st.plan.as_deref().unwrap_or("in sync")),
     ))
+}
+
+/// The workflows' recent runs (the last 5 of each), or nothing when none has run.
+fn workflow_section(runs: &crate::workflow::runs::Runs) -> String {
+    let latest = runs.latest();
+    if latest.is_empty() {
+        return String::new();
+    }
+    let mut rows = String::new();
+    for name in latest.keys() {
+        for run in runs.list(name).iter().take(5) {
+            let class = match run.state.as_str() {
+                "succeeded" => "ok",
+                "running" => "busy",
+                "skipped" => "",
+                _ => "bad",
+            };
+            let nodes: Vec<String> = run
+                .nodes
+                .iter()
+                .map(|n| format!("{} {}", escape(&n.name), escape(&n.state)))
+                .collect();
+            let _ = write!(
+                rows,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td></tr>",
+                escape(name),
+                run.number,
+                escape(&run.trigger),
+                escape(&run.started),
+                escape(run.state.as_str()),
+                match &run.message {
+                    Some(m) => escape(m),
+                    None => nodes.join(", "),
+                }
+            );
+        }
+    }
+    format!(
+        "<h2>Workflows</h2><table><tr><th>Workflow</th><th>Run</th><th>Trigger</th>\
+         <th>Started</th><th>State</th><th>Nodes</th></tr>{rows}</table>"
+    )
 }
 
 #[cfg(test)]
@@ -526,6 +585,116 @@ mod tests {
         let status = res.status();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    struct Starts;
+
+    impl crate::status::workflows::WorkflowControl for Starts {
+        fn declared(&self) -> Vec<String> {
+            vec!["nightly".into(), "never-run".into()]
+        }
+        fn start(&self, name: &str) -> Result<u64, crate::status::workflows::StartRefused> {
+            match name {
+                "nightly" => Ok(2),
+                _ => Err(crate::status::workflows::StartRefused::Unknown(format!(
+                    "no workflow named `{name}` in the applied revision"
+                ))),
+            }
+        }
+    }
+
+    fn with_workflows(token: Option<&str>) -> Router {
+        let runs = crate::workflow::runs::Runs::in_memory();
+        let n = runs.begin(
+            "nightly",
+            "schedule 0 4 * * *",
+            "3f2a1c0d",
+            &["dump".into()],
+        );
+        runs.finish("nightly", n, crate::workflow::runs::RunState::Failed);
+        let control: Arc<dyn crate::status::workflows::WorkflowControl> = Arc::new(Starts);
+        let routes =
+            crate::status::workflows::routes(runs.clone(), Some(control), token.map(str::to_owned));
+        app_with(store(), access(token), None, Some((runs, routes)))
+    }
+
+    async fn post(app: Router, uri: &str, token: Option<&str>) -> (StatusCode, String) {
+        let mut req = Request::builder().method("POST").uri(uri);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn workflow_runs_are_listed_and_a_run_is_started_only_with_the_token() {
+        let app = with_workflows(Some("tok"));
+        let (code, body) = get(app.clone(), "/api/v1/workflows", Some("tok")).await;
+        assert_eq!(code, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["workflows"][0]["name"], "never-run");
+        assert_eq!(v["workflows"][0]["lastRun"], serde_json::Value::Null);
+        assert_eq!(v["workflows"][1]["lastRun"]["state"], "failed");
+        let (code, body) = get(app.clone(), "/api/v1/workflows/nightly/runs", Some("tok")).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            body.contains("\"trigger\":\"schedule 0 4 * * *\""),
+            "{body}"
+        );
+        assert_eq!(
+            get(app.clone(), "/api/v1/workflows", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            post(app.clone(), "/api/v1/workflows/nightly/runs", Some("wrong"))
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        let (code, body) = post(app.clone(), "/api/v1/workflows/nightly/runs", Some("tok")).await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+        assert!(body.contains("\"number\":2"), "{body}");
+        let (code, body) = post(app.clone(), "/api/v1/workflows/other/runs", Some("tok")).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert!(body.contains("no workflow named `other`"), "{body}");
+        // A foreign Host is refused on these routes too.
+        let req = Request::builder()
+            .uri("/api/v1/workflows")
+            .header("Host", "evil.example")
+            .header("Authorization", "Bearer tok")
+            .body(Body::empty())
+            .unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::MISDIRECTED_REQUEST);
+        // The page shows the runs.
+        let (_, page) = get(app, "/", Some("tok")).await;
+        assert!(page.contains("<h2>Workflows</h2>"), "{page}");
+        assert!(
+            page.contains("<td>nightly</td><td>1</td><td>schedule 0 4 * * *</td>"),
+            "{page}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_token_no_run_can_be_started() {
+        let app = with_workflows(None);
+        let (code, body) = post(app.clone(), "/api/v1/workflows/nightly/runs", None).await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        assert!(
+            body.contains("starting a run needs the status token"),
+            "{body}"
+        );
+        // Reading stays open, as the rest of the status is.
+        assert_eq!(
+            get(app.clone(), "/api/v1/workflows", None).await.0,
+            StatusCode::OK
+        );
+        // No run yet: no empty heading on a page without workflows.
+        let (_, page) = get(super::app(store(), access(None)), "/", None).await;
+        assert!(!page.contains("Workflows"), "{page}");
     }
 
     #[tokio::test]
