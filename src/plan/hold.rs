@@ -605,7 +605,7 @@ mod tests {
         assert_eq!(app.secrets["TOKEN"].expose(), "rotated");
         assert_eq!(
             app.spec.secret_env["TOKEN"],
-            Secret::new("blog-token", "rotated").redacted()
+            c.store.get("blog-token").unwrap().redacted()
         );
         assert_ne!(app.hash, c.v1.hash, "the container gets the value in use");
         assert!(

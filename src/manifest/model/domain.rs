@@ -24,7 +24,8 @@ pub struct DomainSpec {
     /// The path prefix routed to the app. Default: `/`.
     #[serde(default = "default_path")]
     pub path: String,
-    /// TLS: `off`, `{acme: true}`, `{certificate, key}` (files on the host) or
+    /// TLS: `off`, `{acme: true}` (Traefik's certificate resolver; not supported yet with
+    /// nginx, and refused), `{certificate, key}` (files on the host) or
     /// `{certificateSecret, keySecret}`. Default: `off`.
     #[serde(default)]
     pub tls: Tls,
@@ -56,7 +57,8 @@ pub enum Tls {
     #[default]
     #[schemars(with = "TlsOff")]
     Off,
-    /// A certificate obtained with ACME (HTTP-01).
+    /// A certificate obtained with ACME by Traefik's resolver (with nginx: not
+    /// supported yet, refused by validation).
     Acme {
         /// Must be true.
         acme: bool,

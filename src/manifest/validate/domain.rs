@@ -85,8 +85,8 @@ pub(super) fn check_domain(
             );
             report.check(doc, "/spec/tls/keySecret", syntax::check_name(key_secret));
         }
-        Tls::Acme { acme: true } => {
-            if let Proxy::Traefik(tr) = &settings.proxy {
+        Tls::Acme { acme: true } => match &settings.proxy {
+            Proxy::Traefik(tr) => {
                 if tr.cert_resolver.is_none() {
                     report.at(
                         doc,
@@ -95,7 +95,16 @@ pub(super) fn check_domain(
                     );
                 }
             }
-        }
+            // Accepting it would serve the Domain over plain HTTP while it says TLS.
+            _ => report.at(
+                doc,
+                "/spec/tls/acme",
+                "ACME with nginx is not supported yet: the Domain would be served over plain \
+                 HTTP only; give a certificate (`tls: {certificate, key}` or \
+                 `{certificateSecret, keySecret}`), use Traefik with a `certResolver`, or set \
+                 `tls: off`",
+            ),
+        },
         Tls::Off | Tls::Acme { acme: false } => {
             if d.redirect_https == Some(true) {
                 report.at(
