@@ -94,8 +94,34 @@ pub enum LockError {
 /// A held lock; dropping it lets go.
 #[derive(Debug)]
 pub struct InstanceLock {
+    // Dropped in this order: the file (the kernel's lock) first, then this process's turn.
     file: File,
     path: PathBuf,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// One queue per lock file for the writers of this process: the kernel's `flock` is
+/// polled, so a pass that locks again right after letting go could starve a workflow
+/// node or a backup waiting beside it; a fair (first come, first served) queue in front
+/// of it gives each its turn.
+fn turn_for(path: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static TURNS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let key = path
+        .parent()
+        .and_then(|dir| std::fs::canonicalize(dir).ok())
+        .map_or_else(
+            || path.to_owned(),
+            |dir| dir.join(path.file_name().unwrap_or_default()),
+        );
+    TURNS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default()
+        .clone()
 }
 
 impl InstanceLock {
@@ -136,6 +162,29 @@ pub async fn acquire(
         })?;
     let started = Instant::now();
     let mut on_wait = Some(on_wait);
+    let turn = turn_for(path);
+    let turn = match turn.clone().try_lock_owned() {
+        Ok(t) => t,
+        Err(_) => {
+            if let Some(tell) = on_wait.take() {
+                tell(&read_holder(&file).unwrap_or(Holder {
+                    pid: std::process::id(),
+                    doing: "unknown".to_owned(),
+                }));
+            }
+            match tokio::time::timeout(timeout, turn.lock_owned()).await {
+                Ok(t) => t,
+                Err(_) => {
+                    return Err(LockError::Timeout {
+                        instance: instance.to_owned(),
+                        path: path.to_owned(),
+                        holder: read_holder(&file),
+                        waited: timeout,
+                    });
+                }
+            }
+        }
+    };
     let mut delay = Duration::from_millis(10);
     loop {
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -182,6 +231,7 @@ pub async fn acquire(
     Ok(InstanceLock {
         file,
         path: path.to_owned(),
+        _turn: turn,
     })
 }
 
@@ -206,6 +256,47 @@ mod tests {
     use super::*;
 
     fn no_wait(_: &Holder) {}
+
+    #[tokio::test]
+    async fn a_waiting_writer_gets_its_turn_before_one_that_locks_again_at_once() {
+        // A pass that fails and retries at once used to take the lock back before a
+        // workflow node waiting for it could: the node starved.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("default.lock");
+        let pass = acquire(&path, "default", "run pass", Duration::ZERO, no_wait)
+            .await
+            .unwrap();
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (p, o) = (path.clone(), order.clone());
+        let node = tokio::spawn(async move {
+            let _l = acquire(
+                &p,
+                "default",
+                "workflow rollback",
+                Duration::from_secs(5),
+                no_wait,
+            )
+            .await
+            .unwrap();
+            o.lock().unwrap().push("workflow");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(pass);
+        let again = acquire(
+            &path,
+            "default",
+            "run pass",
+            Duration::from_secs(5),
+            no_wait,
+        )
+        .await
+        .unwrap();
+        order.lock().unwrap().push("pass");
+        drop(again);
+        node.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["workflow", "pass"]);
+    }
 
     #[tokio::test]
     async fn a_second_taker_waits_and_is_told_who_holds_it() {
