@@ -381,7 +381,7 @@ fn deployed_specs(prepared: &Prepared, report: &Report, now: &str) -> Vec<(Strin
             .collect();
         let entry = AppliedSpec {
             revision,
-            spec: app.spec.clone(),
+            spec: serde_json::to_value(&app.spec).unwrap_or_default(),
             hash: app.hash.clone(),
             secrets,
             at: now.to_owned(),

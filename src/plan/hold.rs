@@ -59,6 +59,17 @@ pub enum PinError {
         /// The name given.
         name: String,
     },
+    /// The held spec in the pins file is not a spec this berth reads.
+    #[error(
+        "the spec app {app} is held at cannot be read ({why}); release the hold with \
+         `berth rollback --release {app}`"
+    )]
+    Unreadable {
+        /// The app.
+        app: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// `--release` of an app that is not pinned.
     #[error("app {app} is not pinned: there is no rollback to release")]
     NotPinned {
@@ -129,7 +140,11 @@ pub fn hold(
         // The held spec's secrets are injected as they are now (their values were never
         // kept): the declared app's, when it has the same secret (a linked database's URL
         // is made in the pass, not kept in the store), else the store's.
-        let mut spec = pin.held.spec.clone();
+        let mut spec: crate::desired::ContainerSpec = serde_json::from_value(pin.held.spec.clone())
+            .map_err(|e| PinError::Unreadable {
+                app: name.clone(),
+                why: e.to_string(),
+            })?;
         let mut values = BTreeMap::new();
         for (variable, secret) in &pin.held.secrets {
             let current = app
@@ -305,7 +320,7 @@ mod tests {
     fn applied(app: &DesiredApp, revision: &str) -> AppliedSpec {
         AppliedSpec {
             revision: revision.into(),
-            spec: app.spec.clone(),
+            spec: serde_json::to_value(&app.spec).unwrap(),
             hash: app.hash.clone(),
             secrets: app
                 .secrets
@@ -618,9 +633,7 @@ mod tests {
         let mut pins = pin_of(&c, PinnedBy::Hand);
         let held = &mut pins.get_mut("blog").unwrap().held;
         held.secrets.insert("OLD".into(), "gone-token".into());
-        held.spec
-            .secret_env
-            .insert("OLD".into(), "<secret:gone-token sha256:0123abcd>".into());
+        held.spec["secretEnv"]["OLD"] = "<secret:gone-token sha256:0123abcd>".into();
         let missing = hold(&mut d, pins, None, &BTreeMap::new(), &c.store, "t").unwrap();
         assert_eq!(missing.len(), 1);
         assert_eq!(missing[0].resource, "App/blog");

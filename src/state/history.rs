@@ -2,7 +2,8 @@
 //! (`history-<instance>.json`, [`KEPT`] per app) and the apps a rollback pinned to one
 //! of them (`pins-<instance>.json`).
 //!
-//! A spec here is a [`ContainerSpec`] as applied: secrets appear only redacted
+//! A spec here is a container spec as applied (the planner's `ContainerSpec`, kept as
+//! JSON so that this stage needs nothing of the later ones): secrets appear only redacted
 //! (`<secret:name sha256:…>`), with the names of the secrets the values come from, so
 //! no secret value is ever written to these files. Both files are read strictly: a
 //! file that cannot be read is an error, never taken as empty, since that would lose
@@ -17,7 +18,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::atomic;
-use crate::desired::ContainerSpec;
 
 /// How many applied specs are kept per app.
 pub const KEPT: usize = 10;
@@ -60,8 +60,8 @@ pub enum HistoryError {
 pub struct AppliedSpec {
     /// The revision whose spec it is (`RevisionId` text).
     pub revision: String,
-    /// The container spec as applied (secrets redacted).
-    pub spec: ContainerSpec,
+    /// The container spec as applied (secrets redacted), as JSON.
+    pub spec: serde_json::Value,
     /// Its hash, as on the containers' `berth.spec-hash` label.
     pub hash: String,
     /// Variable → the secret its value comes from: names only.
@@ -231,7 +231,7 @@ mod tests {
     use super::*;
 
     fn entry(revision: &str, version: &str) -> AppliedSpec {
-        let spec = ContainerSpec {
+        let spec = crate::desired::ContainerSpec {
             image: "busybox".into(),
             command: None,
             env: [("VERSION".to_owned(), version.to_owned())].into(),
@@ -252,7 +252,7 @@ mod tests {
         AppliedSpec {
             revision: revision.into(),
             hash: spec.hash(),
-            spec,
+            spec: serde_json::to_value(&spec).unwrap(),
             secrets: BTreeMap::new(),
             at: "2026-12-01T00:00:00Z".into(),
         }
