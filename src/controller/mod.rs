@@ -30,7 +30,7 @@ use crate::status::{Reason, StatusStore};
 use crate::workflow::runs::Runs;
 use backoff::jitter;
 use events::{Bus, Event};
-use pass::PassContext;
+use pass::{Mode, PassContext};
 use policy::{Failure, PassOutcome, Policy, Requeue, Severity};
 use schedule::{Clock, Job, JobId, Scheduler};
 use triggers::{Fetcher, Trigger, TriggerSender, Triggers};
@@ -65,6 +65,11 @@ impl Stall {
     fn holds(&self, revision: &RevisionId, trigger: &Trigger) -> bool {
         self.revision == *revision
             && !(self.reason == Reason::Conflict && matches!(trigger, Trigger::Container(_)))
+    }
+
+    /// Whether the stalled revision is invalid (nothing of it can be planned).
+    fn is_invalid_revision(&self) -> bool {
+        self.reason == Reason::InvalidRevision
     }
 }
 
@@ -214,11 +219,15 @@ impl Controller {
         );
 
         let mut stall: Option<Stall> = None;
+        let mut last_good: Option<Revision> = None;
         let mut trigger = Trigger::Start;
         loop {
             let span = info_span!("pass", trigger = %trigger);
             let started = Instant::now();
-            let finished = self.pass(&trigger, stall.as_ref()).instrument(span).await;
+            let finished = self
+                .pass(&trigger, stall.as_ref(), &mut last_good)
+                .instrument(span)
+                .await;
             let requeue = match finished {
                 Some(outcome) => {
                     let requeue = self.policy.requeue(&outcome, Instant::now(), jitter());
@@ -267,8 +276,15 @@ impl Controller {
         Ok(())
     }
 
-    /// One pass. `None` when the source is still the revision found stalled.
-    async fn pass(&self, trigger: &Trigger, stall: Option<&Stall>) -> Option<PassOutcome> {
+    /// One pass. `None` when the source is still the revision found stalled: then, if
+    /// it is invalid, the last good revision is kept converged instead (stalled means
+    /// the new revision is not applied, not that drift of the old one stays).
+    async fn pass(
+        &self,
+        trigger: &Trigger,
+        stall: Option<&Stall>,
+        last_good: &mut Option<Revision>,
+    ) -> Option<PassOutcome> {
         let revision = match self.revision().await {
             Ok(r) => r,
             Err(failure) => {
@@ -281,13 +297,46 @@ impl Controller {
                 });
             }
         };
-        if stall.is_some_and(|s| s.holds(&revision.id, trigger)) {
+        if let Some(stall) = stall.filter(|s| s.holds(&revision.id, trigger)) {
+            if let Some(good) = last_good.as_ref().filter(|_| stall.is_invalid_revision()) {
+                self.keep_last_good(good.clone(), &stall.revision).await;
+            }
             return None;
         }
         self.bus.publish(Event::PassStarted {
             trigger: trigger.clone(),
         });
-        let cx = PassContext {
+        let pass = pass::run(&self.pass_context(), revision.clone(), Mode::Converge).await;
+        if let Some(databases) = pass.backups {
+            self.schedule_backups(databases);
+        }
+        if !matches!(pass.outcome, PassOutcome::Invalid { .. }) {
+            *last_good = Some(revision);
+        }
+        Some(pass.outcome)
+    }
+
+    /// A pass over the last good revision while `invalid`, the newest, stalls: it
+    /// repairs drift and reports each resource's state; the source stays Stalled on
+    /// `invalid`, so nothing of this pass is recorded as the source's.
+    async fn keep_last_good(&self, good: Revision, invalid: &RevisionId) {
+        let (good_id, invalid) = (good.id.short().to_owned(), invalid.short());
+        let pass = pass::run(&self.pass_context(), good, Mode::KeepLastGood).await;
+        match &pass.outcome {
+            PassOutcome::Synced { changes, .. } if !changes.is_empty() => info!(
+                "revision {invalid} is invalid: kept {good_id} converged: {}",
+                changes.join("; ")
+            ),
+            PassOutcome::Synced { .. } => {}
+            outcome => warn!(
+                "revision {invalid} is invalid: keeping {good_id} failed: {}",
+                outcome.failure_lines().join("; ")
+            ),
+        }
+    }
+
+    fn pass_context(&self) -> PassContext<'_> {
+        PassContext {
             instance: &self.options.instance,
             state: &self.state,
             docker: &self.docker,
@@ -297,12 +346,7 @@ impl Controller {
             notifier: &self.notifier,
             lock_timeout: self.options.lock_timeout,
             workflows: &self.workflows,
-        };
-        let pass = pass::run(&cx, revision).await;
-        if let Some(databases) = pass.backups {
-            self.schedule_backups(databases);
         }
-        Some(pass.outcome)
     }
 
     /// The revision to converge to: the directory as it is, or the newest commit.

@@ -45,6 +45,17 @@ pub(crate) struct PassContext<'a> {
     pub workflows: &'a super::workflows::Workflows,
 }
 
+/// What a pass is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Converge to the newest revision: it becomes the source's state.
+    Converge,
+    /// Keep the last good revision converged while the newest is invalid: resources
+    /// are repaired and report their state; the source's phase, plan, workflows and
+    /// notifiers stay as they are.
+    KeepLastGood,
+}
+
 /// A finished pass.
 pub(crate) struct Pass {
     /// How it ended.
@@ -64,7 +75,8 @@ impl Pass {
 }
 
 /// Runs one pass over `revision`.
-pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision) -> Pass {
+pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) -> Pass {
+    let converge = mode == Mode::Converge;
     let id = revision.id.clone();
     let manifests = match manifest::load_files(&revision.files) {
         Ok(m) if revision.problems.is_empty() => m,
@@ -81,8 +93,10 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision) -> Pass {
         }
     };
     let manifests = Arc::new(manifests);
-    cx.workflows.set_revision(id.clone(), manifests.clone());
-    configure_notifiers(cx, &manifests);
+    if converge {
+        cx.workflows.set_revision(id.clone(), manifests.clone());
+        configure_notifiers(cx, &manifests);
+    }
     let settings = manifests.settings();
     let (auto_apply, resync) = (settings.auto_apply, settings.resync.get());
     let options = PassOptions {
@@ -135,9 +149,13 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision) -> Pass {
     let plan = &prepared.plan;
     let changes = change_lines(plan);
     let drift_only = plan.changes().all(|a| a.drift);
-    cx.status.set_plan(id.clone(), plan.clone());
+    if converge {
+        cx.status.set_plan(id.clone(), plan.clone());
+    }
     cx.status.update(|st| {
-        st.plan = (!changes.is_empty()).then(|| crate::plan::render_text(plan, false));
+        if converge {
+            st.plan = (!changes.is_empty()).then(|| crate::plan::render_text(plan, false));
+        }
         // Secrets and files written are steps of the pass, not resources with a status.
         for a in plan.actions.iter().filter(|a| !a.target.is_write()) {
             let resource = resource_of(a.target, &a.name);
@@ -155,7 +173,7 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision) -> Pass {
                 st.set_reconciling(&resource, &a.reasons.join("; "));
             }
         }
-        if auto_apply && !changes.is_empty() {
+        if converge && auto_apply && !changes.is_empty() {
             st.set_phase(&Phase::Reconciling {
                 revision: id.clone(),
             });
@@ -249,7 +267,9 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision) -> Pass {
                 failures.push(Failure::of(resource, kind, message));
             }
         }
-        st.plan = None;
+        if converge {
+            st.plan = None;
+        }
     });
     publish_resource_changes(cx.bus, &report, &id, &was_degraded);
     let outcome = if failures.is_empty() {

@@ -376,3 +376,63 @@ async fn a_container_removed_by_hand_is_repaired_on_its_docker_event() {
         })
         .await;
 }
+
+/// `docker rm -f` of an app stayed unrepaired through three resyncs while the newest
+/// revision was invalid, and the app said Ready: the last good revision is kept
+/// converged, and the source stays Stalled on the invalid one.
+#[tokio::test(start_paused = true)]
+async fn drift_is_repaired_while_the_revision_is_invalid() {
+    one_thread(async {
+        let mut l = Loop::web_synced(daemon()).await;
+        let bad =
+            "apiVersion: berth/v1\nkind: App\nmetadata: {name: web}\nspec:\n  imgae: nginx:2\n";
+        l.write("web.yaml", bad);
+        assert!(l.poke.send(Trigger::Source));
+        let (_, invalid) = l.finished().await;
+        let PassOutcome::Invalid { revision, message } = invalid else {
+            panic!("the revision is invalid: {invalid:?}");
+        };
+        let stalled_on_it = |st: &Status| {
+            st.conditions.iter().any(|c| {
+                c.kind == ConditionType::Stalled
+                    && c.status
+                    && c.reason == Reason::InvalidRevision
+                    && c.message.contains("imgae")
+            }) && st.revision_observed.as_ref() == Some(&revision)
+        };
+        l.status_until("Stalled on the invalid revision", stalled_on_it)
+            .await;
+        assert!(message.contains("imgae"), "{message}");
+
+        for round in 1..=3 {
+            assert!(l.docker.remove_by_hand("web"));
+            let before = Instant::now();
+            while names(&l.docker).is_empty() {
+                assert!(
+                    Instant::now() - before < Duration::from_secs(5),
+                    "round {round}: web is not repaired"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(names(&l.docker), ["web"], "round {round}");
+            assert_eq!(l.docker.created(), 1 + round, "round {round}");
+            // The last good spec, not the invalid one's.
+            let web = &l.docker.containers()[0];
+            assert_eq!(web.image, "nginx:1", "round {round}");
+        }
+        // The resync timer keeps it converged too, and the source stays Stalled.
+        assert!(l.poke.send(Trigger::Timer));
+        l.status_until("still Stalled on the invalid revision", stalled_on_it)
+            .await;
+        l.status_until("App/web reports its real state", |st| {
+            st.resources[&ResourceId::new(ResourceKind::App, "web")]
+                .condition(ConditionType::Ready)
+                .is_some_and(|c| c.status)
+        })
+        .await;
+        // No pass of the invalid revision ran again.
+        assert!(l.quiet_for(Duration::from_secs(24 * 3600)).await);
+        l.stop().await;
+    })
+    .await;
+}

@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 
 use crate::desired::routes::Route;
 use crate::expand::databases::{self, DesiredDatabase, LinkValue};
-use crate::manifest::Manifests;
 use crate::manifest::model::{
     AppSpec, DatabaseMode, DeletionPolicy, Engine, EnvValue, Protocol, UpdateStrategy,
 };
+use crate::manifest::{Manifests, docker_volume_name};
 use crate::state::history::Pin;
 use crate::state::secrets::{Secret, SecretError, SecretSource};
 pub use labels::ObjectKind;
@@ -337,7 +337,7 @@ fn desired_app(
         .iter()
         .filter_map(|v| {
             v.name.as_ref().map(|volume| DesiredVolume {
-                docker_name: format!("{name}-{volume}"),
+                docker_name: docker_volume_name(name, volume),
                 volume: volume.clone(),
                 deletion_policy: app.deletion_policy,
             })
@@ -348,7 +348,7 @@ fn desired_app(
         .iter()
         .map(|v| Mount {
             source: match (&v.name, &v.host_path) {
-                (Some(volume), _) => MountSource::Volume(format!("{name}-{volume}")),
+                (Some(volume), _) => MountSource::Volume(docker_volume_name(name, volume)),
                 (None, Some(path)) => MountSource::HostPath(path.clone()),
                 // Validation requires one of the two.
                 (None, None) => MountSource::HostPath(String::new()),

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::manifest::Manifests;
 use crate::manifest::model::{
     AppSpec, Backup, DatabaseMode, DatabaseSpec, DeletionPolicy, Engine, ServerEngine,
 };
+use crate::manifest::{MANAGED_DATA_VOLUME, Manifests};
 use crate::state::secrets::{Secret, SecretError, SecretSource};
 
 /// One database as berth will provide it.
@@ -447,7 +447,7 @@ pub fn managed_app_spec(db: &DesiredDatabase) -> AppSpec {
         "command": command,
         "env": env,
         "secretEnv": secret_env,
-        "volumes": [{"name": "data", "mount": mount}],
+        "volumes": [{"name": MANAGED_DATA_VOLUME, "mount": mount}],
         "health": {"cmd": check, "interval": "2s", "timeout": "5s", "retries": 30, "startPeriod": "5s"},
         "deletionPolicy": match db.deletion_policy {
             DeletionPolicy::Retain => "retain",

@@ -25,6 +25,7 @@ pub use load::{
 pub use model::Kind;
 pub use reference::reference_markdown;
 pub use schema::{any_document_schema, kind_schema, schema_file_name, schema_files};
+pub(crate) use validate::{MANAGED_DATA_VOLUME, docker_volume_name};
 
 use model::{AppSpec, DatabaseSpec, DomainSpec, NotifierSpec, SettingsSpec, WorkflowSpec};
 

@@ -24,7 +24,7 @@ pub use diff::{spec_changes, unified_diff};
 pub use order::rounds;
 pub use render::render_text;
 
-use crate::desired::{Desired, ObjectKind};
+use crate::desired::{Desired, MountSource, ObjectKind};
 use crate::manifest::model::{DatabaseMode, DeletionPolicy};
 use crate::observe::{Observed, ObservedContainer};
 use crate::resource::{ResourceId, ResourceKind};
@@ -720,7 +720,31 @@ fn prune_volumes(desired: &Desired, observed: &Observed) -> Vec<Action> {
             .iter()
             .find(|c| c.app == v.app)
             .map_or(v.deletion_policy, |c| c.deletion_policy);
-        if policy == DeletionPolicy::Delete {
+        // A volume another resource mounts holds its data too (names that clashed
+        // before validation refused them): its own policy never deletes it.
+        let other = observed.containers.iter().find(|c| {
+            c.app != v.app
+                && c.spec.as_ref().is_some_and(|s| {
+                    s.volumes
+                        .iter()
+                        .any(|m| m.source == MountSource::Volume(v.name.clone()))
+                })
+        });
+        if let (DeletionPolicy::Delete, Some(c)) = (policy, other) {
+            let kind = match c.kind {
+                ObjectKind::Database => "database",
+                _ => "app",
+            };
+            let mut a = Action::new(Target::Volume, &v.name, Op::Noop);
+            a.reasons.push(format!(
+                "no longer declared by app {}; kept: {kind} {} mounts it too \
+                 (deletionPolicy: {})",
+                v.app,
+                c.app,
+                policy_name(c.deletion_policy)
+            ));
+            out.push(a);
+        } else if policy == DeletionPolicy::Delete {
             let mut a = Action::new(Target::Volume, &v.name, Op::Delete);
             a.reasons.push(format!(
                 "no longer declared; app {} says deletionPolicy: delete",
@@ -738,4 +762,122 @@ fn prune_volumes(desired: &Desired, observed: &Observed) -> Vec<Action> {
         }
     }
     out
+}
+
+fn policy_name(policy: DeletionPolicy) -> &'static str {
+    match policy {
+        DeletionPolicy::Retain => "retain",
+        DeletionPolicy::Delete => "delete",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{ContainerSpec, Mount};
+
+    fn container(
+        app: &str,
+        kind: ObjectKind,
+        policy: DeletionPolicy,
+        volume: &str,
+    ) -> ObservedContainer {
+        ObservedContainer {
+            id: format!("id-{app}"),
+            name: app.to_owned(),
+            app: app.to_owned(),
+            replica: 1,
+            hash: String::new(),
+            spec: Some(ContainerSpec {
+                image: "busybox:1.36".into(),
+                command: None,
+                env: BTreeMap::new(),
+                secret_env: BTreeMap::new(),
+                port: None,
+                ports: Vec::new(),
+                volumes: vec![Mount {
+                    source: MountSource::Volume(volume.to_owned()),
+                    target: "/data".into(),
+                    read_only: false,
+                }],
+                network: "web".into(),
+                health: None,
+                cpus: None,
+                memory: None,
+                restart: "unless-stopped".into(),
+                labels: BTreeMap::new(),
+                user: None,
+                init: false,
+                networks: Vec::new(),
+            }),
+            state: "running".into(),
+            deletion_policy: policy,
+            kind,
+        }
+    }
+
+    /// App `x`'s volume `db-data` and managed Database `x-db`'s data were both the
+    /// Docker volume `x-db-data`: pruning the app (`deletionPolicy: delete`) deleted
+    /// the database's data although the database said `retain`.
+    #[test]
+    fn volume_clash_never_deletes_a_volume_another_resource_mounts() {
+        let desired = Desired {
+            network: "web".into(),
+            ..Desired::default()
+        };
+        let observed = Observed {
+            networks: ["web".to_owned()].into(),
+            containers: vec![
+                container("x", ObjectKind::App, DeletionPolicy::Delete, "x-db-data"),
+                container(
+                    "x-db",
+                    ObjectKind::Database,
+                    DeletionPolicy::Retain,
+                    "x-db-data",
+                ),
+            ],
+            volumes: vec![crate::observe::ObservedVolume {
+                name: "x-db-data".into(),
+                app: "x".into(),
+                deletion_policy: DeletionPolicy::Delete,
+            }],
+            ..Observed::default()
+        };
+        let p = plan(&desired, &observed, PlanOptions { prune: true });
+        let volume: Vec<&Action> = p
+            .actions
+            .iter()
+            .filter(|a| a.target == Target::Volume)
+            .collect();
+        assert_eq!(volume.len(), 1, "{:?}", p.actions);
+        assert_eq!(volume[0].op, Op::Noop);
+        assert!(volume[0].steps.is_empty());
+        assert_eq!(
+            volume[0].reasons,
+            [
+                "no longer declared by app x; kept: database x-db mounts it too (deletionPolicy: retain)"
+            ]
+        );
+        assert!(
+            !p.actions
+                .iter()
+                .flat_map(|a| &a.steps)
+                .any(|s| matches!(s, Step::RemoveVolume { .. })),
+            "no volume is removed: {:?}",
+            p.actions
+        );
+
+        // Once only its own app mounts it, its policy applies.
+        let observed = Observed {
+            containers: observed.containers[..1].to_vec(),
+            ..observed
+        };
+        let p = plan(&desired, &observed, PlanOptions { prune: true });
+        assert!(
+            p.actions
+                .iter()
+                .flat_map(|a| &a.steps)
+                .any(|s| matches!(s, Step::RemoveVolume { name } if name == "x-db-data"))
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! `berth run` with a directory source against the real daemon: a change converges,
 //! an invalid revision applies nothing, a container removed by hand is repaired
-//! without waiting for the resync timer, SIGTERM stops it cleanly.
+//! without waiting for the resync timer (also while the newest revision is invalid),
+//! SIGTERM stops it cleanly.
 
 use std::fs;
 use std::process::{Child, Command, Stdio};
@@ -298,4 +299,57 @@ fn killed_mid_pass_the_controller_converges_without_duplicates_or_orphans() {
             && containers_of(&s) == want
     });
     assert_eq!(containers_of(&s), want, "{}", c.log());
+}
+
+/// `docker rm -f` of an app stayed unrepaired through three resyncs while the newest
+/// revision was invalid: the last good revision is kept converged, and the source
+/// stays Stalled on the invalid one.
+#[test]
+fn drift_is_repaired_while_the_revision_is_invalid() {
+    let s = Scenario::new();
+    let web = s.name("web");
+    s.write(
+        "web.yaml",
+        &s.app("web", image(), "  port: 80\n  env: {PAGE: one}\n"),
+    );
+    let c = Controller::start(&s);
+    eventually(&c, 40, "the app runs", || running(&web));
+    s.write(
+        "web.yaml",
+        &s.app(
+            "web",
+            image(),
+            "  port: 80\n  env: {PAGE: two}\n  imgae: typo\n",
+        ),
+    );
+    eventually(&c, 20, "the invalid revision is reported", || {
+        c.log().contains("revision is invalid")
+    });
+    let stalled = |status: &serde_json::Value| {
+        status["conditions"].as_array().is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c["type"] == "Stalled"
+                    && c["status"] == true
+                    && c["message"].as_str().is_some_and(|m| m.contains("imgae"))
+            })
+        })
+    };
+    eventually(&c, 10, "the source is Stalled", || {
+        stalled(&c.api("/api/v1/status"))
+    });
+
+    assert!(docker(&["rm", "-f", &web]).status.success());
+    let removed = Instant::now();
+    eventually(&c, 15, "the container is back", || running(&web));
+    let took = removed.elapsed();
+    assert!(took < Duration::from_secs(15), "back after {took:?}");
+    // The last good revision's container, and the source still Stalled on the new one.
+    assert!(env_of(&web).contains("PAGE=one"), "{}", env_of(&web));
+    let status = c.api("/api/v1/status");
+    assert!(stalled(&status), "{status}");
+    assert_ne!(
+        status["revisionObserved"], status["revisionApplied"],
+        "{status}"
+    );
+    eprintln!("repaired {took:?} after docker rm -f while the revision is invalid");
 }

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Report, Spec, Typed, did_you_mean, kind_of, locate};
+use super::{
+    MANAGED_DATA_VOLUME, Report, Spec, Typed, did_you_mean, docker_volume_name, kind_of, locate,
+};
 use crate::manifest::model::{DatabaseMode, Kind, Protocol, SettingsSpec};
 use crate::manifest::syntax;
 
@@ -342,6 +344,57 @@ pub(super) fn check_published_ports(report: &mut Report, typed: &[Typed], keep: 
                     &format!("/spec/ports/{i}"),
                     format!("host port {host} is already published by {whom}"),
                 );
+            }
+        }
+    }
+}
+
+/// Refuses two resources whose volumes get the same Docker name: App `x`'s volume
+/// `db-data` and managed Database `x-db`'s data are both `x-db-data`, and one would
+/// mount (and, pruned, delete) the other's data.
+pub(super) fn check_volume_names(report: &mut Report, typed: &[Typed], keep: &[bool]) {
+    // Docker name → (the resource, a description of its volume and where it is).
+    let mut taken: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for (n, t) in typed.iter().enumerate() {
+        if !keep[n] {
+            continue;
+        }
+        let doc = &report.docs[t.doc];
+        let volumes: Vec<(String, String, String)> = match &t.spec {
+            Spec::App(a) => a
+                .volumes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| {
+                    let volume = v.name.as_ref()?;
+                    Some((
+                        docker_volume_name(&t.name, volume),
+                        format!("/spec/volumes/{i}/name"),
+                        format!("volume `{volume}` of App `{}`", t.name),
+                    ))
+                })
+                .collect(),
+            Spec::Database(d) if d.mode == DatabaseMode::Managed => vec![(
+                docker_volume_name(&t.name, MANAGED_DATA_VOLUME),
+                "/metadata/name".to_owned(),
+                format!("the data volume of managed Database `{}`", t.name),
+            )],
+            _ => Vec::new(),
+        };
+        for (docker, pointer, what) in volumes {
+            let at = format!("{}:{}", doc.file, locate(&doc.node, &pointer, false).line);
+            match taken.get(&docker) {
+                Some((other, theirs)) if *other != n => {
+                    let message = format!(
+                        "{what} is the Docker volume `{docker}`, which is also {theirs}; \
+                         each would use the other's data: rename one of them"
+                    );
+                    report.at(t.doc, &pointer, message);
+                }
+                Some(_) => {}
+                None => {
+                    taken.insert(docker, (n, format!("{what} (at {at})")));
+                }
             }
         }
     }

@@ -25,6 +25,15 @@ use super::syntax;
 use super::yaml::{Mark, Node, Value};
 use super::{Manifests, Origin, Resource};
 
+/// The volume a managed database keeps its data in; its Docker volume is
+/// `<database>-data`, named like an app's volume.
+pub(crate) const MANAGED_DATA_VOLUME: &str = "data";
+
+/// The Docker volume of volume `volume` of app (or managed database) `owner`.
+pub(crate) fn docker_volume_name(owner: &str, volume: &str) -> String {
+    format!("{owner}-{volume}")
+}
+
 /// A typed spec of any kind. Short-lived (one per document during validation), so the
 /// size difference between kinds does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -234,6 +243,7 @@ fn check_revision(report: &mut Report, mut typed: Vec<Typed>) -> Manifests {
     let per_host = matches!(settings.proxy, Proxy::Nginx(_));
     graph::check_host_clashes(report, &typed, &normalized_hosts, per_host);
     graph::check_published_ports(report, &typed, &keep);
+    graph::check_volume_names(report, &typed, &keep);
 
     let mut manifests = Manifests::default();
     for (n, t) in typed.drain(..).enumerate() {
