@@ -331,6 +331,14 @@ impl Host {
                 ));
             }
         }
+        // The host policy bounds what the Settings allow.
+        if let Some(policy) = &self.manifests.policy {
+            for a in &addrs {
+                if let Err(why) = policy.check_http_target(&host, a.ip()) {
+                    return Err(format!("refused to send a request to {shown}: {why}"));
+                }
+            }
+        }
         let Some(addr) = addrs.first().copied() else {
             return Err(format!("{host} has no address"));
         };
