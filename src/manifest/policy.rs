@@ -394,7 +394,12 @@ impl Policy {
 
     /// Why the proxy command `words` is refused, if it is.
     pub fn check_proxy_command(&self, words: &[String]) -> Result<(), String> {
-        if self.proxy_commands.value.iter().any(|c| c == words) {
+        if self
+            .proxy_commands
+            .value
+            .iter()
+            .any(|c| command_matches(c, words))
+        {
             return Ok(());
         }
         let allowed: Vec<String> = self
@@ -524,6 +529,15 @@ impl Policy {
             allowed.join(", "),
             self.source(&self.http_targets)
         )
+    }
+}
+
+/// Whether `words` is the allowed command `allowed`: the same words, or, when its last
+/// word is `*`, the same first words followed by any others.
+fn command_matches(allowed: &[String], words: &[String]) -> bool {
+    match allowed.split_last() {
+        Some((last, head)) if last == "*" => words.starts_with(head),
+        _ => allowed == words,
     }
 }
 
@@ -764,6 +778,36 @@ mod tests {
                 .unwrap_err(),
             "10.0.0.1 is outside the host policy (httpTargets: public, 127.0.0.0/8, \
              hooks.internal; policy.yaml:1)"
+        );
+    }
+
+    #[test]
+    fn proxy_commands_match_whole_or_up_to_a_final_star() {
+        let words = |l: &str| l.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        let p = Policy::defaults(state());
+        assert!(p.check_proxy_command(&words("nginx -s reload")).is_ok());
+        assert_eq!(
+            p.check_proxy_command(&words("sh -c id")).unwrap_err(),
+            "command `sh -c id` is not allowed by the host policy (proxyCommands: \
+             `nginx -s reload`, `nginx -t`; default; set it in /var/lib/berth/policy.yaml)"
+        );
+        assert!(
+            p.check_proxy_command(&words("nginx -s reload -g x"))
+                .is_err()
+        );
+        let p = Policy::parse(
+            "proxyCommands: [\"docker exec proxy *\"]\n",
+            "p.yaml",
+            state(),
+        );
+        let p = p.unwrap();
+        assert!(
+            p.check_proxy_command(&words("docker exec proxy nginx -t"))
+                .is_ok()
+        );
+        assert!(
+            p.check_proxy_command(&words("docker exec other nginx -t"))
+                .is_err()
         );
     }
 

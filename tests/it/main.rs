@@ -13,6 +13,7 @@ mod listener;
 mod nginx;
 mod nginx_master;
 mod planner;
+mod policy;
 mod rollback;
 mod routing;
 mod run;
