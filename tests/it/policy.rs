@@ -169,3 +169,54 @@ fn an_invalid_policy_file_stops_apply_naming_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn the_host_policy_bounds_what_the_settings_allow_a_workflow_http_action() {
+    let s = crate::docker::Scenario::new();
+    let listener = crate::listener::Listener::start(200);
+    // The Settings allow private targets; the host allows only one private network.
+    s.write(
+        "settings.yaml",
+        &format!(
+            "apiVersion: berth/v1\nkind: Settings\nmetadata: {{name: host}}\n\
+             spec: {{network: {}-net, workflows: {{allowPrivateTargets: true}}}}\n",
+            s.prefix
+        ),
+    );
+    let policy = s.state_path().join("policy.yaml");
+    fs::write(&policy, "httpTargets: [public, 10.0.0.0/8]\n").unwrap();
+    s.write(
+        "check.yaml",
+        &format!(
+            "apiVersion: berth/v1\nkind: Workflow\nmetadata: {{name: poke}}\nspec:\n  \
+             triggers: [{{on: manual}}]\n  nodes:\n    \
+             - {{name: daemon, action: {{http: {{url: \"{}/x\"}}}}}}\n",
+            listener.base
+        ),
+    );
+    let out = s.berth(&["workflow", "run", "poke", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", crate::docker::text(&out));
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "daemon")
+        .unwrap();
+    assert_eq!(
+        node["message"].as_str().unwrap(),
+        format!(
+            "refused to send a request to {}/x: 127.0.0.1 is outside the host policy \
+             (httpTargets: public, 10.0.0.0/8; {}:1)",
+            listener.base,
+            policy.display()
+        )
+    );
+    assert!(listener.received().is_empty(), "the request was sent");
+
+    // The same run on a host that allows loopback reaches the listener.
+    fs::write(&policy, "httpTargets: [public, 127.0.0.0/8]\n").unwrap();
+    let out = s.berth(&["workflow", "run", "poke", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::docker::text(&out));
+    assert_eq!(listener.received().len(), 1);
+}
