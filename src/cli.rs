@@ -123,6 +123,11 @@ pub struct LockedState {
     /// `<state-dir>/<instance>.lock`) before failing; `0s` fails at once.
     #[arg(long, default_value = berth::state::lock::DEFAULT_TIMEOUT, value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
+    /// The host policy: what the manifests may ask of this host (bind mounts, proxy
+    /// commands, TLS files, workflow targets…). Default: `<state-dir>/policy.yaml`, or
+    /// the built-in defaults when there is none.
+    #[arg(long, env = "BERTH_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 /// `berth backup`
@@ -302,6 +307,13 @@ pub struct ValidateArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
+    /// The state dir whose `policy.yaml` the manifests are checked against.
+    #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::state::DEFAULT)]
+    pub state_dir: PathBuf,
+    /// The host policy to check the manifests against, instead of
+    /// `<state-dir>/policy.yaml` (or the built-in defaults when there is none).
+    #[arg(long, env = "BERTH_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 /// `berth schema`

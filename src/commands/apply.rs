@@ -17,7 +17,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use crate::cli::{ApplyArgs, Format};
 
 pub fn exec(args: &ApplyArgs, color: bool) -> anyhow::Result<ExitCode> {
-    let manifests = match manifest::load_dir(&args.path) {
+    let lock = &args.host.lock;
+    let policy = super::host_policy(&lock.state_dir, lock.policy.as_deref())?;
+    let manifests = match manifest::load_dir_with_policy(&args.path, &policy) {
         Ok(m) => m,
         Err(d) => {
             print!("{d}");

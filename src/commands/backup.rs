@@ -12,7 +12,7 @@ use berth::manifest::model::DatabaseMode;
 use berth::state::StateDir;
 use berth::state::secrets::SecretStore;
 
-use crate::cli::{BackupCommand, Format};
+use crate::cli::{BackupCommand, Format, LockedState};
 
 pub fn exec(command: &BackupCommand) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
@@ -25,7 +25,7 @@ pub fn exec(command: &BackupCommand) -> anyhow::Result<ExitCode> {
             output,
         } => {
             let (state_dir, lock_timeout) = (&lock.state_dir, &lock.lock_timeout);
-            let database = declared(path, state_dir, db)?;
+            let database = declared(path, lock, db)?;
             let keep = database.backup.as_ref().map(|b| b.keep);
             let state = StateDir::new(state_dir, &lock.instance);
             let file = runtime.block_on(async {
@@ -74,7 +74,7 @@ pub fn exec(command: &BackupCommand) -> anyhow::Result<ExitCode> {
             lock,
         } => {
             let (state_dir, lock_timeout) = (&lock.state_dir, &lock.lock_timeout);
-            let database = declared(path, state_dir, db)?;
+            let database = declared(path, lock, db)?;
             let state = StateDir::new(state_dir, &lock.instance);
             runtime.block_on(async {
                 let _lock = super::lock(&state, "restore", *lock_timeout).await?;
@@ -98,8 +98,10 @@ async fn docker_for(db: &DesiredDatabase) -> anyhow::Result<Option<Box<dyn Docke
 }
 
 /// The database `name` as the manifests under `path` declare it, credentials resolved.
-fn declared(path: &Path, state_dir: &Path, name: &str) -> anyhow::Result<DesiredDatabase> {
-    let manifests = manifest::load_dir(path)
+fn declared(path: &Path, lock: &LockedState, name: &str) -> anyhow::Result<DesiredDatabase> {
+    let state_dir = &lock.state_dir;
+    let policy = super::host_policy(state_dir, lock.policy.as_deref())?;
+    let manifests = manifest::load_dir_with_policy(path, &policy)
         .map_err(|d| anyhow::anyhow!("{}the manifests under {} are invalid", d, path.display()))?;
     let store = SecretStore::new(state_dir);
     let servers = databases::servers(&manifests, &store);

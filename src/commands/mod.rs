@@ -10,10 +10,12 @@ mod status;
 mod validate;
 mod workflow;
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use berth::manifest::Policy;
 use berth::state::StateDir;
 use berth::state::lock::InstanceLock;
 
@@ -43,4 +45,9 @@ async fn lock(state: &StateDir, doing: &str, timeout: Duration) -> anyhow::Resul
         })
         .await
         .with_context(|| format!("{doing} did not start"))
+}
+
+/// The host policy: `--policy FILE`, else `<state-dir>/policy.yaml`, else the defaults.
+fn host_policy(state_dir: &Path, explicit: Option<&Path>) -> anyhow::Result<Policy> {
+    Ok(Policy::for_host(state_dir, explicit)?)
 }

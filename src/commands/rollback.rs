@@ -17,7 +17,9 @@ use berth::state::StateDir;
 use crate::cli::{Format, RollbackArgs};
 
 pub fn exec(args: &RollbackArgs, color: bool) -> anyhow::Result<ExitCode> {
-    let manifests = match manifest::load_dir(&args.path) {
+    let lock = &args.host.lock;
+    let policy = super::host_policy(&lock.state_dir, lock.policy.as_deref())?;
+    let manifests = match manifest::load_dir_with_policy(&args.path, &policy) {
         Ok(m) => m,
         Err(d) => {
             print!("{d}");

@@ -23,6 +23,8 @@ use tokio::sync::watch;
 use crate::cli::RunArgs;
 
 pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let lock = &args.host.lock;
+    let policy = Arc::new(super::host_policy(&lock.state_dir, lock.policy.as_deref())?);
     let state = StateDir::new(&args.host.lock.state_dir, &args.host.lock.instance);
     let secrets = state.secrets();
     // A secret that is not there is fine (no token, no webhook); one that cannot be
@@ -81,6 +83,7 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
             debounce: Duration::from_millis(300),
             fetch_interval: args.interval,
             lock_timeout: args.host.lock.lock_timeout,
+            policy: Some(policy),
         };
         let status = StatusStore::open(&state.status_path());
         let notifier = Notifier::start(DeliveryOptions::default());

@@ -8,7 +8,11 @@ use serde_json::json;
 use crate::cli::{Format, ValidateArgs};
 
 pub fn exec(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
-    match (manifest::load_dir(&args.path), args.output) {
+    let policy = super::host_policy(&args.state_dir, args.policy.as_deref())?;
+    match (
+        manifest::load_dir_with_policy(&args.path, &policy),
+        args.output,
+    ) {
         (Ok(m), Format::Text) => {
             let files = m.files;
             println!(

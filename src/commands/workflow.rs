@@ -22,12 +22,12 @@ use berth::workflow::engine::{RunContext, waves};
 use berth::workflow::runs::{RunRecord, RunState, Runs};
 use tokio::sync::watch;
 
-use crate::cli::{Format, WorkflowCommand, WorkflowRunArgs};
+use crate::cli::{Format, LockedState, WorkflowCommand, WorkflowRunArgs};
 
 pub fn exec(command: &WorkflowCommand) -> anyhow::Result<ExitCode> {
     match command {
         WorkflowCommand::List { path, lock, output } => {
-            let manifests = load(path)?;
+            let manifests = load(path, lock)?;
             let state = StateDir::new(&lock.state_dir, &lock.instance);
             let runs = read_runs(&state);
             list(&manifests, &runs, *output)
@@ -81,8 +81,9 @@ fn read_runs(state: &StateDir) -> Runs {
     Runs::read(state)
 }
 
-fn load(path: &Path) -> anyhow::Result<Manifests> {
-    manifest::load_dir(path).map_err(|d| {
+fn load(path: &Path, lock: &LockedState) -> anyhow::Result<Manifests> {
+    let policy = super::host_policy(&lock.state_dir, lock.policy.as_deref())?;
+    manifest::load_dir_with_policy(path, &policy).map_err(|d| {
         anyhow::anyhow!(
             "{d}{} problem{} in the manifests under {}",
             d.len(),
@@ -163,7 +164,7 @@ fn run(args: &WorkflowRunArgs) -> anyhow::Result<ExitCode> {
             return remote(args, &state, &controller);
         }
     }
-    let manifests = load(&args.path)?;
+    let manifests = load(&args.path, &args.host.lock)?;
     let spec = spec(&manifests, &args.name, &args.path)?.clone();
     if args.dry_run {
         print!("{}", dry_run(&manifests, &args.name, &spec));

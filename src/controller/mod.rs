@@ -49,6 +49,8 @@ pub struct ControllerOptions {
     pub fetch_interval: Duration,
     /// How long a pass or a backup waits for the instance's lock (`--lock-timeout`).
     pub lock_timeout: Duration,
+    /// The host policy every revision is held to (`None`: none, in tests).
+    pub policy: Option<Arc<crate::manifest::Policy>>,
 }
 
 /// The revision the loop will not retry until it changes, and why.
@@ -346,6 +348,7 @@ impl Controller {
             notifier: &self.notifier,
             lock_timeout: self.options.lock_timeout,
             workflows: &self.workflows,
+            policy: self.options.policy.as_deref(),
         }
     }
 

@@ -43,6 +43,8 @@ pub(crate) struct PassContext<'a> {
     pub lock_timeout: std::time::Duration,
     /// Told each valid revision before it is applied (its workflows and schedules).
     pub workflows: &'a super::workflows::Workflows,
+    /// The host policy each revision is held to.
+    pub policy: Option<&'a manifest::Policy>,
 }
 
 /// What a pass is for.
@@ -78,7 +80,11 @@ impl Pass {
 pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) -> Pass {
     let converge = mode == Mode::Converge;
     let id = revision.id.clone();
-    let manifests = match manifest::load_files(&revision.files) {
+    let loaded = match cx.policy {
+        Some(policy) => manifest::load_files_with_policy(&revision.files, policy),
+        None => manifest::load_files(&revision.files),
+    };
+    let manifests = match loaded {
         Ok(m) if revision.problems.is_empty() => m,
         result => {
             let mut problems = revision.problems.clone();

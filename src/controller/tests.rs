@@ -81,6 +81,7 @@ impl Loop {
             debounce: Duration::from_secs(24 * 3600),
             fetch_interval: Duration::from_secs(60),
             lock_timeout: Duration::from_secs(60),
+            policy: None,
         };
         let dyn_docker: Arc<dyn DockerApi> = docker.clone();
         let controller = Controller::new(

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::Manifests;
 use super::diagnostic::{Diagnostic, Diagnostics};
+use super::policy::Policy;
 use super::validate;
 use super::yaml;
 
@@ -24,10 +25,20 @@ pub struct SourceFile {
     pub text: String,
 }
 
-/// Loads and validates every manifest under `root` (or the single file `root`).
+/// Loads and validates every manifest under `root` (or the single file `root`), with
+/// no host policy: for tools and tests that do not act on a host.
 pub fn load_dir(root: &Path) -> Result<Manifests, Diagnostics> {
+    load_dir_checked(root, None)
+}
+
+/// Loads and validates every manifest under `root`, holding them to the host's `policy`.
+pub fn load_dir_with_policy(root: &Path, policy: &Policy) -> Result<Manifests, Diagnostics> {
+    load_dir_checked(root, Some(policy))
+}
+
+fn load_dir_checked(root: &Path, policy: Option<&Policy>) -> Result<Manifests, Diagnostics> {
     let (files, mut problems) = read_source_dir(root);
-    match load_files(&files) {
+    match load_files_checked(&files, policy) {
         Ok(manifests) if problems.is_empty() => Ok(manifests),
         Ok(_) => Err(Diagnostics::new(problems)),
         Err(more) => {
@@ -37,8 +48,24 @@ pub fn load_dir(root: &Path) -> Result<Manifests, Diagnostics> {
     }
 }
 
-/// Parses and validates a revision's files. Every problem of every file is returned.
+/// Parses and validates a revision's files, with no host policy. Every problem of every
+/// file is returned.
 pub fn load_files(files: &[SourceFile]) -> Result<Manifests, Diagnostics> {
+    load_files_checked(files, None)
+}
+
+/// Parses and validates a revision's files, holding them to the host's `policy`.
+pub fn load_files_with_policy(
+    files: &[SourceFile],
+    policy: &Policy,
+) -> Result<Manifests, Diagnostics> {
+    load_files_checked(files, Some(policy))
+}
+
+fn load_files_checked(
+    files: &[SourceFile],
+    policy: Option<&Policy>,
+) -> Result<Manifests, Diagnostics> {
     let mut problems = Vec::new();
     let mut documents = Vec::new();
     for file in files {
@@ -69,7 +96,7 @@ pub fn load_files(files: &[SourceFile]) -> Result<Manifests, Diagnostics> {
             documents.push((file.path.as_str(), node));
         }
     }
-    let result = validate::validate(documents).map(|mut m| {
+    let result = validate::validate(documents, policy).map(|mut m| {
         m.files = files.len();
         m.digest = digest(files);
         m

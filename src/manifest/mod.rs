@@ -3,11 +3,14 @@
 //! The entry points are [`load_dir`] for a directory and [`load_files`] for files that
 //! come from elsewhere (a Git tree). Both read every document of a revision and return
 //! either the whole validated [`Manifests`] or every problem found, each with its file,
-//! line and column: a revision is used whole or not at all.
+//! line and column: a revision is used whole or not at all. The `_with_policy` forms
+//! also hold the revision to the host's [`Policy`]: every command that acts on a host
+//! loads through them.
 
 mod diagnostic;
 mod load;
 pub mod model;
+pub mod policy;
 mod reference;
 mod schema;
 pub mod syntax;
@@ -19,10 +22,11 @@ use std::collections::BTreeMap;
 
 pub use diagnostic::{Diagnostic, Diagnostics, ResourceId};
 pub use load::{
-    MAX_DOCUMENTS, MAX_FILE_BYTES, SourceFile, digest as files_digest, load_dir, load_files,
-    read_source_dir,
+    MAX_DOCUMENTS, MAX_FILE_BYTES, SourceFile, digest as files_digest, load_dir,
+    load_dir_with_policy, load_files, load_files_with_policy, read_source_dir,
 };
 pub use model::Kind;
+pub use policy::{Policy, PolicyError};
 pub use reference::reference_markdown;
 pub use schema::{any_document_schema, kind_schema, schema_file_name, schema_files};
 pub(crate) use validate::{MANAGED_DATA_VOLUME, docker_volume_name};
@@ -70,6 +74,9 @@ pub struct Manifests {
     pub notifiers: BTreeMap<String, Resource<NotifierSpec>>,
     /// Workflows by name.
     pub workflows: BTreeMap<String, Resource<WorkflowSpec>>,
+    /// The host policy the manifests were checked against (`None`: loaded without one,
+    /// by a tool that does not act on a host). Workflow `http` actions stay within it.
+    pub policy: Option<std::sync::Arc<Policy>>,
 }
 
 impl Manifests {

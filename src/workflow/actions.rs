@@ -5,7 +5,6 @@
 //! action returns or logs is redacted before it is recorded or sent.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use crate::apply::ApplyOptions;
 use crate::drivers::docker::DockerApi;
 use crate::manifest::Manifests;
 use crate::manifest::model::Action;
+use crate::manifest::policy::is_public;
 use crate::notify::{Notification, Notifier};
 use crate::plan::{Op, Target};
 use crate::reconcile::{self, PassOptions, Prepared};
@@ -331,6 +331,14 @@ impl Host {
                 ));
             }
         }
+        // The host policy bounds what the Settings allow.
+        if let Some(policy) = &self.manifests.policy {
+            for a in &addrs {
+                if let Err(why) = policy.check_http_target(&host, a.ip()) {
+                    return Err(format!("refused to send a request to {shown}: {why}"));
+                }
+            }
+        }
         let Some(addr) = addrs.first().copied() else {
             return Err(format!("{host} has no address"));
         };
@@ -530,37 +538,6 @@ fn used_secrets(
     secrets
 }
 
-/// Whether `ip` is a public address (not loopback, private, link-local, unique-local,
-/// unspecified, multicast or documentation).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                // 100.64.0.0/10, carrier-grade NAT
-                || (o[0] == 100 && (o[1] & 0xc0) == 64))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
 /// The URL without its user information and query (which may carry tokens).
 fn redact_url(url: &reqwest::Url) -> String {
     let mut shown = url.clone();
@@ -588,28 +565,6 @@ fn without_url(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_public_addresses_are_public() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.17.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
-        }
-        for public in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
-    }
 
     #[test]
     fn shown_urls_lose_their_user_and_query() {

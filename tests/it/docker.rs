@@ -85,6 +85,23 @@ pub struct Scenario {
     extra_images: Vec<String>,
 }
 
+/// The host policy of a scenario's state dir: the tests' own nginx, certificates and
+/// HTTP listeners live in the temporary directory and on loopback, and reload through
+/// `nginx` or `docker exec`. `/nonexistent` lets a test show nginx's own refusal of a
+/// missing certificate.
+pub fn test_policy(state: &std::path::Path) -> String {
+    let tmp = std::env::temp_dir();
+    let tmp = tmp.display();
+    let state = state.display();
+    format!(
+        "hostPaths: [/srv, {state}/data, {tmp}]\n\
+         proxyPaths: [{tmp}, /etc/nginx/conf.d, /etc/nginx/nginx.conf]\n\
+         proxyCommands: [\"nginx *\", \"docker exec *\"]\n\
+         tlsRoots: [{state}/tls, {tmp}, /nonexistent]\n\
+         httpTargets: [public, 127.0.0.0/8, \"::1/128\"]\n"
+    )
+}
+
 impl Scenario {
     pub fn new() -> Scenario {
         static N: AtomicUsize = AtomicUsize::new(0);
@@ -96,6 +113,7 @@ impl Scenario {
         let state = tempfile::tempdir().unwrap();
         fs::create_dir(state.path().join("secrets")).unwrap();
         fs::write(state.path().join("secrets/api-token"), SECRET).unwrap();
+        fs::write(state.path().join("policy.yaml"), test_policy(state.path())).unwrap();
         let s = Scenario {
             prefix,
             manifests: tempfile::tempdir().unwrap(),

@@ -14,6 +14,7 @@ mod listener;
 mod nginx;
 mod nginx_master;
 mod planner;
+mod policy;
 mod private_urls;
 mod rollback;
 mod routing;

@@ -1,7 +1,7 @@
 //! Validation of a revision's documents, in layers: the envelope (`apiVersion`, `kind`),
 //! the JSON Schema of the kind, typed deserialization ([`schema`]), then semantic checks
 //! within each document (one file per kind) and across them ([`graph`]: unique names,
-//! references, cycles, host and port clashes).
+//! references, cycles, host and port clashes), then the host's policy ([`policy`]).
 //!
 //! Every problem is reported with the position of the value it is about, found by
 //! walking the document's YAML tree along a JSON pointer.
@@ -11,6 +11,7 @@ mod database;
 mod domain;
 mod graph;
 mod notifier;
+mod policy;
 mod schema;
 mod settings;
 mod workflow;
@@ -21,6 +22,7 @@ use super::diagnostic::{Diagnostic, ResourceId};
 use super::model::{
     AppSpec, DatabaseSpec, DomainSpec, Kind, NotifierSpec, Proxy, SettingsSpec, WorkflowSpec,
 };
+use super::policy::Policy;
 use super::syntax;
 use super::yaml::{Mark, Node, Value};
 use super::{Manifests, Origin, Resource};
@@ -188,8 +190,12 @@ fn quoted_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
-/// Validates a revision's documents and builds its manifests.
-pub(super) fn validate(documents: Vec<(&str, Node)>) -> Result<Manifests, Vec<Diagnostic>> {
+/// Validates a revision's documents (against the host's `policy`, when given) and
+/// builds its manifests.
+pub(super) fn validate(
+    documents: Vec<(&str, Node)>,
+    policy: Option<&Policy>,
+) -> Result<Manifests, Vec<Diagnostic>> {
     let mut docs: Vec<Doc> = documents
         .into_iter()
         .map(|(file, node)| Doc {
@@ -207,8 +213,9 @@ pub(super) fn validate(documents: Vec<(&str, Node)>) -> Result<Manifests, Vec<Di
             typed.push(t);
         }
     }
-    let manifests = check_revision(&mut report, typed);
+    let mut manifests = check_revision(&mut report, typed, policy);
     if report.out.is_empty() {
+        manifests.policy = policy.map(|p| std::sync::Arc::new(p.clone()));
         Ok(manifests)
     } else {
         Err(report.out)
@@ -217,7 +224,11 @@ pub(super) fn validate(documents: Vec<(&str, Node)>) -> Result<Manifests, Vec<Di
 
 /// The semantic checks of the documents that passed the schema, then the manifests of
 /// those that passed every check.
-fn check_revision(report: &mut Report, mut typed: Vec<Typed>) -> Manifests {
+fn check_revision(
+    report: &mut Report,
+    mut typed: Vec<Typed>,
+    policy: Option<&Policy>,
+) -> Manifests {
     let (index, keep) = graph::index(report, &typed);
     let default_settings = SettingsSpec::default();
     let settings = index.settings.unwrap_or(&default_settings);
@@ -244,6 +255,9 @@ fn check_revision(report: &mut Report, mut typed: Vec<Typed>) -> Manifests {
     graph::check_host_clashes(report, &typed, &normalized_hosts, per_host);
     graph::check_published_ports(report, &typed, &keep);
     graph::check_volume_names(report, &typed, &keep);
+    if let Some(policy) = policy {
+        policy::check_policy(report, &typed, &keep, policy);
+    }
 
     let mut manifests = Manifests::default();
     for (n, t) in typed.drain(..).enumerate() {
