@@ -29,7 +29,7 @@ pub fn exec(command: &WorkflowCommand) -> anyhow::Result<ExitCode> {
         WorkflowCommand::List { path, lock, output } => {
             let manifests = load(path, lock)?;
             let state = StateDir::new(&lock.state_dir, &lock.instance);
-            let runs = read_runs(&state);
+            let runs = Runs::read(&state);
             list(&manifests, &runs, *output)
         }
         WorkflowCommand::Runs {
@@ -39,7 +39,7 @@ pub fn exec(command: &WorkflowCommand) -> anyhow::Result<ExitCode> {
             output,
         } => {
             let state = StateDir::new(&lock.state_dir, &lock.instance);
-            let runs = read_runs(&state);
+            let runs = Runs::read(&state);
             let list = runs.list(name);
             let list: Vec<RunRecord> = match number {
                 Some(n) => list.into_iter().filter(|r| r.number == *n).collect(),
@@ -73,12 +73,6 @@ pub fn exec(command: &WorkflowCommand) -> anyhow::Result<ExitCode> {
         }
         WorkflowCommand::Run(args) => run(args),
     }
-}
-
-/// The runs recorded for the instance, read without touching the file (a running
-/// controller owns it).
-fn read_runs(state: &StateDir) -> Runs {
-    Runs::read(state)
 }
 
 fn load(path: &Path, lock: &LockedState) -> anyhow::Result<Manifests> {

@@ -343,13 +343,7 @@ fn configure_notifiers(cx: &PassContext<'_>, manifests: &manifest::Manifests) {
 fn change_lines(plan: &Plan) -> Vec<String> {
     plan.changes()
         .map(|a| {
-            let verb = match a.op {
-                Op::Create => "create",
-                Op::Update => "update",
-                Op::Delete => "delete",
-                Op::Conflict => "conflict",
-                Op::Noop => "keep",
-            };
+            let verb = a.op.verb();
             if a.reasons.is_empty() {
                 format!("{verb} {} {}", a.target, a.name)
             } else {

@@ -379,17 +379,7 @@ impl Policy {
 
     /// Why a proxy file or directory `path` is refused, if it is.
     pub fn check_proxy_path(&self, path: &str) -> Result<(), String> {
-        let real = canonical(path);
-        for candidate in [path, real.as_str()] {
-            if !any_allows(&self.proxy_paths.value, candidate) {
-                return Err(format!(
-                    "proxy path {path} is outside the host policy (proxyPaths: {}; {})",
-                    shown_list(&self.proxy_paths.value),
-                    self.source(&self.proxy_paths)
-                ));
-            }
-        }
-        Ok(())
+        self.check_under(&self.proxy_paths, "proxyPaths", "proxy path", path)
     }
 
     /// Why the proxy command `words` is refused, if it is.
@@ -422,13 +412,25 @@ impl Policy {
 
     /// Why a TLS file `path` is refused, if it is.
     pub fn check_tls_file(&self, path: &str) -> Result<(), String> {
+        self.check_under(&self.tls_roots, "tlsRoots", "TLS file", path)
+    }
+
+    /// Why `path` (as written, and with its symlinks resolved) is outside every prefix
+    /// of `rule`, if it is.
+    fn check_under(
+        &self,
+        rule: &Rule<Vec<String>>,
+        name: &str,
+        what: &str,
+        path: &str,
+    ) -> Result<(), String> {
         let real = canonical(path);
         for candidate in [path, real.as_str()] {
-            if !any_allows(&self.tls_roots.value, candidate) {
+            if !any_allows(&rule.value, candidate) {
                 return Err(format!(
-                    "TLS file {path} is outside the host policy (tlsRoots: {}; {})",
-                    shown_list(&self.tls_roots.value),
-                    self.source(&self.tls_roots)
+                    "{what} {path} is outside the host policy ({name}: {}; {})",
+                    shown_list(&rule.value),
+                    self.source(rule)
                 ));
             }
         }

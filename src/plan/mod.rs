@@ -102,6 +102,19 @@ pub enum Op {
     Conflict,
 }
 
+impl Op {
+    /// The verb a change line starts with: `create`, `update`, `delete`, `conflict`, `keep`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Conflict => "conflict",
+            Op::Noop => "keep",
+        }
+    }
+}
+
 /// One concrete change, executed by apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(

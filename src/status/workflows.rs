@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::source::webhook;
 use crate::workflow::runs::Runs;
 
 /// Why a control call could not start a run.
@@ -139,22 +138,7 @@ fn bearer(token: Option<&str>, headers: &HeaderMap, required: bool) -> Option<Re
             )
         });
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if webhook::constant_eq(token.as_bytes(), given.as_bytes()) {
-        return None;
-    }
-    Some(
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({"error": "a valid bearer token is required"})),
-        )
-            .into_response(),
-    )
+    super::http::check_bearer(token, headers).err()
 }
 
 fn error(code: StatusCode, message: String) -> Response {

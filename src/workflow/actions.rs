@@ -52,7 +52,6 @@ pub struct Host {
     pub secrets: Vec<Secret>,
     /// Whether `http` actions may reach private addresses.
     pub allow_private_targets: bool,
-    http: reqwest::Client,
 }
 
 impl Host {
@@ -72,12 +71,6 @@ impl Host {
     ) -> Host {
         let secrets = used_secrets(&manifests, revision.as_str(), &state, instance);
         let allow_private_targets = manifests.settings().workflows.allow_private_targets;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            // A redirect could lead to an address the check below never saw.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
         Host {
             instance: instance.to_owned(),
             state,
@@ -90,7 +83,6 @@ impl Host {
             workflow: workflow.to_owned(),
             secrets,
             allow_private_targets,
-            http,
         }
     }
 
@@ -165,7 +157,7 @@ impl Host {
         let Some(action) = action else {
             return Err(format!("app {app} is not declared in this revision"));
         };
-        let verb = op_word(action.op);
+        let verb = action.op.verb();
         log.line(&self.redact(&format!(
             "{verb} app {app}{}",
             if action.reasons.is_empty() {
@@ -342,12 +334,14 @@ impl Host {
         let Some(addr) = addrs.first().copied() else {
             return Err(format!("{host} has no address"));
         };
+        // Connect to the address checked above, and follow no redirect: a redirect could
+        // lead to an address the check never saw.
         let client = reqwest::Client::builder()
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .resolve(&host, addr)
             .build()
-            .unwrap_or_else(|_| self.http.clone());
+            .map_err(|e| format!("failed to set up the HTTP client: {e}"))?;
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| format!("invalid method {method}"))?;
         let mut request = client.request(method.clone(), parsed.clone());
@@ -486,16 +480,6 @@ fn only_app(prepared: &mut Prepared, app: &str) {
                     crate::plan::Phase::Write | crate::plan::Phase::Infrastructure
                 ))
     });
-}
-
-fn op_word(op: Op) -> &'static str {
-    match op {
-        Op::Create => "create",
-        Op::Update => "update",
-        Op::Delete => "delete",
-        Op::Conflict => "conflict",
-        Op::Noop => "keep",
-    }
 }
 
 /// The values the revision's apps and databases use, for redaction.

@@ -170,6 +170,20 @@ struct Book {
     next: BTreeMap<String, u64>,
 }
 
+fn book_path(state: &StateDir) -> PathBuf {
+    state
+        .path()
+        .join(format!("workflow-runs-{}.json", state.instance()))
+}
+
+/// The runs recorded at `path`; none when the file is missing or unreadable.
+fn read_book(path: &std::path::Path) -> Book {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
 /// The runs of one instance, shared by the controller, the status server and the CLI.
 #[derive(Clone)]
 pub struct Runs {
@@ -182,13 +196,8 @@ impl Runs {
     /// The runs recorded for `state`'s instance; a run still marked running was cut
     /// short by a restart and is recorded `interrupted`.
     pub fn open(state: &StateDir) -> Runs {
-        let path = state
-            .path()
-            .join(format!("workflow-runs-{}.json", state.instance()));
-        let mut book: Book = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
+        let path = book_path(state);
+        let mut book = read_book(&path);
         let mut interrupted = false;
         for run in book.runs.values_mut().flatten() {
             if run.state == RunState::Running {
@@ -216,13 +225,7 @@ impl Runs {
     /// The runs recorded for `state`'s instance, as they are: for reading while a
     /// controller may own the file. Nothing is ever written through it.
     pub fn read(state: &StateDir) -> Runs {
-        let path = state
-            .path()
-            .join(format!("workflow-runs-{}.json", state.instance()));
-        let book: Book = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
+        let book = read_book(&book_path(state));
         Runs {
             path: PathBuf::new(),
             book: Arc::new(Mutex::new(book)),
