@@ -275,30 +275,32 @@ async fn host_check(State(state): State<AppState>, request: Request, next: Next)
 
 async fn bearer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.access.token {
-        if let Err(refused) = check_bearer(token, request.headers()) {
+        if let Some(refused) = refused_without_bearer(token, request.headers()) {
             return refused;
         }
     }
     next.run(request).await
 }
 
-/// Whether `headers` carry `Authorization: Bearer <token>` (compared in constant time);
-/// the 401 answer when they do not.
-pub(crate) fn check_bearer(token: &str, headers: &HeaderMap) -> Result<(), Response> {
+/// The 401 answer unless `headers` carry `Authorization: Bearer <token>` (compared in
+/// constant time).
+pub(crate) fn refused_without_bearer(token: &str, headers: &HeaderMap) -> Option<Response> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if webhook::constant_eq(token.as_bytes(), given.as_bytes()) {
-        return Ok(());
+        return None;
     }
-    Err((
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        Json(json!({"error": "a valid bearer token is required"})),
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "a valid bearer token is required"})),
+        )
+            .into_response(),
     )
-        .into_response())
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

@@ -138,7 +138,7 @@ fn bearer(token: Option<&str>, headers: &HeaderMap, required: bool) -> Option<Re
             )
         });
     };
-    super::http::check_bearer(token, headers).err()
+    super::http::refused_without_bearer(token, headers)
 }
 
 fn error(code: StatusCode, message: String) -> Response {
