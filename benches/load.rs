@@ -148,12 +148,20 @@ fn plan_10k() {
             state: "running".into(),
             deletion_policy: Default::default(),
             kind: a.kind.to_owned(),
+            host_port: None,
         })
         .collect();
     let mut times: Vec<Duration> = (0..RUNS)
         .map(|_| {
             let start = Instant::now();
-            let p = plan(&desired, &observed, PlanOptions { prune: true });
+            let p = plan(
+                &desired,
+                &observed,
+                PlanOptions {
+                    prune: true,
+                    now: 0,
+                },
+            );
             let elapsed = start.elapsed();
             assert!(!p.summary.has_changes());
             assert_eq!(p.summary.unchanged, apps + 1);

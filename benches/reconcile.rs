@@ -209,7 +209,10 @@ fn main() {
     let manifests = manifest::load_dir(dir.path()).expect("valid manifests");
     let desired = desired::build(&manifests, &SecretStore::new(dir.path()), &manifests.digest)
         .expect("no secrets needed");
-    let options = PlanOptions { prune: true };
+    let options = PlanOptions {
+        prune: true,
+        now: 0,
+    };
 
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let docker = Arc::new(Counting {

@@ -118,7 +118,14 @@ async fn prepare_with(
         observed.proxy_files = pass.proxy.observe().map_err(ReconcileError::ProxyFiles)?;
         observed.databases = observe_shared(&pass.desired, state, &options.instance).await;
         observed.listening_ports = observe::ports::listening();
-        observed.files = observe::file_hashes(&pass.tls_dir);
+        observed.files = observe::file_hashes(&pass.state_root.join("tls"));
+        observe::certificates(
+            &mut observed,
+            &state.certificates(),
+            &options.instance,
+            &manifests.settings().acme,
+        )
+        .await;
     }
     pass.plan(manifests, observed, options, |_, _| {})
 }
@@ -145,7 +152,7 @@ struct Started {
     desired: Desired,
     missing: Vec<MissingSecret>,
     proxy: ProxyDriver,
-    tls_dir: std::path::PathBuf,
+    state_root: std::path::PathBuf,
     pins: BTreeMap<String, crate::state::history::Pin>,
     history: BTreeMap<String, Vec<AppliedSpec>>,
     change: Option<PinChange>,
@@ -177,7 +184,7 @@ impl Started {
             desired,
             missing,
             proxy: ProxyDriver::from_settings(&manifests.settings(), &options.instance),
-            tls_dir: state.path().join("tls"),
+            state_root: state.path().to_path_buf(),
             pins: state.pins().load()?,
             history,
             change: change.cloned(),
@@ -197,21 +204,13 @@ impl Started {
             mut desired,
             mut missing,
             proxy,
-            tls_dir,
+            state_root,
             pins,
             history,
             change,
         } = self;
-        let resolution = resolve::resolve(
-            &mut desired,
-            manifests,
-            &observed,
-            &secrets,
-            &proxy,
-            &tls_dir,
-        )?;
-        missing.extend(resolution.missing);
-        // After resolve: a pin compares the declared spec as it would be deployed.
+        // A pin holds the declared spec (resolving adds no field to a spec): the specs
+        // are final before the host ports are chosen by them.
         missing.extend(hold::hold(
             &mut desired,
             pins,
@@ -220,12 +219,33 @@ impl Started {
             &secrets,
             &now(),
         )?);
+        settle(&desired, &mut observed);
+        let unix_now = crate::state::certs::unix_now();
+        let resolution = resolve::resolve(
+            &mut desired,
+            manifests,
+            &observed,
+            &resolve::ResolveInputs {
+                secrets: &secrets,
+                proxy: &proxy,
+                state_dir: &state_root,
+                instance: &options.instance,
+                now: unix_now,
+            },
+        )?;
+        missing.extend(resolution.missing);
         if options.apply && !missing.is_empty() {
             return Err(ReconcileError::MissingSecrets(missing));
         }
-        settle(&desired, &mut observed);
         let prune = manifests.settings().prune && !options.no_prune;
-        let plan = plan::plan(&desired, &observed, PlanOptions { prune });
+        let plan = plan::plan(
+            &desired,
+            &observed,
+            PlanOptions {
+                prune,
+                now: unix_now,
+            },
+        );
         Ok(Prepared {
             desired,
             plan,

@@ -12,6 +12,8 @@ pub enum ResourceKind {
     App,
     /// A Domain: its proxy file.
     Domain,
+    /// The certificate berth's ACME client keeps for a Domain (named after it).
+    Certificate,
     /// A Database: a managed one's container, a shared one's database and user.
     Database,
     /// A Notifier.
@@ -32,12 +34,13 @@ pub enum ResourceKind {
 
 impl ResourceKind {
     /// Every kind, in the order plans and status list them.
-    pub const ALL: [ResourceKind; 10] = [
+    pub const ALL: [ResourceKind; 11] = [
         ResourceKind::Network,
         ResourceKind::Volume,
         ResourceKind::Database,
         ResourceKind::App,
         ResourceKind::Domain,
+        ResourceKind::Certificate,
         ResourceKind::Notifier,
         ResourceKind::Workflow,
         ResourceKind::Source,
@@ -50,6 +53,7 @@ impl ResourceKind {
         match self {
             ResourceKind::App => "App",
             ResourceKind::Domain => "Domain",
+            ResourceKind::Certificate => "Certificate",
             ResourceKind::Database => "Database",
             ResourceKind::Notifier => "Notifier",
             ResourceKind::Workflow => "Workflow",

@@ -190,6 +190,7 @@ pub async fn apply(
         Phase::Databases,
         Phase::Containers,
         Phase::Proxy,
+        Phase::Certificates,
         Phase::Prune,
     ] {
         let actions: Vec<(usize, &Action)> = plan
@@ -204,7 +205,8 @@ pub async fn apply(
                 .map(|(i, a)| (*i, ctx.finish(a, skipped_or_same(a, why))))
                 .collect(),
             (None, Phase::Containers) => run_rounds(&ctx, &actions, &mut failed).await,
-            (None, Phase::Proxy) => ctx.run_proxy(&actions).await,
+            (None, Phase::Proxy) => ctx.run_proxy(&actions, &failed).await,
+            (None, Phase::Certificates) => ctx.run_certificates(&actions, &failed).await,
             (None, _) => {
                 let mut out = Vec::new();
                 for (i, a) in actions {
@@ -246,7 +248,7 @@ fn skipped_or_same(a: &Action, why: &str) -> Status {
 }
 
 /// Why `a` cannot run: one of the actions it needs failed.
-fn blocked_by(a: &Action, failed: &BTreeSet<(Target, String)>) -> Option<String> {
+pub(crate) fn blocked_by(a: &Action, failed: &BTreeSet<(Target, String)>) -> Option<String> {
     if a.steps.is_empty() {
         return None;
     }

@@ -2,19 +2,23 @@
 //! driver, shared databases through their server's driver, proxy files through the
 //! proxy driver, secrets and files into the state dir.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
+
+use futures_util::StreamExt;
 
 use super::{ApplyOptions, OnProgress, Outcome, Progress, Status};
 use crate::desired::labels::{DELETION_POLICY, ObjectKind, VOLUME, owner_labels};
 use crate::desired::{Desired, DesiredApp, container_name};
 use crate::drivers::dbserver::{self, DbError, DbServerApi};
 use crate::drivers::docker::{DockerApi, DockerError};
-use crate::drivers::nginx::Change;
+use crate::drivers::nginx::{Batch, Change};
+use crate::drivers::proxy::ProxyError;
 use crate::expand::databases::DesiredDatabase;
 use crate::plan::{Action, Op, Step, Target};
-use crate::runtime::{AppRuntime, Running, RuntimeError};
+use crate::runtime::{AppRuntime, Replace, Running, RuntimeError};
+use crate::state::certs::{CertificateRecord, unix_now};
 use crate::state::records::{Records, SharedRecord};
 use crate::state::secrets::{SecretError, redact_all};
 
@@ -110,57 +114,284 @@ impl Ctx<'_> {
         self.finish(a, Status::Done)
     }
 
-    /// Proxy files: written (and checked) and removed in one batch, one reload.
-    pub(super) async fn run_proxy(&self, actions: &[(usize, &Action)]) -> Vec<(usize, Outcome)> {
-        let mut out = Vec::new();
+    /// Proxy files: written (and checked) and removed in one batch, one reload; then
+    /// the steps that wait for the switch (an app's old container removed). A Domain
+    /// whose live file nginx refused is reported failed, changed or not.
+    pub(super) async fn run_proxy(
+        &self,
+        actions: &[(usize, &Action)],
+        failed: &BTreeSet<(Target, String)>,
+    ) -> Vec<(usize, Outcome)> {
         let mut changes = BTreeMap::new();
-        let mut batch = Vec::new();
+        let mut files: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut blocked = BTreeMap::new();
         for &(i, a) in actions {
-            let mut change = None;
+            if let Some(why) = super::blocked_by(a, failed) {
+                blocked.insert(i, why);
+                continue;
+            }
             for step in &a.steps {
-                change = match step {
-                    Step::WriteProxyFile { domain } => self
-                        .desired
-                        .proxy_files
-                        .get(domain)
-                        .cloned()
-                        .map(Change::Write),
-                    Step::RemoveProxyFile { .. } => Some(Change::Remove),
-                    _ => change,
+                let (key, change) = match step {
+                    Step::WriteProxyFile { domain } => match self.desired.proxy_files.get(domain) {
+                        Some(f) => (domain, Change::Write(f.content.clone())),
+                        None => continue,
+                    },
+                    Step::RemoveProxyFile { domain } => (domain, Change::Remove),
+                    _ => continue,
                 };
-            }
-            match change {
-                Some(c) => {
-                    changes.insert(a.name.clone(), c);
-                    batch.push((i, a));
-                }
-                None => out.push((i, self.run(a).await)),
+                changes.insert(key.clone(), change);
+                files.entry(i).or_default().push(key.clone());
             }
         }
-        if changes.is_empty() {
-            return out;
-        }
-        for (_, a) in &batch {
-            (self.on_progress)(Progress::Started {
-                target: a.target,
-                name: a.name.clone(),
-            });
+        for &(i, a) in actions {
+            if files.contains_key(&i) {
+                (self.on_progress)(Progress::Started {
+                    target: a.target,
+                    name: a.name.clone(),
+                });
+            }
         }
         let proxy = self.options.proxy.clone();
-        let results = tokio::task::spawn_blocking(move || proxy.apply(&changes))
-            .await
-            .unwrap_or_default();
-        for (i, a) in batch {
-            let status = match results.get(&a.name) {
-                Some(Ok(())) => Status::Done,
-                Some(Err(e)) => {
-                    Status::Failed(format!("{e}; the live config is unchanged (degraded)"))
+        let batch = match changes.is_empty() {
+            true => Batch::default(),
+            false => tokio::task::spawn_blocking(move || proxy.apply(&changes, false))
+                .await
+                .unwrap_or_default(),
+        };
+        for w in &batch.warnings {
+            tracing::warn!("{w}");
+        }
+        // Each Domain's result from its files' (the file of a site serves several).
+        let mut status: BTreeMap<usize, Status> = BTreeMap::new();
+        for &(i, a) in actions {
+            let result = if let Some(why) = blocked.get(&i) {
+                match a.op {
+                    Op::Noop => Status::Unchanged,
+                    _ => Status::Skipped(why.clone()),
                 }
-                None => Status::Failed("the proxy did not report on this domain".into()),
+            } else if let Some(message) = self
+                .desired
+                .file_of(&a.name)
+                .and_then(|key| batch.broken.get(key))
+                .filter(|_| a.op != Op::Delete)
+            {
+                Status::Failed(format!(
+                    "{message}; its live file was taken out so that the others could load \
+                     (degraded)"
+                ))
+            } else {
+                let mut result = match a.op {
+                    Op::Noop => Status::Unchanged,
+                    Op::Conflict => Status::Conflict(a.reasons.join("; ")),
+                    _ => Status::Done,
+                };
+                for key in files.get(&i).into_iter().flatten() {
+                    match batch.files.get(key) {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => {
+                            result = Status::Failed(match e {
+                                ProxyError::Reload(_) => format!(
+                                    "{e}; the files are as before and the change is retried \
+                                     next pass (degraded)"
+                                ),
+                                _ => format!("{e}; the live config is unchanged (degraded)"),
+                            });
+                            break;
+                        }
+                        None => {
+                            result =
+                                Status::Failed("the proxy did not report on this domain".into());
+                            break;
+                        }
+                    }
+                }
+                result
+            };
+            status.insert(i, result);
+        }
+        // Then what waits for the switch, once every Domain it needs has switched.
+        let done = |target: Target, name: &str, status: &BTreeMap<usize, Status>| {
+            actions.iter().all(|&(j, b)| {
+                b.target != target
+                    || b.name != name
+                    || matches!(status.get(&j), Some(Status::Done | Status::Unchanged))
+            })
+        };
+        for &(i, a) in actions {
+            if !matches!(status.get(&i), Some(Status::Done)) {
+                continue;
+            }
+            let after: Vec<&Step> = a
+                .steps
+                .iter()
+                .filter(|s| {
+                    !matches!(
+                        s,
+                        Step::WriteProxyFile { .. } | Step::RemoveProxyFile { .. }
+                    )
+                })
+                .collect();
+            if after.is_empty() {
+                continue;
+            }
+            let waiting = a
+                .needs
+                .iter()
+                .filter(|n| n.target == Target::Domain)
+                .find(|n| !done(n.target, &n.name, &status));
+            if let Some(n) = waiting {
+                status.insert(
+                    i,
+                    Status::Failed(format!(
+                        "domain {} did not switch: the old container keeps running",
+                        n.name
+                    )),
+                );
+                continue;
+            }
+            for step in after {
+                if let Err(e) = self.step(step).await {
+                    status.insert(i, Status::Failed(self.scrub(&e.to_string())));
+                    break;
+                }
+            }
+        }
+        actions
+            .iter()
+            .map(|&(i, a)| {
+                let result = status.remove(&i).unwrap_or(Status::Unchanged);
+                (i, self.finish(a, result))
+            })
+            .collect()
+    }
+
+    /// Certificates: each due one ordered from the CA (concurrently, a few at a time),
+    /// stored with its record (or the failure recorded, for the backoff), then the
+    /// proxy files that serve the new ones written in one batch and the proxy reloaded.
+    pub(super) async fn run_certificates(
+        &self,
+        actions: &[(usize, &Action)],
+        failed: &BTreeSet<(Target, String)>,
+    ) -> Vec<(usize, Outcome)> {
+        let mut out = Vec::new();
+        let mut orders = Vec::new();
+        for &(i, a) in actions {
+            let issue = a.steps.iter().find_map(|s| match s {
+                Step::IssueCertificate { domain, hosts } => Some((domain, hosts)),
+                _ => None,
+            });
+            match (issue, super::blocked_by(a, failed)) {
+                (Some(_), Some(why)) => out.push((i, self.finish(a, Status::Skipped(why)))),
+                (Some((domain, hosts)), None) => {
+                    (self.on_progress)(Progress::Started {
+                        target: a.target,
+                        name: a.name.clone(),
+                    });
+                    orders.push((i, a, domain.clone(), hosts.clone()));
+                }
+                (None, _) => out.push((i, self.run(a).await)),
+            }
+        }
+        // Positions, not references, go through the stream (see `run_rounds`).
+        let results: Vec<(usize, Result<(), String>)> = futures_util::stream::iter(0..orders.len())
+            .map(|k| {
+                let (domain, hosts) = (orders[k].2.clone(), orders[k].3.clone());
+                async move { (k, self.issue(&domain, &hosts).await) }
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        let issued: Vec<(usize, &Action, Result<(), String>)> = results
+            .into_iter()
+            .map(|(k, r)| (orders[k].0, orders[k].1, r))
+            .collect();
+        let mut changes = BTreeMap::new();
+        for (_, a, result) in &issued {
+            if result.is_err() {
+                continue;
+            }
+            for step in &a.steps {
+                if let Step::ServeCertificate { file } = step {
+                    let content = self
+                        .desired
+                        .certified_files
+                        .get(file)
+                        .or_else(|| self.desired.proxy_files.get(file));
+                    if let Some(f) = content {
+                        changes.insert(file.clone(), Change::Write(f.content.clone()));
+                    }
+                }
+            }
+        }
+        let any = issued.iter().any(|(_, _, r)| r.is_ok());
+        let proxy = self.options.proxy.clone();
+        let batch = match any {
+            true => tokio::task::spawn_blocking(move || proxy.apply(&changes, true))
+                .await
+                .unwrap_or_default(),
+            false => Batch::default(),
+        };
+        for (i, a, result) in issued {
+            let served = a.steps.iter().find_map(|s| match s {
+                Step::ServeCertificate { file } => batch.files.get(file),
+                _ => None,
+            });
+            let status = match (result, served, &batch.reload_failed) {
+                (Err(e), _, _) => Status::Failed(format!(
+                    "{e}; the certificate in place (if any) keeps serving"
+                )),
+                (Ok(()), Some(Err(e)), _) => Status::Failed(format!(
+                    "the certificate was issued, but the proxy did not take it: {e}"
+                )),
+                (Ok(()), _, Some(e)) => Status::Failed(format!(
+                    "the certificate was issued, but the proxy did not take it: {e}"
+                )),
+                (Ok(()), _, None) => Status::Done,
             };
             out.push((i, self.finish(a, status)));
         }
         out
+    }
+
+    /// Orders `domain`'s certificate and stores it, or records the failure.
+    async fn issue(&self, domain: &str, hosts: &[String]) -> Result<(), String> {
+        let acme = self
+            .desired
+            .acme
+            .as_ref()
+            .ok_or("no ACME account in the desired state")?;
+        let key = acme
+            .key
+            .as_ref()
+            .ok_or("the ACME account key was not generated")?;
+        let state = self.state_dir().map_err(|e| e.to_string())?;
+        let certs = state.certificates();
+        let instance = &self.options.instance;
+        let previous = certs.read(domain).record.unwrap_or_default();
+        let result = crate::drivers::acme::Acme::of(acme)
+            .issue(key, hosts)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|issued| {
+                let info = crate::state::certs::parse(&issued.chain_pem)
+                    .map_err(|e| format!("the CA sent a certificate berth cannot read: {e}"))?;
+                let record = CertificateRecord::issued(instance, &info, unix_now());
+                certs
+                    .store(domain, &issued.chain_pem, &issued.key_pem, &record)
+                    .map_err(|e| {
+                        format!(
+                            "failed to store the certificate in {}: {e}",
+                            certs.dir_of(domain).display()
+                        )
+                    })
+            });
+        if let Err(e) = &result {
+            let record = previous.failed(instance, unix_now(), e, domain);
+            if let Err(w) = certs.save_record(domain, &record) {
+                tracing::warn!(%domain, "failed to record the failed order: {w}");
+            }
+        }
+        result
     }
 
     /// Removes every secret value from a message that may echo what the daemon got.
@@ -244,16 +475,19 @@ impl Ctx<'_> {
                 old_id,
                 old_name,
                 start_first,
+                handover,
             } => {
                 let old = Running {
                     replica: *replica,
                     id: old_id,
                     name: old_name,
                 };
-                Ok(self
-                    .runtime
-                    .replace(self.app(app)?, old, *start_first)
-                    .await?)
+                let how = match (*handover, *start_first) {
+                    (true, _) => Replace::Handover,
+                    (false, true) => Replace::StartFirst,
+                    (false, false) => Replace::StopFirst,
+                };
+                Ok(self.runtime.replace(self.app(app)?, old, how).await?)
             }
             Step::Start { id, name } => {
                 let app = self
@@ -265,8 +499,20 @@ impl Ctx<'_> {
             }
             Step::Rename { id, to, .. } => Ok(self.runtime.rename(id, to).await?),
             Step::Remove { id, .. } => Ok(self.runtime.remove(id).await?),
-            // Proxy files are written in one batch (see `run_proxy`).
-            Step::WriteProxyFile { .. } | Step::RemoveProxyFile { .. } => Ok(()),
+            Step::RemoveCertificate { domain } => self
+                .state_dir()?
+                .certificates()
+                .remove(domain)
+                .map_err(|source| ApplyError::WriteFile {
+                    path: format!("certs/{domain}"),
+                    source,
+                }),
+            // Proxy files are written in one batch (see `run_proxy`), certificates
+            // ordered in theirs (see `run_certificates`).
+            Step::WriteProxyFile { .. }
+            | Step::RemoveProxyFile { .. }
+            | Step::IssueCertificate { .. }
+            | Step::ServeCertificate { .. } => Ok(()),
         }
     }
 

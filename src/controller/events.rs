@@ -73,6 +73,40 @@ pub enum Event {
         /// The job.
         job: JobId,
     },
+    /// Something happened to a Domain's certificate (berth's ACME client).
+    Certificate {
+        /// The Domain.
+        domain: String,
+        /// What.
+        change: CertificateChange,
+    },
+}
+
+/// What happened to a Domain's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateChange {
+    /// It was issued (or renewed) and is served.
+    Issued {
+        /// Its hosts.
+        hosts: Vec<String>,
+        /// Its issuer.
+        issuer: String,
+        /// Valid until (RFC 3339).
+        not_after: String,
+    },
+    /// An order failed: the first failure since the last success (the next ones are in
+    /// status, not told again).
+    RenewalFailed {
+        /// Why.
+        error: String,
+        /// When it is tried again (RFC 3339).
+        next_attempt: String,
+    },
+    /// It expires within 14 days and has not been renewed.
+    Expiring {
+        /// Valid until (RFC 3339).
+        not_after: String,
+    },
 }
 
 /// How a resource's health changed.

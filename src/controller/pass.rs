@@ -168,6 +168,14 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
             if let Some(held) = a.held.as_ref().filter(|_| a.op == Op::Noop) {
                 let message = held.message(&a.name, id.as_str());
                 st.set_resource(&resource, false, Reason::RolledBack, &message, None);
+            } else if a.op == Op::Noop && a.waiting {
+                st.set_resource(
+                    &resource,
+                    false,
+                    Reason::Waiting,
+                    &a.reasons.join("; "),
+                    None,
+                );
             } else if a.op == Op::Noop {
                 let message = if a.reasons.is_empty() {
                     "as declared".to_owned()
@@ -200,6 +208,9 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
         };
     }
     if changes.is_empty() {
+        if converge {
+            report_certificates(cx, &prepared, None);
+        }
         return Pass {
             outcome: synced(changes, false),
             backups,
@@ -235,6 +246,7 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
             let resource = resource_of(o.target, &o.name);
             let action = Some(format!("{:?}: {}", a.op, a.reasons.join("; ")).to_lowercase());
             let held = a.held.as_ref().map(|h| h.message(&a.name, id.as_str()));
+            let waiting = a.reasons.join("; ");
             let (ready, reason, message, failure) = match &o.result {
                 apply::Status::Done if held.is_some() => (
                     false,
@@ -242,6 +254,14 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
                     held.as_deref().unwrap_or_default(),
                     None,
                 ),
+                apply::Status::Done if a.waiting => {
+                    (false, Reason::Waiting, waiting.as_str(), None)
+                }
+                // A failed order is the certificate's own (the one in place, if any,
+                // keeps serving; its backoff says when to try again): not a failed pass.
+                apply::Status::Failed(m) if o.target == Target::Certificate => {
+                    (false, Reason::ApplyFailed, m.as_str(), None)
+                }
                 apply::Status::Done => (a.op != Op::Delete, Reason::Applied, "as declared", None),
                 apply::Status::Unchanged => continue,
                 apply::Status::Failed(m) => (
@@ -273,11 +293,27 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
                 failures.push(Failure::of(resource, kind, message));
             }
         }
+        // A Domain waiting for its certificate is served over HTTPS once it is issued.
+        for o in &report.outcomes {
+            if o.target == Target::Certificate && o.result == apply::Status::Done {
+                let domain = resource_of(Target::Domain, &o.name);
+                st.set_resource(
+                    &domain,
+                    true,
+                    Reason::Applied,
+                    "served over HTTPS with its new certificate",
+                    None,
+                );
+            }
+        }
         if converge {
             st.plan = None;
         }
     });
     publish_resource_changes(cx.bus, &report, &id, &was_degraded);
+    if converge {
+        report_certificates(cx, &prepared, Some(&report));
+    }
     let outcome = if failures.is_empty() {
         synced(changes, false)
     } else {
@@ -294,7 +330,12 @@ fn publish_resource_changes(
     revision: &RevisionId,
     was_degraded: &BTreeSet<ResourceId>,
 ) {
-    for o in report.outcomes.iter().filter(|o| !o.target.is_write()) {
+    // Certificates tell their own events (see `report_certificates`).
+    for o in report
+        .outcomes
+        .iter()
+        .filter(|o| !o.target.is_write() && o.target != Target::Certificate)
+    {
         let resource = resource_of(o.target, &o.name);
         let change = match &o.result {
             apply::Status::Failed(m) => Some(ResourceChange::Degraded { message: m.clone() }),
@@ -317,6 +358,99 @@ fn publish_resource_changes(
             });
         }
     }
+}
+
+/// How long before its expiry a certificate not yet renewed is told as expiring.
+const EXPIRING: u64 = 14 * 24 * 3600;
+
+/// The certificates of berth's ACME client into status (issuer, expiry, next renewal,
+/// last error), and their events: issued, an order failed (the first failure since the
+/// last success), expiring within 14 days without renewal (once per certificate).
+fn report_certificates(
+    cx: &PassContext<'_>,
+    prepared: &reconcile::Prepared,
+    report: Option<&apply::Report>,
+) {
+    use super::events::CertificateChange;
+    use crate::state::certs::{rfc3339, unix_now};
+    let now = unix_now();
+    let store = cx.state.certificates();
+    let before = cx.status.snapshot().certificates;
+    let mut shown = std::collections::BTreeMap::new();
+    for (domain, declared) in &prepared.desired.certificates {
+        // What is on disk now: the pass may have just issued it, or failed to.
+        let stored = store.read(domain);
+        let mut c = declared.clone();
+        c.current = stored.certificate.ok();
+        c.record = stored.record;
+        let record = c.record.clone().unwrap_or_default();
+        let outcome = report.and_then(|r| {
+            r.outcomes
+                .iter()
+                .find(|o| o.target == Target::Certificate && o.name == *domain)
+        });
+        match outcome.map(|o| &o.result) {
+            Some(apply::Status::Done) => {
+                if let Some(current) = &c.current {
+                    cx.bus.publish(Event::Certificate {
+                        domain: domain.clone(),
+                        change: CertificateChange::Issued {
+                            hosts: current.hosts.clone(),
+                            issuer: current.issuer.clone(),
+                            not_after: rfc3339(current.not_after),
+                        },
+                    });
+                }
+            }
+            // One notice per run of failures: the first one.
+            Some(apply::Status::Failed(error)) if record.failures == 1 => {
+                cx.bus.publish(Event::Certificate {
+                    domain: domain.clone(),
+                    change: CertificateChange::RenewalFailed {
+                        error: error.clone(),
+                        next_attempt: record.next_attempt.map(rfc3339).unwrap_or_default(),
+                    },
+                });
+            }
+            _ => {}
+        }
+        let expiring = c
+            .current
+            .as_ref()
+            .is_some_and(|cur| cur.not_after.saturating_sub(now) < EXPIRING);
+        let was = before.get(domain);
+        if let Some(current) = c.current.as_ref().filter(|_| expiring) {
+            let not_after = rfc3339(current.not_after);
+            let told =
+                was.is_some_and(|w| w.expiring && w.not_after.as_deref() == Some(&not_after));
+            if !told {
+                cx.bus.publish(Event::Certificate {
+                    domain: domain.clone(),
+                    change: CertificateChange::Expiring { not_after },
+                });
+            }
+        }
+        shown.insert(
+            domain.clone(),
+            crate::status::CertificateStatus {
+                hosts: c.hosts.clone(),
+                issuer: c.current.as_ref().map(|cur| cur.issuer.clone()),
+                not_after: c.current.as_ref().map(|cur| rfc3339(cur.not_after)),
+                next_renewal: c
+                    .current
+                    .as_ref()
+                    .map(|_| rfc3339(crate::plan::renewal_time(&c).0)),
+                last_error: record.last_error.clone().filter(|_| record.failures > 0),
+                failures: record.failures,
+                next_attempt: record
+                    .next_attempt
+                    .filter(|n| *n > now && record.failures > 0)
+                    .map(rfc3339),
+                expiring,
+            },
+        );
+    }
+    cx.status.update(|st| st.certificates = shown);
 }
 
 /// Points the notifiers at this revision's Notifier resources. A notifier whose URL

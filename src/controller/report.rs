@@ -3,7 +3,7 @@
 
 use tokio::sync::mpsc;
 
-use super::events::{Bus, Event, ResourceChange};
+use super::events::{Bus, CertificateChange, Event, ResourceChange};
 use super::policy::{PassOutcome, Severity};
 use crate::manifest::model::EventKind;
 use crate::notify::{Notification, Notifier};
@@ -119,6 +119,45 @@ pub(crate) fn record(st: &mut Status, source: &str, event: &Event) {
                 format!("{job}: still running when due again; this run is skipped"),
             );
         }
+        Event::Certificate { domain, change } => {
+            let (reason, message) = certificate_words(domain, change);
+            match reason {
+                // Told each pass while it lasts: the history keeps one entry.
+                EventReason::CertificateExpiring => st.push_event_once(reason, message),
+                _ => st.push_event(reason, message),
+            }
+        }
+    }
+}
+
+/// A certificate's change as an event of the history and a notification's summary.
+fn certificate_words(domain: &str, change: &CertificateChange) -> (EventReason, String) {
+    match change {
+        CertificateChange::Issued {
+            hosts,
+            issuer,
+            not_after,
+        } => (
+            EventReason::CertificateIssued,
+            format!(
+                "certificate of Domain {domain} issued for {} by {issuer}, valid until {not_after}",
+                hosts.join(", ")
+            ),
+        ),
+        CertificateChange::RenewalFailed {
+            error,
+            next_attempt,
+        } => (
+            EventReason::CertificateRenewalFailed,
+            format!(
+                "certificate of Domain {domain} could not be issued: {error}; next attempt at \
+                 {next_attempt}"
+            ),
+        ),
+        CertificateChange::Expiring { not_after } => (
+            EventReason::CertificateExpiring,
+            format!("certificate of Domain {domain} expires {not_after} and has not been renewed"),
+        ),
     }
 }
 
@@ -295,6 +334,22 @@ impl Announcer {
                 format!("backup of {database} failed"),
                 vec![error.clone()],
             ),
+            Event::Certificate { domain, change } => {
+                let event = match change {
+                    CertificateChange::Issued { .. } => EventKind::CertificateIssued,
+                    CertificateChange::RenewalFailed { .. } => EventKind::CertificateRenewalFailed,
+                    CertificateChange::Expiring { .. } => EventKind::CertificateExpiring,
+                };
+                let (_, summary) = certificate_words(domain, change);
+                let resource = ResourceId::new(crate::resource::ResourceKind::Certificate, domain);
+                self.note(
+                    event,
+                    self.live.as_ref(),
+                    Some(resource),
+                    summary,
+                    Vec::new(),
+                );
+            }
             Event::PassStarted { .. }
             | Event::Deliveries(_)
             | Event::BackupDone { .. }

@@ -19,6 +19,7 @@ use crate::manifest::{Manifests, docker_volume_name};
 use crate::state::history::Pin;
 use crate::state::secrets::{Secret, SecretError, SecretSource};
 pub use labels::ObjectKind;
+pub use routes::ProxyFile;
 use secrets::PassSecrets;
 pub use spec::{ContainerSpec, HealthCheck, Mount, MountSource, PortBinding, PortProtocol, Probe};
 
@@ -54,8 +55,11 @@ pub struct DesiredApp {
     pub deletion_policy: DeletionPolicy,
     /// Variable name → secret, resolved, for injecting at apply time.
     pub secrets: BTreeMap<String, Secret>,
-    /// The host port the proxy reaches it on, when the proxy runs on the host.
-    pub host_port: Option<u16>,
+    /// The host port the proxy reaches it on (`127.0.0.1:<host>` to its port
+    /// `container`), when the proxy runs on the host. Not part of its spec: a
+    /// start-first update gives the new container a port of its own, and the proxy
+    /// switches to it.
+    pub host_port: Option<HostPort>,
     /// An app's, or a managed database's container (the `berth.kind` label).
     pub kind: ObjectKind,
 }
@@ -65,6 +69,19 @@ impl DesiredApp {
     pub fn container_name(&self, replica: u32) -> String {
         container_name(&self.name, replica)
     }
+}
+
+/// A host port the proxy reaches an app on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostPort {
+    /// The port on 127.0.0.1.
+    pub host: u16,
+    /// The app's port it forwards to.
+    pub container: u16,
+    /// The proxy can switch between two containers of the app (nginx, reloaded and
+    /// asked by berth): an update starts the new container on a port of its own, and
+    /// the old one is removed only once the proxy reaches the new one.
+    pub switchable: bool,
 }
 
 /// The name of an app's replica (1-based).
@@ -89,8 +106,17 @@ pub struct Desired {
     pub revision: String,
     /// Routes by domain.
     pub routes: BTreeMap<String, Route>,
-    /// The proxy file of each domain, rendered.
-    pub proxy_files: BTreeMap<String, String>,
+    /// The proxy files, rendered, by the Domain each is named after (with nginx, one
+    /// file serves the Domains that share hosts).
+    pub proxy_files: BTreeMap<String, ProxyFile>,
+    /// The proxy files as they are once the certificates this pass orders exist (the
+    /// HTTPS server and the redirect switched on), for the files that change then.
+    pub certified_files: BTreeMap<String, ProxyFile>,
+    /// The certificates berth's ACME client keeps (nginx Domains with `tls: {acme:
+    /// true}`), by Domain.
+    pub certificates: BTreeMap<String, DesiredCertificate>,
+    /// Berth's ACME client, when a Domain needs it.
+    pub acme: Option<DesiredAcme>,
     /// Databases by name (managed ones also have their container in `apps`).
     pub databases: BTreeMap<String, DesiredDatabase>,
     /// The internal network of managed databases, when there are any.
@@ -104,6 +130,62 @@ pub struct Desired {
     pub files: BTreeMap<String, DesiredFile>,
     /// The apps a rollback pinned, and what their pin does in this pass.
     pub holds: BTreeMap<String, Hold>,
+}
+
+impl Desired {
+    /// The file serving `domain`: the Domain it is named after.
+    pub fn file_of(&self, domain: &str) -> Option<&str> {
+        self.proxy_files
+            .iter()
+            .find(|(_, f)| f.domains.iter().any(|d| d == domain))
+            .map(|(key, _)| key.as_str())
+    }
+}
+
+/// A certificate berth's ACME client keeps for a Domain, with what is known of the one
+/// in place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredCertificate {
+    /// The Domain.
+    pub domain: String,
+    /// The hosts it must cover, sorted.
+    pub hosts: Vec<String>,
+    /// The file nginx reads (chain and key).
+    pub file: String,
+    /// The certificate in place, when one is readable.
+    pub current: Option<crate::state::certs::CertificateInfo>,
+    /// Why there is none usable, when there is none.
+    pub missing: Option<String>,
+    /// What berth remembers of it (renewal time, failures).
+    pub record: Option<crate::state::certs::CertificateRecord>,
+    /// The CA's suggested renewal window, when it offers one.
+    pub window: Option<crate::state::certs::RenewalWindow>,
+    /// The instance owning its folder, when that is another one.
+    pub owner: Option<String>,
+}
+
+impl DesiredCertificate {
+    /// Whether the certificate in place serves: it covers every host and has not
+    /// expired at `now`.
+    pub fn usable(&self, now: u64) -> bool {
+        self.owner.is_none()
+            && self.current.as_ref().is_some_and(|c| {
+                c.not_after > now && self.hosts.iter().all(|h| c.hosts.contains(h))
+            })
+    }
+}
+
+/// Berth's ACME account for one pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredAcme {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// The contact address.
+    pub email: Option<String>,
+    /// Extra CA certificates trusted for the directory's HTTPS.
+    pub ca_bundle: Option<String>,
+    /// The account key (none in a dry run before the first apply).
+    pub key: Option<Secret>,
 }
 
 /// What a rollback's pin does to an app in one pass.
@@ -278,6 +360,9 @@ pub fn build_lenient(
         revision: revision.to_owned(),
         routes: BTreeMap::new(),
         proxy_files: BTreeMap::new(),
+        certified_files: BTreeMap::new(),
+        certificates: BTreeMap::new(),
+        acme: None,
         databases,
         db_network,
         servers,

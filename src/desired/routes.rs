@@ -80,6 +80,10 @@ pub struct Route {
     /// Largest request body in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body: Option<u64>,
+    /// For berth's own ACME client (nginx): the account key's thumbprint. The route's
+    /// plain-HTTP server answers every HTTP-01 challenge with `<token>.<thumbprint>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_challenge: Option<String>,
 }
 
 impl Route {
@@ -116,6 +120,15 @@ impl Route {
                 return fail("the private token must be letters, digits and `-`".into());
             }
         }
+        if let Some(t) = &self.acme_challenge {
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return fail("the ACME thumbprint must be base64url".into());
+            }
+        }
         if let Upstream::Container { host, .. } = &self.upstream {
             if let Err(m) = syntax::check_name(host) {
                 return fail(m);
@@ -135,6 +148,15 @@ impl Route {
         }
         Ok(())
     }
+}
+
+/// A proxy file, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyFile {
+    /// Its content, header line included.
+    pub content: String,
+    /// The Domains it serves; the file is named after the first.
+    pub domains: Vec<String>,
 }
 
 /// The instance that owns proxy files whose header names none: they were written by
@@ -225,14 +247,31 @@ pub fn host_port_apps(manifests: &Manifests) -> std::collections::BTreeSet<Strin
         .collect()
 }
 
-/// Resolves every Domain into a route. `host_ports` holds the port of each app in
-/// [`host_port_apps`]; `tokens` the token of each private domain; `secret_file` maps a
-/// secret-backed certificate to the file it is written to.
+/// How berth's own ACME client serves the Domains with `tls: {acme: true}` (nginx).
+pub struct AcmeRouting<'a> {
+    /// The account key's thumbprint (see [`Route::acme_challenge`]).
+    pub thumbprint: &'a str,
+    /// The certificate file of a Domain, when it holds a certificate valid for the
+    /// Domain's hosts; until then the Domain is served over plain HTTP.
+    pub certificate: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// What a route depends on besides its Domain.
+pub struct RouteInputs<'a> {
+    /// The host port of each app in [`host_port_apps`].
+    pub host_ports: &'a BTreeMap<String, u16>,
+    /// The token of each private domain.
+    pub tokens: &'a BTreeMap<String, String>,
+    /// The file a secret-backed certificate or key is written to.
+    pub secret_file: &'a dyn Fn(&str) -> String,
+    /// Berth's ACME client, with nginx; `None` with Traefik, whose resolver orders.
+    pub acme: Option<AcmeRouting<'a>>,
+}
+
+/// Resolves every Domain into a route.
 pub fn routes_for(
     manifests: &Manifests,
-    host_ports: &BTreeMap<String, u16>,
-    tokens: &BTreeMap<String, String>,
-    secret_file: &dyn Fn(&str) -> String,
+    inputs: &RouteInputs<'_>,
 ) -> Result<BTreeMap<String, Route>, String> {
     let mut out = BTreeMap::new();
     for (name, d) in &manifests.domains {
@@ -245,16 +284,29 @@ pub fn routes_for(
             .port
             .or(app.spec.port)
             .ok_or_else(|| format!("Domain/{name}: App `{}` has no port", d.spec.app))?;
-        let upstream = match host_ports.get(&d.spec.app) {
+        let upstream = match inputs.host_ports.get(&d.spec.app) {
             Some(hp) => Upstream::HostPort { port: *hp },
             None => Upstream::Container {
                 host: d.spec.app.clone(),
                 port,
             },
         };
+        let mut acme_challenge = None;
         let tls = match &d.spec.tls {
             Tls::Off | Tls::Acme { acme: false } => RouteTls::Off,
-            Tls::Acme { acme: true } => RouteTls::Acme,
+            Tls::Acme { acme: true } => match &inputs.acme {
+                Some(acme) => {
+                    acme_challenge = Some(acme.thumbprint.to_owned());
+                    match (acme.certificate)(name) {
+                        Some(file) => RouteTls::Files {
+                            certificate: file.clone(),
+                            key: file,
+                        },
+                        None => RouteTls::Off,
+                    }
+                }
+                None => RouteTls::Acme,
+            },
             Tls::Files { certificate, key } => RouteTls::Files {
                 certificate: certificate.clone(),
                 key: key.clone(),
@@ -263,8 +315,8 @@ pub fn routes_for(
                 certificate_secret,
                 key_secret,
             } => RouteTls::Files {
-                certificate: secret_file(certificate_secret),
-                key: secret_file(key_secret),
+                certificate: (inputs.secret_file)(certificate_secret),
+                key: (inputs.secret_file)(key_secret),
             },
         };
         let redirect_https = d
@@ -272,30 +324,67 @@ pub fn routes_for(
             .redirect_https
             .unwrap_or(!matches!(tls, RouteTls::Off))
             && !matches!(tls, RouteTls::Off);
-        let route = Route {
-            domain: name.clone(),
-            hosts: d.spec.hosts.clone(),
-            path: d.spec.path.clone(),
-            upstream,
-            tls,
-            redirect_https,
-            private_token: if d.spec.private {
-                Some(
-                    tokens
-                        .get(name)
-                        .cloned()
-                        .ok_or_else(|| format!("Domain/{name}: its private token is missing"))?,
-                )
-            } else {
-                None
-            },
-            headers: d.spec.headers.clone(),
-            max_body: d.spec.max_body_size.map(|s| s.bytes()),
-        };
+        let route =
+            Route {
+                domain: name.clone(),
+                hosts: d.spec.hosts.clone(),
+                path: d.spec.path.clone(),
+                upstream,
+                tls,
+                redirect_https,
+                private_token: if d.spec.private {
+                    Some(
+                        inputs.tokens.get(name).cloned().ok_or_else(|| {
+                            format!("Domain/{name}: its private token is missing")
+                        })?,
+                    )
+                } else {
+                    None
+                },
+                headers: d.spec.headers.clone(),
+                max_body: d.spec.max_body_size.map(|s| s.bytes()),
+                acme_challenge,
+            };
         route.check()?;
         out.insert(name.clone(), route);
     }
     Ok(out)
+}
+
+/// The routes grouped by shared hosts: Domains that serve a common host (directly or
+/// through another Domain) are one group, since nginx serves a host from one server
+/// block. Each group is sorted by Domain name; groups by their first Domain's name.
+pub fn sites(routes: &BTreeMap<String, Route>) -> Vec<Vec<&Route>> {
+    let names: Vec<&String> = routes.keys().collect();
+    let mut group: Vec<usize> = (0..names.len()).collect();
+    fn root(group: &mut [usize], mut i: usize) -> usize {
+        while group[i] != i {
+            group[i] = group[group[i]];
+            i = group[i];
+        }
+        i
+    }
+    let mut first_with: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        for host in &routes[*name].hosts {
+            match first_with.get(host.as_str()) {
+                Some(&j) => {
+                    let (a, b) = (root(&mut group, i), root(&mut group, j));
+                    // The smaller index (the Domain sorting first) names the group.
+                    group[a.max(b)] = a.min(b);
+                }
+                None => {
+                    first_with.insert(host, i);
+                }
+            }
+        }
+    }
+    let mut out: BTreeMap<usize, Vec<&Route>> = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let r = root(&mut group, i);
+        out.entry(r).or_default().push(&routes[*name]);
+    }
+    out.into_values().collect()
 }
 
 #[cfg(test)]
@@ -313,7 +402,28 @@ pub(crate) mod tests {
             private_token: None,
             headers: BTreeMap::new(),
             max_body: None,
+            acme_challenge: None,
         }
+    }
+
+    #[test]
+    fn domains_sharing_a_host_are_one_site_named_after_the_first() {
+        let mut routes = BTreeMap::new();
+        let mut add = |name: &str, hosts: &[&str]| {
+            let mut r = route();
+            r.domain = name.to_owned();
+            r.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+            routes.insert(name.to_owned(), r);
+        };
+        add("shop", &["shop.test"]);
+        add("zeta", &["b.test", "c.test"]);
+        add("api", &["a.test"]);
+        add("web", &["a.test", "b.test"]);
+        let groups: Vec<Vec<&str>> = sites(&routes)
+            .into_iter()
+            .map(|g| g.iter().map(|r| r.domain.as_str()).collect())
+            .collect();
+        assert_eq!(groups, [vec!["api", "web", "zeta"], vec!["shop"]]);
     }
 
     #[test]

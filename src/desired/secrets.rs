@@ -46,10 +46,20 @@ impl PassSecrets {
     /// Secret `name`, generated (in memory) when the store lacks it and this pass may
     /// generate; `Ok(None)` in a dry run when it does not exist yet.
     pub fn generated(&self, name: &str) -> Result<Option<Secret>, SecretError> {
+        self.generated_with(name, |store| store.generate(name))
+    }
+
+    /// Like [`PassSecrets::generated`], with the value made by `make` (an ACME
+    /// account's key rather than a random token).
+    pub fn generated_with(
+        &self,
+        name: &str,
+        make: impl FnOnce(&SecretStore) -> Result<Secret, SecretError>,
+    ) -> Result<Option<Secret>, SecretError> {
         match self.get(name) {
             Ok(s) => Ok(Some(s)),
             Err(SecretError::Missing { .. }) if self.generation == Generation::Generate => {
-                let secret = self.store.generate(name)?;
+                let secret = make(&self.store)?;
                 self.lock().insert(name.to_owned(), Some(secret.clone()));
                 Ok(Some(secret))
             }

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustix::fs::{FlockOperation, flock};
 
@@ -70,109 +70,560 @@ impl Nginx {
         format!("berth-{domain}.conf")
     }
 
-    /// Renders a route as an nginx config file (header line included).
+    /// Renders one route as an nginx config file (header line included).
     pub fn render(&self, route: &Route) -> Result<String, ProxyError> {
-        route.check().map_err(ProxyError::Render)?;
-        let body = render_body(route, self.http_port, self.https_port);
+        self.render_site(&[route])
+    }
+
+    /// Renders the routes of one site (Domains sharing hosts, see [`routes::sites`]) as
+    /// one file, named after the first: a server block per set of hosts the same
+    /// Domains serve, a location per Domain.
+    pub fn render_site(&self, site: &[&Route]) -> Result<String, ProxyError> {
+        for route in site {
+            route.check().map_err(ProxyError::Render)?;
+        }
+        let Some(first) = site.first() else {
+            return Err(ProxyError::Render("a site without a Domain".into()));
+        };
+        let body = site_body(site, self.http_port, self.https_port)?;
         Ok(routes::with_header(
             COMMENT,
-            &route.domain,
+            &first.domain,
             &self.instance,
             &body,
         ))
     }
 
-    /// Applies changes domain by domain; returns each domain's result and reloads nginx
-    /// once if anything changed. Errors carry nginx's own message.
-    pub fn apply(
-        &self,
-        changes: &BTreeMap<String, Change>,
-    ) -> BTreeMap<String, Result<(), ProxyError>> {
-        let mut results = BTreeMap::new();
-        if changes.is_empty() {
-            return results;
+    /// Applies a batch of file changes (keyed by the Domain each file is named after):
+    /// each change is checked with nginx's own test against the files known to be good,
+    /// the accepted ones go live, and nginx is reloaded once and asked whether it took
+    /// the new configuration. `reload` forces the reload when no file changes (a renewed
+    /// certificate behind an unchanged file).
+    ///
+    /// One of berth's live files that nginx refuses (its certificate was removed, say)
+    /// is taken out of the live configuration so that the others can load; it is
+    /// reported in [`Batch::broken`]. A reload that does not take puts the live files
+    /// back as they were, so that the next pass plans the same changes again.
+    pub fn apply(&self, changes: &BTreeMap<String, Change>, reload: bool) -> Batch {
+        let mut batch = Batch::default();
+        if changes.is_empty() && !reload {
+            return batch;
         }
         remove_stale_staging(&self.config_dir, &self.main_config);
         atomic::remove_stale_temporaries(&self.config_dir, "berth-", STALE_AFTER);
-        let writes = changes.values().any(|c| matches!(c, Change::Write(_)));
-        let staging = match writes {
-            true => Some(Staging::create(
-                &self.config_dir,
-                &self.main_config,
-                &self.instance,
-            )),
-            false => None,
+        let fail_all = |batch: &mut Batch, e: ProxyError| {
+            for domain in changes.keys() {
+                batch.files.insert(domain.clone(), Err(e.clone()));
+            }
         };
-        let mut changed = false;
+        let live = match read_live(&self.config_dir) {
+            Ok(live) => live,
+            Err(e) => {
+                let e = format!("failed to read {}: {e}", self.config_dir.display());
+                fail_all(&mut batch, ProxyError::Change(e));
+                return batch;
+            }
+        };
+        let mut target = live.clone();
         for (domain, change) in changes {
-            let result = match (change, &staging) {
-                (Change::Remove, _) => self.remove(domain).map_err(ProxyError::Change),
-                (Change::Write(content), Some(Ok(staging))) => self
-                    .write(staging, domain, content)
-                    .map_err(ProxyError::Change),
-                (Change::Write(_), Some(Err(e))) => Err(ProxyError::Stage(e.clone())),
-                (Change::Write(_), None) => unreachable!("a write has a staging folder"),
-            };
-            changed |= result.is_ok();
-            results.insert(domain.clone(), result);
+            apply_change(&mut target, domain, change);
         }
-        drop(staging);
-        if changed {
-            if let Err(e) = run(&self.reload) {
-                for r in results.values_mut() {
-                    if r.is_ok() {
-                        *r = Err(ProxyError::Reload(e.clone()));
+        if target != live {
+            let staging = match Staging::create(&self.config_dir, &self.main_config, &self.instance)
+            {
+                Ok(staging) => staging,
+                Err(e) => {
+                    fail_all(&mut batch, ProxyError::Stage(e));
+                    return batch;
+                }
+            };
+            let tester = Tester {
+                nginx: self,
+                staging: &staging,
+            };
+            // Usually every change is right: one check for the whole batch.
+            if tester.check(&target).is_err() {
+                target = self.isolate(&tester, &live, changes, &mut batch);
+            }
+        }
+        for domain in changes.keys() {
+            batch.files.entry(domain.clone()).or_insert(Ok(()));
+        }
+        let written = match write_live(&self.config_dir, &live, &target) {
+            Ok(written) => written,
+            Err(e) => {
+                // Whatever was written goes back; nothing is reloaded.
+                let _ = write_live(&self.config_dir, &target, &live);
+                fail_all(&mut batch, ProxyError::Change(e));
+                return batch;
+            }
+        };
+        if !written && !reload {
+            return batch;
+        }
+        match self.reload_verified() {
+            Ok(warning) => batch.warnings.extend(warning),
+            Err(e) => {
+                // nginx runs the configuration it had: so do the files again.
+                if let Err(back) = write_live(&self.config_dir, &target, &live) {
+                    batch.warnings.push(format!(
+                        "the files of the refused configuration could not all be put back: {back}"
+                    ));
+                }
+                batch.broken.clear();
+                for result in batch.files.values_mut() {
+                    if result.is_ok() {
+                        *result = Err(e.clone());
                     }
+                }
+                batch.reload_failed = Some(e);
+            }
+        }
+        batch
+    }
+
+    /// The batch failed nginx's test as a whole: finds berth's broken live files (taken
+    /// out), then checks each change on its own against the files known to be good.
+    /// Returns the files that go live.
+    fn isolate(
+        &self,
+        tester: &Tester<'_>,
+        live: &BTreeMap<String, String>,
+        changes: &BTreeMap<String, Change>,
+        batch: &mut Batch,
+    ) -> BTreeMap<String, String> {
+        let mut good = live.clone();
+        let mut refusal = tester.check(&good).err();
+        // Take out berth's own live files that nginx refuses, one at a time.
+        while let Some(message) = refusal.take() {
+            let Some(culprit) = self.culprit(tester, &good, &message) else {
+                // A file berth does not own breaks the live configuration: nothing
+                // can go live until it is mended.
+                let e = ProxyError::Change(format!(
+                    "nginx refuses the live configuration, and not because of a file of \
+                     berth's: {message}"
+                ));
+                for domain in changes.keys() {
+                    batch.files.insert(domain.clone(), Err(e.clone()));
+                }
+                return live.clone();
+            };
+            good.remove(&culprit);
+            let domain = domain_of(&culprit).unwrap_or_default().to_owned();
+            batch
+                .broken
+                .insert(domain, format!("nginx rejected the config: {message}"));
+            refusal = tester.check(&good).err();
+        }
+        for (domain, change) in changes {
+            let mut candidate = good.clone();
+            apply_change(&mut candidate, domain, change);
+            if candidate == good {
+                continue;
+            }
+            match tester.check(&candidate) {
+                Ok(()) => {
+                    good = candidate;
+                    batch.broken.remove(domain);
+                }
+                Err(e) => {
+                    batch.files.insert(
+                        domain.clone(),
+                        Err(ProxyError::Change(format!(
+                            "nginx rejected the config: {e}"
+                        ))),
+                    );
                 }
             }
         }
-        results
+        good
     }
 
-    fn remove(&self, domain: &str) -> Result<(), String> {
-        let live = self.config_dir.join(Self::file_name(domain));
-        match std::fs::remove_file(&live) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("failed to remove {}: {e}", live.display())),
+    /// Which of berth's files in `files` makes nginx refuse them with `message`: the file
+    /// nginx names, the one that names the file nginx could not load, or the one whose
+    /// removal makes the rest pass.
+    fn culprit(
+        &self,
+        tester: &Tester<'_>,
+        files: &BTreeMap<String, String>,
+        message: &str,
+    ) -> Option<String> {
+        let ours = |name: &str| {
+            domain_of(name).is_some_and(|domain| {
+                matches!(
+                    routes::file_state(COMMENT, domain, &self.instance, &files[name]),
+                    FileState::Intact | FileState::Edited | FileState::Legacy
+                )
+            })
+        };
+        let live_dir = self.config_dir.to_string_lossy().into_owned();
+        // `… in /etc/nginx/conf.d/berth-blog.conf:12`
+        if let Some(name) = message
+            .rsplit_once(" in ")
+            .and_then(|(_, at)| at.rsplit_once(':'))
+            .and_then(|(path, _)| path.strip_prefix(&live_dir))
+            .map(|name| name.trim_start_matches('/'))
+        {
+            return (files.contains_key(name) && ours(name)).then(|| name.to_owned());
+        }
+        // `cannot load certificate "/var/lib/berth/certs/blog/certificate.pem": …`
+        let quoted: Vec<&str> = message.split('"').skip(1).step_by(2).collect();
+        if let Some(name) = files.iter().find_map(|(name, text)| {
+            (ours(name) && quoted.iter().any(|q| q.len() > 1 && text.contains(q)))
+                .then(|| name.clone())
+        }) {
+            return Some(name);
+        }
+        files
+            .keys()
+            .filter(|name| ours(name))
+            .find(|name| {
+                let mut without = files.clone();
+                without.remove(*name);
+                tester.check(&without).is_ok()
+            })
+            .cloned()
+    }
+
+    /// Runs the reload command and checks that nginx took the new configuration: its
+    /// master started new worker processes. On success, waits (up to 10 s) for the old
+    /// workers to finish the requests they were serving. `Ok(Some(_))` says why the
+    /// reload could not be verified.
+    fn reload_verified(&self) -> Result<Option<String>, ProxyError> {
+        let master = self.master();
+        let before = master.map(children).unwrap_or_default();
+        let log = self.error_log();
+        let mark = log
+            .as_deref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        run(&self.reload).map_err(ProxyError::Reload)?;
+        let Some(master) = master else {
+            return Ok(Some(format!(
+                "nginx's reload is not verified: no nginx master process found through {}",
+                self.pid_file().display()
+            )));
+        };
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        loop {
+            let now = children(master);
+            if now.iter().any(|c| !before.contains(c)) {
+                // The new workers serve; the old ones finish their requests and exit.
+                let drained = Instant::now() + Duration::from_secs(10);
+                while before.iter().any(|c| alive(*c)) && Instant::now() < drained {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return Ok(None);
+            }
+            if !alive(master) {
+                return Err(ProxyError::Reload(format!(
+                    "the nginx master (pid {master}) exited during the reload{}",
+                    log_lines(log.as_deref(), mark)
+                        .map(|l| format!(": {l}"))
+                        .unwrap_or_default()
+                )));
+            }
+            if let Some(lines) = log_lines(log.as_deref(), mark) {
+                return Err(ProxyError::Reload(lines));
+            }
+            if Instant::now() > deadline {
+                return Err(ProxyError::Reload(format!(
+                    "nginx did not start new worker processes within {}s: it did not take \
+                     the new configuration{}",
+                    RELOAD_TIMEOUT.as_secs(),
+                    match &log {
+                        Some(p) => format!(" (nothing in {})", p.display()),
+                        None => " (its error log is not a file berth can read)".into(),
+                    }
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
-    fn write(&self, staging: &Staging, domain: &str, content: &str) -> Result<(), String> {
-        self.check_staged(staging, domain, content)?;
-        let live = self.config_dir.join(Self::file_name(domain));
-        atomic::write_atomic(&live, content.as_bytes())
-            .map_err(|e| format!("failed to write {}: {e}", live.display()))
+    /// The master's pid file: the main config's `pid`, else nginx's built-in path.
+    fn pid_file(&self) -> PathBuf {
+        let main = std::fs::read_to_string(&self.main_config).unwrap_or_default();
+        let path = top_level_directive(&main, "pid").unwrap_or_else(|| {
+            built_in(&self.test, "--pid-path=").unwrap_or("/run/nginx.pid".into())
+        });
+        self.resolve(&path)
     }
 
-    /// Fills the pass's staging folder with the live files and `content` as the
-    /// domain's file, and runs the check command on a main config that includes it.
-    fn check_staged(&self, staging: &Staging, domain: &str, content: &str) -> Result<(), String> {
+    /// The running master, if the pid file names an nginx master process.
+    fn master(&self) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline)
+            .contains("nginx: master process")
+            .then_some(pid)
+    }
+
+    /// The error log nginx writes reload failures to, when it is a file.
+    fn error_log(&self) -> Option<PathBuf> {
+        let main = std::fs::read_to_string(&self.main_config).unwrap_or_default();
+        let path = top_level_directive(&main, "error_log")
+            .or_else(|| built_in(&self.test, "--error-log-path="))?;
+        (path != "stderr" && !path.starts_with("syslog:")).then(|| self.resolve(&path))
+    }
+
+    /// A path of the main config, relative ones from nginx's prefix (`-p` in the reload
+    /// command, else the built-in prefix).
+    fn resolve(&self, path: &str) -> PathBuf {
+        let path = Path::new(path);
+        if path.is_absolute() {
+            return path.to_path_buf();
+        }
+        let prefix = self
+            .reload
+            .iter()
+            .position(|w| w == "-p")
+            .and_then(|i| self.reload.get(i + 1).cloned())
+            .or_else(|| built_in(&self.test, "--prefix="))
+            .unwrap_or_else(|| "/usr/share/nginx".into());
+        Path::new(&prefix).join(path)
+    }
+}
+
+/// How long nginx may take to start new workers after a reload.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a batch of proxy file changes did.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Each changed file's result, by the Domain it is named after.
+    pub files: BTreeMap<String, Result<(), ProxyError>>,
+    /// Live files of berth's that nginx refused, by Domain, with nginx's message:
+    /// taken out of the live configuration so the others could load.
+    pub broken: BTreeMap<String, String>,
+    /// Why the reload did not take, when it did not (every change is then undone).
+    pub reload_failed: Option<ProxyError>,
+    /// What could not be checked (a reload berth cannot verify).
+    pub warnings: Vec<String>,
+}
+
+/// Checks sets of files with nginx's test, in the pass's staging folder.
+struct Tester<'a> {
+    nginx: &'a Nginx,
+    staging: &'a Staging,
+}
+
+impl Tester<'_> {
+    /// Runs the check command on a main config that includes exactly `files`.
+    fn check(&self, files: &BTreeMap<String, String>) -> Result<(), String> {
+        let n = self.nginx;
+        let staging = self.staging;
         staging
-            .fill(&self.config_dir, &Self::file_name(domain), content)
+            .fill(files)
             .map_err(|e| format!("failed to stage in {}: {e}", staging.dir.display()))?;
-        let main = std::fs::read_to_string(&self.main_config)
-            .map_err(|e| format!("failed to read {}: {e}", self.main_config.display()))?;
-        let live_dir = self.config_dir.to_string_lossy().into_owned();
+        let main = std::fs::read_to_string(&n.main_config)
+            .map_err(|e| format!("failed to read {}: {e}", n.main_config.display()))?;
+        let live_dir = n.config_dir.to_string_lossy().into_owned();
         let staged_dir = staging.dir.to_string_lossy().into_owned();
         let test_main = main.replace(&live_dir, &staged_dir);
         if test_main == main {
             return Err(format!(
                 "{} does not include {live_dir}: set proxy.mainConfig to the file that does",
-                self.main_config.display()
+                n.main_config.display()
             ));
         }
         std::fs::write(&staging.test_main, test_main)
             .map_err(|e| format!("failed to write {}: {e}", staging.test_main.display()))?;
-        let mut cmd = self.test.clone();
+        let mut cmd = n.test.clone();
         cmd.push("-c".into());
         cmd.push(staging.test_main.to_string_lossy().into_owned());
-        run(&cmd).map_err(|e| {
-            // Point at the live names, not the staged copies, in nginx's message.
-            let e = e.replace(&staged_dir, &live_dir);
-            format!("nginx rejected the config: {e}")
-        })
+        // Point at the live names, not the staged copies, in nginx's message.
+        run(&cmd).map_err(|e| e.replace(&staged_dir, &live_dir))
     }
+}
+
+/// The Domain a live file is named after (`berth-<domain>.conf`).
+fn domain_of(file: &str) -> Option<&str> {
+    file.strip_prefix("berth-")?.strip_suffix(".conf")
+}
+
+fn apply_change(files: &mut BTreeMap<String, String>, domain: &str, change: &Change) {
+    let name = Nginx::file_name(domain);
+    match change {
+        Change::Write(content) => {
+            files.insert(name, content.clone());
+        }
+        Change::Remove => {
+            files.remove(&name);
+        }
+    }
+}
+
+/// The live `*.conf` files, by name.
+fn read_live(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        other => other?,
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".conf") || !entry.file_type()?.is_file() {
+            continue;
+        }
+        match std::fs::read_to_string(entry.path()) {
+            Ok(text) => {
+                out.insert(name, text);
+            }
+            // Removed since it was listed (another instance's prune).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the live directory hold `to` where it holds `from`: files written (atomically)
+/// or removed. Only berth's own file names (`berth-*.conf`) are ever touched; whether
+/// anything changed.
+fn write_live(
+    dir: &Path,
+    from: &BTreeMap<String, String>,
+    to: &BTreeMap<String, String>,
+) -> Result<bool, String> {
+    let mut changed = false;
+    for (name, content) in to {
+        if from.get(name) != Some(content) && domain_of(name).is_some() {
+            let path = dir.join(name);
+            atomic::write_atomic(&path, content.as_bytes())
+                .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+            changed = true;
+        }
+    }
+    for name in from.keys() {
+        if !to.contains_key(name) && domain_of(name).is_some() {
+            let path = dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!("failed to remove {}: {e}", path.display()));
+                }
+                _ => changed = true,
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// The value of a top-level directive of an nginx main config (`pid`, `error_log`).
+fn top_level_directive(config: &str, name: &str) -> Option<String> {
+    let mut depth = 0usize;
+    for line in config.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        for statement in line.split_inclusive([';', '{', '}']) {
+            let words: Vec<&str> = statement
+                .trim_end_matches([';', '{', '}'])
+                .split_whitespace()
+                .collect();
+            if depth == 0 && statement.ends_with(';') && words.first() == Some(&name) {
+                return words.get(1).map(|w| w.trim_matches(['"', '\'']).to_owned());
+            }
+            if statement.ends_with('{') {
+                depth += 1;
+            } else if statement.ends_with('}') {
+                depth = depth.saturating_sub(1);
+            }
+        }
+    }
+    None
+}
+
+/// A value nginx was built with (`nginx -V`: `--pid-path=…`), asked of the program of
+/// the test command when it is nginx itself.
+fn built_in(test: &[String], option: &str) -> Option<String> {
+    let program = test.first()?;
+    if !Path::new(program)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("nginx"))
+    {
+        return None;
+    }
+    let out = std::process::Command::new(program)
+        .arg("-V")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(option))
+        .map(str::to_owned)
+}
+
+/// The `[emerg]`, `[alert]` and `[crit]` lines written to `log` past `mark`, joined.
+fn log_lines(log: Option<&Path>, mark: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(log?).ok()?;
+    file.seek(SeekFrom::Start(mark)).ok()?;
+    let mut text = String::new();
+    file.take(64 * 1024).read_to_string(&mut text).ok()?;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("[emerg]") || l.contains("[alert]") || l.contains("[crit]"))
+        .map(message_of)
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+/// The message of one of nginx's lines, without its time, level and pid:
+/// `2026/12/04 21:31:30 [emerg] 2135#2135: cannot load …` and `nginx: [emerg] cannot
+/// load …` both say `cannot load …`.
+fn message_of(line: &str) -> &str {
+    let Some((head, rest)) = line.split_once("] ") else {
+        return line;
+    };
+    if !head.contains('[') {
+        return line;
+    }
+    match rest.split_once(": ") {
+        Some((pid, message))
+            if pid.contains('#') && pid.chars().all(|c| c.is_ascii_digit() || c == '#') =>
+        {
+            message
+        }
+        _ => rest,
+    }
+}
+
+/// The pids whose parent is `pid` (a master's workers and cache processes).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| parent(*child) == Some(pid))
+        .collect()
+}
+
+/// `/proc/<pid>/stat`: "pid (comm) state ppid …"; comm may hold spaces.
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `pid` still runs (a zombie has stopped).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
 }
 
 /// One pass's staging folder and test config, locked while they live and removed
@@ -212,25 +663,15 @@ impl Staging {
         })
     }
 
-    /// Makes the folder a copy of the live `*.conf` files with `content` as `file`.
-    fn fill(&self, config_dir: &Path, file: &str, content: &str) -> std::io::Result<()> {
+    /// Makes the folder hold exactly `files`.
+    fn fill(&self, files: &BTreeMap<String, String>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(&self.dir)? {
             std::fs::remove_file(entry?.path())?;
         }
-        for entry in std::fs::read_dir(config_dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".conf") && entry.file_type()?.is_file() {
-                match std::fs::copy(entry.path(), self.dir.join(&name)) {
-                    // Removed since it was listed (another instance's prune).
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    other => {
-                        other?;
-                    }
-                }
-            }
+        for (name, content) in files {
+            std::fs::write(self.dir.join(name), content)?;
         }
-        std::fs::write(self.dir.join(file), content)
+        Ok(())
     }
 }
 
@@ -297,6 +738,7 @@ fn run(cmd: &[String]) -> Result<(), String> {
         let text = text
             .lines()
             .filter(|l| !l.contains("test failed") && !l.trim().is_empty())
+            .map(message_of)
             .collect::<Vec<_>>()
             .join("; ");
         Err(if text.is_empty() {
@@ -337,37 +779,87 @@ pub(crate) fn observe_dir(
     Ok(out)
 }
 
-fn render_body(route: &Route, http: u16, https: u16) -> String {
+/// The server blocks of a site: the hosts that the same Domains serve share a block.
+fn site_body(site: &[&Route], http: u16, https: u16) -> Result<String, ProxyError> {
+    // Hosts in order of first appearance, grouped by the Domains that list them.
+    let mut blocks: Vec<(Vec<usize>, Vec<&str>)> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for route in site {
+        for host in &route.hosts {
+            if !seen.insert(host.as_str()) {
+                continue;
+            }
+            let covering: Vec<usize> = (0..site.len())
+                .filter(|&i| site[i].hosts.contains(host))
+                .collect();
+            match blocks.iter_mut().find(|(c, _)| *c == covering) {
+                Some((_, hosts)) => hosts.push(host),
+                None => blocks.push((covering, vec![host])),
+            }
+        }
+    }
     let mut out = String::new();
-    let names = route.hosts.join(" ");
-    let tls = match &route.tls {
-        RouteTls::Files { certificate, key } => Some((certificate.clone(), key.clone())),
+    if site.len() > 1 {
+        let names: Vec<&str> = site.iter().map(|r| r.domain.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "# Domains {} share hosts: one server block per set of hosts, a location per Domain.",
+            names.join(", ")
+        );
+    }
+    for (covering, hosts) in blocks {
+        let routes: Vec<&Route> = covering.iter().map(|&i| site[i]).collect();
+        server_blocks(&mut out, &routes, &hosts.join(" "), http, https);
+    }
+    Ok(out)
+}
+
+/// The plain-HTTP server of one set of hosts and, once it has a certificate, its HTTPS
+/// server.
+fn server_blocks(out: &mut String, routes: &[&Route], names: &str, http: u16, https: u16) {
+    // The first Domain with a certificate serves the hosts with it: validation makes
+    // Domains sharing a host agree on it (ACME ones each hold one covering the host).
+    let tls = routes.iter().find_map(|r| match &r.tls {
+        RouteTls::Files { certificate, key } => Some((certificate.as_str(), key.as_str())),
         RouteTls::Acme | RouteTls::Off => None,
-    };
-    // Plain HTTP: the app, or a redirect to HTTPS.
+    });
     let _ = writeln!(
         out,
         "server {{\n    listen {http};\n    server_name {names};"
     );
-    if matches!(route.tls, RouteTls::Acme) {
-        // The seam for ACME (HTTP-01): challenges are answered from berth's directory.
+    if let Some(thumbprint) = routes.iter().find_map(|r| r.acme_challenge.as_deref()) {
+        // HTTP-01: nginx answers every challenge of berth's account itself.
         let _ = writeln!(
             out,
-            "    location /.well-known/acme-challenge/ {{\n        root /var/lib/berth/acme;\n    }}"
+            "    location ~ \"^/\\.well-known/acme-challenge/([-_A-Za-z0-9]+)$\" {{\n        \
+             default_type text/plain;\n        return 200 \"$1.{thumbprint}\";\n    }}"
         );
     }
-    if route.redirect_https && tls.is_some() {
-        let port = if https == 443 {
-            String::new()
-        } else {
-            format!(":{https}")
-        };
+    let port = if https == 443 {
+        String::new()
+    } else {
+        format!(":{https}")
+    };
+    let redirects = |r: &Route| tls.is_some() && r.redirect_https;
+    if routes.iter().all(|r| redirects(r)) {
         let _ = writeln!(
             out,
             "    location / {{\n        return 301 https://$host{port}$request_uri;\n    }}"
         );
     } else {
-        locations(&mut out, route);
+        resolver(out, routes);
+        for r in routes {
+            if redirects(r) {
+                let _ = writeln!(
+                    out,
+                    "    location {} {{\n        return 301 https://$host{port}$request_uri;\n    }}",
+                    r.public_path()
+                );
+            } else {
+                location(out, r);
+            }
+        }
+        private_catch_all(out, routes);
     }
     out.push_str("}\n");
     if let Some((cert, key)) = tls {
@@ -375,24 +867,40 @@ fn render_body(route: &Route, http: u16, https: u16) -> String {
             out,
             "server {{\n    listen {https} ssl;\n    server_name {names};\n    ssl_certificate {cert};\n    ssl_certificate_key {key};"
         );
-        locations(&mut out, route);
+        resolver(out, routes);
+        for r in routes {
+            location(out, r);
+        }
+        private_catch_all(out, routes);
         out.push_str("}\n");
     }
-    out
 }
 
-fn locations(out: &mut String, route: &Route) {
-    let container = matches!(route.upstream, Upstream::Container { .. });
-    if container {
-        // Docker's DNS, re-resolved so that a recreated container is found again.
+/// Docker's DNS, re-resolved so that a recreated container is found again, when a
+/// route reaches its app by container name.
+fn resolver(out: &mut String, routes: &[&Route]) {
+    if routes
+        .iter()
+        .any(|r| matches!(r.upstream, Upstream::Container { .. }))
+    {
         out.push_str("    resolver 127.0.0.11 valid=10s ipv6=off;\n");
     }
+}
+
+/// Everything outside a private Domain's prefix is not found.
+fn private_catch_all(out: &mut String, routes: &[&Route]) {
+    if routes.iter().any(|r| r.private_token.is_some()) {
+        out.push_str("    location / {\n        return 404;\n    }\n");
+    }
+}
+
+fn location(out: &mut String, route: &Route) {
     let path = route.public_path();
     let _ = writeln!(out, "    location {path} {{");
     if let Some(token) = &route.private_token {
         let _ = writeln!(out, "        rewrite ^/p/{token}(/.*)$ $1 break;");
     }
-    if container {
+    if matches!(route.upstream, Upstream::Container { .. }) {
         let _ = writeln!(
             out,
             "        set $berth_upstream http://{};",
@@ -422,10 +930,6 @@ fn locations(out: &mut String, route: &Route) {
         let _ = writeln!(out, "        add_header {name} \"{value}\" always;");
     }
     out.push_str("    }\n");
-    if route.private_token.is_some() {
-        // Everything outside the private prefix is not found.
-        out.push_str("    location / {\n        return 404;\n    }\n");
-    }
 }
 
 #[cfg(test)]
@@ -506,8 +1010,14 @@ mod tests {
             name.starts_with(&format!(".berth-staging-web-{}-", std::process::id())),
             "{name}"
         );
-        one.fill(&conf, "berth-b.conf", "b").unwrap();
-        two.fill(&conf, "berth-c.conf", "c").unwrap();
+        let files = |extra: &str| {
+            BTreeMap::from([
+                ("berth-a.conf".to_owned(), "a".to_owned()),
+                (extra.to_owned(), "x".to_owned()),
+            ])
+        };
+        one.fill(&files("berth-b.conf")).unwrap();
+        two.fill(&files("berth-c.conf")).unwrap();
         let staged = |s: &Staging| {
             let mut names: Vec<String> = std::fs::read_dir(&s.dir)
                 .unwrap()
@@ -554,6 +1064,36 @@ mod tests {
         assert!(!test_main_of(&main, "web-999999-0").exists());
         assert!(live.dir.exists());
         assert!(young.exists());
+    }
+
+    #[test]
+    fn nginx_lines_are_shown_as_their_message() {
+        assert_eq!(
+            message_of(
+                "2026/12/04 21:31:30 [emerg] 2135#2135: cannot load certificate \"/a.pem\": x"
+            ),
+            "cannot load certificate \"/a.pem\": x"
+        );
+        assert_eq!(
+            message_of("nginx: [emerg] unknown directive \"x\" in /etc/nginx/conf.d/a.conf:1"),
+            "unknown directive \"x\" in /etc/nginx/conf.d/a.conf:1"
+        );
+        assert_eq!(message_of("plain words"), "plain words");
+    }
+
+    #[test]
+    fn top_level_directives_are_read_outside_blocks_only() {
+        let conf = "user root;\n# pid /commented.pid;\nevents { pid /inner.pid; }\n\
+                    pid \"/run/a.pid\";\nerror_log /var/log/x.log warn;\nhttp { error_log /in.log; }\n";
+        assert_eq!(
+            top_level_directive(conf, "pid").as_deref(),
+            Some("/run/a.pid")
+        );
+        assert_eq!(
+            top_level_directive(conf, "error_log").as_deref(),
+            Some("/var/log/x.log")
+        );
+        assert_eq!(top_level_directive(conf, "worker_processes"), None);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::desired::routes::{FileState, Route};
-use crate::drivers::nginx::{Change, Nginx, observe_dir};
+use crate::desired::routes::{self, FileState, ProxyFile, Route};
+use crate::drivers::nginx::{Batch, Change, Nginx, observe_dir};
 use crate::drivers::traefik::Traefik;
 use crate::manifest::model::{Proxy, SettingsSpec};
 
@@ -60,16 +60,53 @@ impl ProxyDriver {
         }
     }
 
-    /// A route's file.
-    pub fn render(&self, route: &Route) -> Result<String, ProxyError> {
-        match self {
-            ProxyDriver::Nginx(n) => n.render(route),
-            ProxyDriver::Traefik(t) => t.render(route),
-            ProxyDriver::None => Err(ProxyError::Render(format!(
-                "Domain/{}: Settings has no proxy (kind: none)",
-                route.domain
-            ))),
+    /// The files of every route, keyed by the Domain each is named after: one per
+    /// Domain with Traefik; with nginx one per site, the Domains that share hosts (a
+    /// host is served by one server block). A route that cannot be rendered fails with
+    /// its Domain.
+    pub fn render_files(
+        &self,
+        routes: &BTreeMap<String, Route>,
+    ) -> Result<BTreeMap<String, ProxyFile>, (String, ProxyError)> {
+        let mut out = BTreeMap::new();
+        for site in routes::sites(routes) {
+            let first = site[0].domain.clone();
+            let content = match self {
+                ProxyDriver::Nginx(n) => n.render_site(&site),
+                ProxyDriver::Traefik(t) => {
+                    // Traefik routes each host and path on its own: a file per Domain.
+                    for route in site {
+                        let content = t.render(route).map_err(|e| (route.domain.clone(), e))?;
+                        out.insert(
+                            route.domain.clone(),
+                            ProxyFile {
+                                content,
+                                domains: vec![route.domain.clone()],
+                            },
+                        );
+                    }
+                    continue;
+                }
+                ProxyDriver::None => Err(ProxyError::Render(format!(
+                    "Domain/{first}: Settings has no proxy (kind: none)"
+                ))),
+            }
+            .map_err(|e| (first.clone(), e))?;
+            out.insert(
+                first,
+                ProxyFile {
+                    content,
+                    domains: site.iter().map(|r| r.domain.clone()).collect(),
+                },
+            );
         }
+        Ok(out)
+    }
+
+    /// Whether berth checks that the proxy took a new configuration (nginx, reloaded by
+    /// berth). Traefik reads its files on its own, when it notices them.
+    pub fn verifies_reloads(&self) -> bool {
+        matches!(self, ProxyDriver::Nginx(_))
     }
 
     /// The file name of a domain.
@@ -94,15 +131,16 @@ impl ProxyDriver {
         }
     }
 
-    /// Writes and removes files; each domain's result.
-    pub fn apply(
-        &self,
-        changes: &BTreeMap<String, Change>,
-    ) -> BTreeMap<String, Result<(), ProxyError>> {
+    /// Writes and removes files (keyed by the Domain each is named after) and makes
+    /// the proxy load them; `reload` also when no file changed (a renewed certificate).
+    pub fn apply(&self, changes: &BTreeMap<String, Change>, reload: bool) -> Batch {
         match self {
-            ProxyDriver::Nginx(n) => n.apply(changes),
-            ProxyDriver::Traefik(t) => t.apply(changes),
-            ProxyDriver::None => BTreeMap::new(),
+            ProxyDriver::Nginx(n) => n.apply(changes, reload),
+            ProxyDriver::Traefik(t) => Batch {
+                files: t.apply(changes),
+                ..Batch::default()
+            },
+            ProxyDriver::None => Batch::default(),
         }
     }
 }

@@ -28,6 +28,8 @@ pub(crate) struct Dedup {
     sync_failing: Option<Instant>,
     /// When `Degraded` was last sent, per degraded resource.
     degraded: BTreeMap<ResourceId, Instant>,
+    /// When `CertificateExpiring` was last sent, per certificate not yet renewed.
+    expiring: BTreeMap<ResourceId, Instant>,
 }
 
 impl Dedup {
@@ -41,17 +43,14 @@ impl Dedup {
         match n.event {
             EventKind::SyncFailed => fail(&mut self.sync_failing, repeat_after, now),
             EventKind::SyncRecovered => recover(self.sync_failing.take()),
-            EventKind::Degraded => match &n.resource {
-                Some(resource) => {
-                    let mut last_sent = self.degraded.get(resource).copied();
-                    let verdict = fail(&mut last_sent, repeat_after, now);
-                    if let Some(at) = last_sent {
-                        self.degraded.insert(resource.clone(), at);
-                    }
-                    verdict
+            EventKind::Degraded => lasting(&mut self.degraded, n, repeat_after, now),
+            EventKind::CertificateExpiring => lasting(&mut self.expiring, n, repeat_after, now),
+            EventKind::CertificateIssued => {
+                if let Some(resource) = &n.resource {
+                    self.expiring.remove(resource);
                 }
-                None => Verdict::Send { repeat: false },
-            },
+                Verdict::Send { repeat: false }
+            }
             EventKind::Recovered => match &n.resource {
                 Some(resource) => recover(self.degraded.remove(resource)),
                 None => Verdict::Send { repeat: false },
@@ -62,9 +61,30 @@ impl Dedup {
             | EventKind::WorkflowSucceeded
             | EventKind::WorkflowFailed
             | EventKind::BackupFailed
+            // The pass tells a failed renewal once per run of failures.
+            | EventKind::CertificateRenewalFailed
             | EventKind::WorkflowMessage => Verdict::Send { repeat: false },
         }
     }
+}
+
+/// A failure of one resource that lasts, remembered in `told`: told the first time,
+/// then once `repeat_after` has passed.
+fn lasting(
+    told: &mut BTreeMap<ResourceId, Instant>,
+    n: &Notification,
+    repeat_after: Duration,
+    now: Instant,
+) -> Verdict {
+    let Some(resource) = &n.resource else {
+        return Verdict::Send { repeat: false };
+    };
+    let mut last_sent = told.get(resource).copied();
+    let verdict = fail(&mut last_sent, repeat_after, now);
+    if let Some(at) = last_sent {
+        told.insert(resource.clone(), at);
+    }
+    verdict
 }
 
 /// A failure: told the first time, then again once `repeat_after` has passed.

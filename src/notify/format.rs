@@ -186,6 +186,9 @@ pub(crate) fn event_name(event: EventKind) -> &'static str {
         EventKind::WorkflowSucceeded => "WorkflowSucceeded",
         EventKind::WorkflowFailed => "WorkflowFailed",
         EventKind::BackupFailed => "BackupFailed",
+        EventKind::CertificateIssued => "CertificateIssued",
+        EventKind::CertificateRenewalFailed => "CertificateRenewalFailed",
+        EventKind::CertificateExpiring => "CertificateExpiring",
         EventKind::WorkflowMessage => "WorkflowMessage",
     }
 }
@@ -205,6 +208,10 @@ fn title(event: EventKind, repeat: bool) -> &'static str {
         (EventKind::WorkflowSucceeded, _) => "Workflow succeeded",
         (EventKind::WorkflowFailed, _) => "Workflow failed",
         (EventKind::BackupFailed, _) => "Backup failed",
+        (EventKind::CertificateIssued, _) => "Certificate issued",
+        (EventKind::CertificateRenewalFailed, _) => "Certificate renewal failed",
+        (EventKind::CertificateExpiring, false) => "Certificate expiring",
+        (EventKind::CertificateExpiring, true) => "Certificate still expiring",
         (EventKind::WorkflowMessage, _) => "Workflow",
     }
 }
@@ -220,11 +227,14 @@ fn tone(event: EventKind) -> Tone {
         EventKind::Deployed
         | EventKind::SyncRecovered
         | EventKind::Recovered
-        | EventKind::WorkflowSucceeded => Tone::Good,
+        | EventKind::WorkflowSucceeded
+        | EventKind::CertificateIssued => Tone::Good,
         EventKind::SyncFailed
         | EventKind::Degraded
         | EventKind::WorkflowFailed
-        | EventKind::BackupFailed => Tone::Bad,
+        | EventKind::BackupFailed
+        | EventKind::CertificateRenewalFailed
+        | EventKind::CertificateExpiring => Tone::Bad,
         EventKind::DriftCorrected | EventKind::PlanPending | EventKind::WorkflowMessage => {
             Tone::Notice
         }

@@ -40,6 +40,9 @@ pub struct ObservedContainer {
     /// An app's, or a managed database's container.
     #[serde(default)]
     pub kind: ObjectKind,
+    /// The host port the proxy reaches it on (its `berth.host-port` label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
 }
 
 /// A shared database as its server holds it, with berth's record of it.
@@ -119,6 +122,26 @@ pub struct Observed {
     pub listening_ports: BTreeSet<u16>,
     /// The files berth writes for the proxy, as they are on disk: path → SHA-256.
     pub files: BTreeMap<String, String>,
+    /// The certificates of berth's ACME client, by Domain (every folder under
+    /// `<state-dir>/certs`, whichever instance owns it).
+    #[serde(skip)]
+    pub certificates: BTreeMap<String, crate::state::certs::StoredCertificate>,
+    /// The renewal windows the CA suggests for this instance's certificates, by
+    /// Domain, when it offers them.
+    #[serde(skip)]
+    pub renewal_windows: BTreeMap<String, crate::state::certs::RenewalWindow>,
+    /// Certificate folders of other instances sharing the state directory: Domain →
+    /// the instance owning it.
+    #[serde(skip)]
+    pub certificate_owners: BTreeMap<String, String>,
+}
+
+impl Observed {
+    /// The host port a container was created with: its label, or (from records made
+    /// before each container recorded its own) its app's.
+    pub fn host_port_of(&self, c: &ObservedContainer) -> Option<u16> {
+        c.host_port.or_else(|| self.host_ports.get(&c.app).copied())
+    }
 }
 
 fn policy(labels: &BTreeMap<String, String>) -> DeletionPolicy {
@@ -144,7 +167,8 @@ pub async fn observe(docker: &dyn DockerApi, instance: &str) -> Result<Observed,
             .and_then(|k| ObjectKind::parse(k))
             .filter(|k| matches!(k, ObjectKind::App | ObjectKind::Database));
         if let Some(kind) = kind.filter(|_| owned(&c.labels, instance)) {
-            if let Some(port) = c.labels.get(HOST_PORT).and_then(|p| p.parse().ok()) {
+            let host_port = c.labels.get(HOST_PORT).and_then(|p| p.parse().ok());
+            if let Some(port) = host_port {
                 let app = c.labels.get(NAME).cloned().unwrap_or_default();
                 observed.host_ports.insert(app, port);
             }
@@ -162,6 +186,7 @@ pub async fn observe(docker: &dyn DockerApi, instance: &str) -> Result<Observed,
                     .and_then(|s| serde_json::from_str(s).ok()),
                 deletion_policy: policy(&c.labels),
                 kind,
+                host_port,
                 id: c.id,
                 name: c.name,
                 state: c.state,
@@ -193,6 +218,44 @@ pub async fn observe(docker: &dyn DockerApi, instance: &str) -> Result<Observed,
     }
     observed.volumes.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(observed)
+}
+
+/// Reads the certificates of berth's ACME client: this instance's folders (and folders
+/// no instance claims) into `observed.certificates`, the owners of other instances'
+/// into `observed.certificate_owners`, and, for each valid certificate of this
+/// instance, the renewal window its CA suggests when it offers one (asked at most as
+/// often as the CA allows; a CA that cannot be reached only leaves the window unknown).
+pub async fn certificates(
+    observed: &mut Observed,
+    store: &crate::state::certs::Certificates,
+    instance: &str,
+    acme: &crate::manifest::model::AcmeSettings,
+) {
+    let client = crate::drivers::acme::Acme::of(&crate::desired::DesiredAcme {
+        directory: acme.directory.clone(),
+        email: acme.email.clone(),
+        ca_bundle: acme.ca_bundle.clone(),
+        key: None,
+    });
+    for (domain, stored) in store.read_all() {
+        match stored.record.as_ref().map(|r| r.instance.as_str()) {
+            Some(owner) if owner != instance => {
+                observed.certificate_owners.insert(domain, owner.to_owned());
+                continue;
+            }
+            _ => {}
+        }
+        if let Ok(info) = &stored.certificate {
+            match client.renewal_window(&info.leaf_der).await {
+                Ok(Some(window)) => {
+                    observed.renewal_windows.insert(domain.clone(), window);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(%domain, "no renewal window: {e}"),
+            }
+        }
+        observed.certificates.insert(domain, stored);
+    }
 }
 
 /// The SHA-256 of every regular file directly in `dir` (the TLS files berth writes),

@@ -1,9 +1,10 @@
-//! The host's listening sockets, read from /proc/net/tcp and tcp6: ports a new host
-//! port must not take.
+//! The host's TCP sockets, read from /proc/net/tcp and tcp6: ports a new host port
+//! must not take.
 
 use std::collections::BTreeSet;
 
-/// Ports with a listening TCP socket on this host, from /proc/net/tcp and tcp6.
+/// Ports a TCP socket of this host holds, listening or connected (an outgoing
+/// connection's local port cannot be bound either), from /proc/net/tcp and tcp6.
 pub fn listening() -> BTreeSet<u16> {
     let mut out = BTreeSet::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
@@ -14,14 +15,15 @@ pub fn listening() -> BTreeSet<u16> {
     out
 }
 
-/// The local ports of sockets in state LISTEN (0A) in a /proc/net/tcp table.
+/// The local ports of the sockets in a /proc/net/tcp table, but those in TIME_WAIT
+/// (06) and CLOSE (07), which hold nothing a listener's bind cares about.
 fn parse_proc_net_tcp(text: &str) -> BTreeSet<u16> {
     text.lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (local, state) = (fields.get(1)?, fields.get(3)?);
-            if *state != "0A" {
+            if matches!(*state, "06" | "07") {
                 return None;
             }
             let port = local.rsplit(':').next()?;
@@ -38,8 +40,10 @@ mod tests {
     fn listening_sockets_are_read_from_proc() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue\n\
            0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n\
-           1: 0100007F:1F41 0100007F:9C40 01 00000000:00000000 00:00000000 00000000\n";
-        assert_eq!(parse_proc_net_tcp(table), BTreeSet::from([8000]));
+           1: 0100007F:1F41 0100007F:9C40 01 00000000:00000000 00:00000000 00000000\n\
+           2: 0100007F:1F42 0100007F:9C41 06 00000000:00000000 00:00000000 00000000\n";
+        // Listening, and connected: both hold their port; TIME_WAIT does not.
+        assert_eq!(parse_proc_net_tcp(table), BTreeSet::from([8000, 8001]));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! An app's replicas: the containers to run, replace, start, rename or remove so that
-//! each replica runs the desired spec under its canonical name.
+//! each replica runs the desired spec under its canonical name. Behind a proxy on the
+//! host that berth can switch (nginx), an update is a handover: the new container
+//! starts on a host port of its own, and removing the old one (and renaming the new
+//! one) waits until the proxy reaches the new one.
 
 use super::{Action, Op, Step, Target, spec_changes, unified_diff};
 use crate::desired::{DesiredApp, ObjectKind, container_name};
@@ -7,11 +10,23 @@ use crate::manifest::model::UpdateStrategy;
 use crate::observe::{Observed, ObservedContainer};
 
 /// Plans one app's replicas (or a managed database's container): which containers to
-/// run, replace, start, rename or remove, and why.
+/// run, replace, start, rename or remove, and why. The second value holds the steps
+/// that wait until the proxy has switched to the app's new container (a handover).
 pub(super) fn plan_app(
     app: &DesiredApp,
     current: &[&ObservedContainer],
     observed: &Observed,
+) -> (Action, Vec<Step>) {
+    let mut after_switch = Vec::new();
+    let a = plan_replicas(app, current, observed, &mut after_switch);
+    (a, after_switch)
+}
+
+fn plan_replicas(
+    app: &DesiredApp,
+    current: &[&ObservedContainer],
+    observed: &Observed,
+    after_switch: &mut Vec<Step>,
 ) -> Action {
     let target = match app.kind {
         ObjectKind::Database => Target::Database,
@@ -57,8 +72,17 @@ pub(super) fn plan_app(
         return a;
     }
 
-    // Start-first needs two containers side by side: impossible with fixed host ports.
-    let start_first = app.update == UpdateStrategy::StartFirst && app.spec.ports.is_empty();
+    // Start-first needs two containers side by side: impossible with fixed host ports,
+    // and through a host port only when the proxy can be switched between them.
+    let handover = app.host_port.is_some_and(|h| h.switchable);
+    let start_first = app.update == UpdateStrategy::StartFirst
+        && app.spec.ports.is_empty()
+        && (app.host_port.is_none() || handover);
+    // What the proxy may still reach goes only once it has switched.
+    let removals = |step: Step, a: &mut Action, after_switch: &mut Vec<Step>| match handover {
+        true => after_switch.push(step),
+        false => a.steps.push(step),
+    };
     let max_current = current.iter().map(|c| c.replica).max().unwrap_or(0);
     let mut reasons: Vec<String> = Vec::new();
     if max_current != app.replicas {
@@ -103,21 +127,54 @@ pub(super) fn plan_app(
             continue;
         };
         for c in extra {
-            a.steps.push(Step::Remove {
-                id: c.id.clone(),
-                name: c.name.clone(),
-            });
+            removals(
+                Step::Remove {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                },
+                &mut a,
+                after_switch,
+            );
             reasons.push(format!("container {} is a leftover", c.name));
         }
-        if keep.hash != app.hash {
+        // The host port the proxy reaches it on is not in its spec, but a container
+        // keeps the one it was created with: another one needs a new container.
+        let port_change = match (app.host_port.map(|h| h.host), observed.host_port_of(keep)) {
+            (Some(new), Some(old)) if new != old => {
+                Some(format!("host port 127.0.0.1:{old} → 127.0.0.1:{new}"))
+            }
+            (Some(new), None) => Some(format!("host port 127.0.0.1:{new} for the proxy")),
+            (None, Some(old)) => Some(format!(
+                "host port 127.0.0.1:{old} no longer needed (no Domain reaches it there)"
+            )),
+            _ => None,
+        };
+        if keep.hash != app.hash || port_change.is_some() {
+            let switch = handover && is_up(&keep.state);
+            if let (Some(change), true) = (&port_change, keep.hash == app.hash) {
+                reasons.push(change.clone());
+            }
             a.steps.push(Step::Replace {
                 app: app.name.clone(),
                 replica,
                 old_id: keep.id.clone(),
                 old_name: keep.name.clone(),
                 start_first,
+                handover: switch,
             });
-            match &keep.spec {
+            if switch {
+                let new_name = handover_name(&canonical, &app.hash, &keep.name);
+                after_switch.push(Step::Remove {
+                    id: keep.id.clone(),
+                    name: keep.name.clone(),
+                });
+                after_switch.push(Step::Rename {
+                    id: new_name.clone(),
+                    from: new_name,
+                    to: canonical.clone(),
+                });
+            }
+            match keep.spec.as_ref().filter(|_| keep.hash != app.hash) {
                 Some(old) => {
                     for r in spec_changes(old, &app.spec) {
                         if !reasons.contains(&r) {
@@ -126,6 +183,7 @@ pub(super) fn plan_app(
                     }
                     diff_from.get_or_insert(old);
                 }
+                None if keep.hash == app.hash => {}
                 None => {
                     a.drift = true;
                     reasons.push(format!(
@@ -134,14 +192,25 @@ pub(super) fn plan_app(
                     ));
                 }
             }
+            if let Some(h) = app.host_port.filter(|_| switch) {
+                reasons.push(format!(
+                    "start-first: the new container on 127.0.0.1:{} takes over once the proxy \
+                     reaches it",
+                    h.host
+                ));
+            }
             continue;
         }
         if keep.name != canonical {
-            a.steps.push(Step::Rename {
-                id: keep.id.clone(),
-                from: keep.name.clone(),
-                to: canonical.clone(),
-            });
+            removals(
+                Step::Rename {
+                    id: keep.id.clone(),
+                    from: keep.name.clone(),
+                    to: canonical.clone(),
+                },
+                &mut a,
+                after_switch,
+            );
             reasons.push(format!("container {} renamed to {canonical}", keep.name));
         }
         if !is_up(&keep.state) {
@@ -158,6 +227,7 @@ pub(super) fn plan_app(
                     old_id: keep.id.clone(),
                     old_name: keep.name.clone(),
                     start_first: false,
+                    handover: false,
                 });
             }
             reasons.push(format!("container {canonical} is {} (drift)", keep.state));
@@ -165,14 +235,30 @@ pub(super) fn plan_app(
     }
     let replaces = a.steps.iter().any(|s| matches!(s, Step::Replace { .. }));
     if app.update == UpdateStrategy::StartFirst && !start_first && replaces {
-        reasons.push("stop-first: its host ports cannot be bound twice".into());
+        reasons.push(if app.spec.ports.is_empty() {
+            "stop-first: the proxy reaches it on one host port, and berth cannot tell when \
+             Traefik switched to another"
+                .into()
+        } else {
+            "stop-first: its host ports cannot be bound twice".into()
+        });
     }
-    if !a.steps.is_empty() {
+    if !a.steps.is_empty() || !after_switch.is_empty() {
         a.op = Op::Update;
         a.reasons = reasons;
         a.diff = diff_from.map(|old| unified_diff(&old.to_yaml(), &app.spec.to_yaml()));
     }
     a
+}
+
+/// The name of the container that takes over from `old` (a replica named `canonical`
+/// when settled) in a start-first update: never `old`'s own.
+pub fn handover_name(canonical: &str, hash: &str, old: &str) -> String {
+    let name = format!("{canonical}-{}", &hash[..8]);
+    match name == old {
+        true => format!("{name}-next"),
+        false => name,
+    }
 }
 
 pub(super) fn is_up(state: &str) -> bool {

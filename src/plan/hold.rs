@@ -346,6 +346,7 @@ mod tests {
             state: "running".into(),
             deletion_policy: Default::default(),
             kind: ObjectKind::App,
+            host_port: None,
         });
         observed
     }
@@ -389,7 +390,14 @@ mod tests {
     }
 
     fn planned(desired: &Desired, observed: &Observed) -> Plan {
-        plan(desired, observed, PlanOptions { prune: true })
+        plan(
+            desired,
+            observed,
+            PlanOptions {
+                prune: true,
+                now: 0,
+            },
+        )
     }
 
     fn blog(plan: &Plan) -> &Action {

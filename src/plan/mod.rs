@@ -7,6 +7,7 @@
 //! the status API and notifications; apply decides nothing of its own.
 
 mod app;
+pub mod certificate;
 mod database;
 mod diff;
 mod domain;
@@ -20,6 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+pub use app::handover_name;
+pub use certificate::renewal_time;
 pub use diff::{spec_changes, unified_diff};
 pub use order::rounds;
 pub use render::render_text;
@@ -50,6 +53,8 @@ pub enum Target {
     Secret,
     /// A file berth writes for the proxy (a certificate or key kept as a secret).
     File,
+    /// A Domain's certificate from berth's ACME client.
+    Certificate,
 }
 
 impl Target {
@@ -63,6 +68,7 @@ impl Target {
             Target::Domain => ResourceKind::Domain,
             Target::Secret => ResourceKind::Secret,
             Target::File => ResourceKind::File,
+            Target::Certificate => ResourceKind::Certificate,
         }
     }
 
@@ -82,6 +88,7 @@ impl std::fmt::Display for Target {
             Target::Domain => "domain",
             Target::Secret => "secret",
             Target::File => "file",
+            Target::Certificate => "certificate",
         })
     }
 }
@@ -195,6 +202,12 @@ pub enum Step {
         old_name: String,
         /// Start the new one first, or stop the old one first.
         start_first: bool,
+        /// Start-first behind a proxy on the host: the new container (named
+        /// `<name>-<hash>`, on a host port of its own) is started and ready, and the
+        /// old one keeps serving until the proxy has switched: the action of the
+        /// Domain routing to it removes the old one and renames the new one then.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        handover: bool,
     },
     /// Start a stopped container that is otherwise right.
     Start {
@@ -253,6 +266,25 @@ pub enum Step {
         /// The secret it holds.
         secret: String,
     },
+    /// Order a certificate for a Domain's hosts from the ACME CA (HTTP-01, answered
+    /// by the Domain's proxy file) and store it (mode 0600).
+    IssueCertificate {
+        /// The Domain.
+        domain: String,
+        /// Its hosts.
+        hosts: Vec<String>,
+    },
+    /// Serve a Domain's new certificate: write the proxy file with its HTTPS server
+    /// (when it changes) and reload the proxy.
+    ServeCertificate {
+        /// The Domain the proxy file is named after.
+        file: String,
+    },
+    /// Remove a certificate berth's ACME client kept for a Domain no longer declared.
+    RemoveCertificate {
+        /// The Domain.
+        domain: String,
+    },
 }
 
 /// When an action runs. Apply runs the phases in this order; within `Containers`, the
@@ -270,6 +302,9 @@ pub enum Phase {
     Containers,
     /// Proxy files, written and checked in one batch, then one reload.
     Proxy,
+    /// Certificates ordered from the ACME CA (their challenges answered by the proxy
+    /// files just written), then served.
+    Certificates,
     /// Removals of what is no longer declared: containers, databases, volumes,
     /// networks, in that order.
     Prune,
@@ -304,6 +339,11 @@ pub struct Action {
     /// The earlier spec a rollback holds the app at, in place of the declared one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<Held>,
+    /// Nothing is done now although the resource is not as declared: a certificate
+    /// whose last order failed waits for its backoff, a Domain is served over plain
+    /// HTTP until its certificate exists. Status shows it not ready, with the reasons.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
 }
 
 /// The spec a rollback holds an app at.
@@ -357,6 +397,7 @@ impl Action {
             needs: Vec::new(),
             steps: Vec::new(),
             held: None,
+            waiting: false,
         }
     }
 
@@ -446,6 +487,8 @@ pub struct PlanOptions {
     /// Remove owned objects that are no longer declared (the manifests' `prune`, unless
     /// `--no-prune`).
     pub prune: bool,
+    /// The time of the pass (Unix seconds): whether a certificate is due.
+    pub now: u64,
 }
 
 /// Computes the plan that takes `observed` to `desired`.
@@ -539,17 +582,20 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
     for c in &observed.containers {
         by_app.entry(&c.app).or_default().push(c);
     }
+    let mut after_switch = BTreeMap::new();
     for (round, names) in rounds(desired).into_iter().enumerate() {
         for name in names {
             let app = &desired.apps[&name];
             let current = by_app.remove(name.as_str()).unwrap_or_default();
-            let mut a = app::plan_app(app, &current, observed);
+            let (mut a, switched) = app::plan_app(app, &current, observed);
             if conflicted_apps.contains(&name) && a.op != Op::Conflict {
                 a.op = Op::Conflict;
                 a.steps.clear();
                 a.diff = None;
                 a.reasons =
                     vec!["blocked: one of its volumes exists and is not managed by berth".into()];
+            } else if !switched.is_empty() {
+                after_switch.insert(name.clone(), switched);
             }
             hold::mark(&mut a, desired.holds.get(&name));
             a.round = round;
@@ -559,9 +605,15 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
         }
     }
 
-    // Proxy files, after the apps they route to.
+    // Proxy files, after the apps they route to; then the certificates their challenge
+    // locations answer for.
     let last_round = actions.iter().map(|a| a.round).max().unwrap_or(0);
-    for mut a in domain::plan_files(desired, observed) {
+    let (domains, pruned_files) = domain::plan_domains(desired, observed, &after_switch, options);
+    for mut a in domains {
+        a.round = last_round + 1;
+        actions.push(a);
+    }
+    for mut a in certificate::plan_certificates(desired, options) {
         a.round = last_round + 1;
         actions.push(a);
     }
@@ -605,9 +657,10 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
         observed,
         options,
     ));
+    prune.extend(certificate::prune_certificates(desired, observed, options));
     if options.prune {
         prune.extend(prune_volumes(desired, observed));
-        prune.extend(domain::prune_files(desired, observed));
+        prune.extend(pruned_files);
         for n in &observed.networks {
             if *n != desired.network && desired.db_network.as_ref() != Some(n) {
                 let mut a = Action::new(Target::Network, n, Op::Delete);
@@ -826,6 +879,7 @@ mod tests {
             state: "running".into(),
             deletion_policy: policy,
             kind,
+            host_port: None,
         }
     }
 
@@ -856,7 +910,14 @@ mod tests {
             }],
             ..Observed::default()
         };
-        let p = plan(&desired, &observed, PlanOptions { prune: true });
+        let p = plan(
+            &desired,
+            &observed,
+            PlanOptions {
+                prune: true,
+                now: 0,
+            },
+        );
         let volume: Vec<&Action> = p
             .actions
             .iter()
@@ -885,7 +946,14 @@ mod tests {
             containers: observed.containers[..1].to_vec(),
             ..observed
         };
-        let p = plan(&desired, &observed, PlanOptions { prune: true });
+        let p = plan(
+            &desired,
+            &observed,
+            PlanOptions {
+                prune: true,
+                now: 0,
+            },
+        );
         assert!(
             p.actions
                 .iter()

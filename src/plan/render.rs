@@ -54,6 +54,22 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             (_, Op::Conflict) => "conflict",
             (_, Op::Noop) => "keep",
         };
+        // An order reads as what it does: `+ issue certificate for blog.example.com
+        // (ACME, HTTP-01)`; its reason names the hosts.
+        if let (Target::Certificate, Op::Create | Op::Update, Some((what, rest))) =
+            (a.target, a.op, a.reasons.split_first())
+        {
+            let head = paint(code, &format!("{mark} {}", esc(what)));
+            match rest.is_empty() {
+                true => {
+                    let _ = writeln!(out, "  {head}");
+                }
+                false => {
+                    let _ = writeln!(out, "  {head}; {}", esc(&rest.join("; ")));
+                }
+            }
+            continue;
+        }
         let head = paint(
             code,
             &format!("{mark} {verb} {} {}", a.target, esc(&a.name)),

@@ -276,7 +276,7 @@ pub fn container_config(
     };
     labels.insert(DELETION_POLICY.to_owned(), policy.to_owned());
     if let Some(port) = app.host_port {
-        labels.insert(HOST_PORT.to_owned(), port.to_string());
+        labels.insert(HOST_PORT.to_owned(), port.host.to_string());
     }
     for (k, v) in &spec.labels {
         labels.insert(k.clone(), v.clone());
@@ -303,7 +303,7 @@ pub fn container_config(
             }
         })
         .collect();
-    let ports = spec
+    let mut ports: Vec<PortSpec> = spec
         .ports
         .iter()
         .map(|p| PortSpec {
@@ -313,6 +313,16 @@ pub fn container_config(
             protocol: p.protocol.as_str().to_owned(),
         })
         .collect();
+    // The port the proxy on the host reaches it on: not part of its spec, which two
+    // containers of one app share during a handover.
+    if let Some(port) = app.host_port {
+        ports.push(PortSpec {
+            container: port.container,
+            host: port.host,
+            host_ip: "127.0.0.1".to_owned(),
+            protocol: "tcp".to_owned(),
+        });
+    }
     let health = spec.health.as_ref().and_then(|h| match &h.probe {
         Probe::Cmd { cmd } => Some(HealthSpec {
             cmd: cmd.clone(),
@@ -359,15 +369,15 @@ impl super::AppRuntime for Containers<'_> {
         &self,
         app: &DesiredApp,
         old: super::Running<'_>,
-        start_first: bool,
+        how: super::Replace,
     ) -> Result<(), RuntimeError> {
         let (replica, old_id, old_name) = (old.replica, old.id, old.name);
         let canonical = app.container_name(replica);
-        if !start_first {
+        if how == super::Replace::StopFirst {
             self.remove(old_id).await?;
             return self.start_new(app, replica, &canonical).await;
         }
-        let temp = format!("{canonical}-{}", &app.hash[..8]);
+        let temp = crate::plan::handover_name(&canonical, &app.hash, old_name);
         // A leftover from an interrupted update may hold the name.
         let _ = self.docker.remove_container(&temp).await;
         self.start_new(app, replica, &temp).await.map_err(|e| {
@@ -375,6 +385,10 @@ impl super::AppRuntime for Containers<'_> {
                 "{e}; the old container {old_name} keeps running (degraded)"
             ))
         })?;
+        if how == super::Replace::Handover {
+            // The old one serves until the proxy reaches the new one.
+            return Ok(());
+        }
         self.remove(old_id).await?;
         Ok(self.docker.rename_container(&temp, &canonical).await?)
     }

@@ -46,6 +46,19 @@ pub struct Running<'a> {
     pub name: &'a str,
 }
 
+/// How a replica's instance is replaced by one of the new spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// The old one is removed first (fixed host ports, or `update: stop-first`).
+    StopFirst,
+    /// The new one is started and ready before the old one goes.
+    StartFirst,
+    /// The new one is started and ready beside the old one, which keeps serving: the
+    /// proxy switches to the new one, and only then is the old one removed (by the
+    /// Domain's action).
+    Handover,
+}
+
 /// What a runtime does with an app's replicas. Every method carries out one step the
 /// planner chose; none decides anything.
 #[async_trait]
@@ -54,14 +67,14 @@ pub trait AppRuntime: Send + Sync {
     async fn prepare_image(&self, app: &DesiredApp) -> Result<(), RuntimeError>;
     /// Runs replica `replica` (1-based) and waits until it is ready.
     async fn run(&self, app: &DesiredApp, replica: u32) -> Result<(), RuntimeError>;
-    /// Replaces a replica's current instance (`old`) with one of the desired spec: the
-    /// new one started and ready before the old one goes (`start_first`), or the old
-    /// one removed first. On failure of a start-first update the old one keeps serving.
+    /// Replaces a replica's current instance (`old`) with one of the desired spec, as
+    /// `how` says. On failure of a start-first update or a handover the old one keeps
+    /// serving.
     async fn replace(
         &self,
         app: &DesiredApp,
         old: Running<'_>,
-        start_first: bool,
+        how: Replace,
     ) -> Result<(), RuntimeError>;
     /// Starts a stopped replica that is otherwise right, and waits until it is ready.
     async fn start(

@@ -5,6 +5,7 @@
 //! <state-dir>/
 //!   secrets/                    the secret store (shared: a secret is the host's)
 //!   git/  backups/  tls/        clones, dumps, certificate files
+//!   certs/<domain>/             certificates of berth's ACME client (see [`certs`])
 //!   <instance>.lock             held by whoever changes the host for the instance
 //!   applied-<instance>.json     the apps the instance applied
 //!   status-<instance>.json      what `berth run` reports
@@ -18,6 +19,7 @@
 //! from a copy of them (see [`StateDir::migrate`]).
 
 pub mod atomic;
+pub mod certs;
 pub mod history;
 pub mod lock;
 pub mod presence;
@@ -67,6 +69,11 @@ impl StateDir {
     /// The secret store in it.
     pub fn secrets(&self) -> SecretStore {
         SecretStore::new(&self.root)
+    }
+
+    /// The certificates of berth's ACME client (`certs/`).
+    pub fn certificates(&self) -> certs::Certificates {
+        certs::Certificates::new(&self.root)
     }
 
     /// `<instance>.lock`: see [`lock`].

@@ -318,9 +318,25 @@ impl SecretStore {
     /// A new random value (32 hex digits) for secret `name`, shown as the store shows
     /// its secrets, not stored anywhere yet.
     pub fn generate(&self, name: &str) -> Result<Secret, SecretError> {
-        let mut secret = Secret::generate(name)?;
-        secret.key = Some(self.hash_key()?);
-        Ok(secret)
+        self.generate_with(name, random_token)
+    }
+
+    /// A new value for secret `name` made by `make` (an ACME account's key), shown as
+    /// the store shows its secrets, not stored anywhere yet.
+    pub fn generate_with(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> std::io::Result<String>,
+    ) -> Result<Secret, SecretError> {
+        let value = make().map_err(|source| SecretError::Generate {
+            name: name.to_owned(),
+            source,
+        })?;
+        Ok(Secret {
+            name: name.to_owned(),
+            value,
+            key: Some(self.hash_key()?),
+        })
     }
 }
 

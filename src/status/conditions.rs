@@ -84,6 +84,10 @@ words! {
         Unchanged => "Unchanged",
         /// Held at an earlier spec by a rollback until its declared spec changes.
         RolledBack => "RolledBack",
+        /// Not as declared, and nothing is done before a later time: a certificate whose
+        /// order failed waits for its retry, a Domain is served over plain HTTP until its
+        /// certificate exists.
+        Waiting => "Waiting",
         /// A secret it names is missing.
         SecretMissing => "SecretMissing",
         /// A pass is working on it.
@@ -129,6 +133,12 @@ words! {
         BackupFailed => "BackupFailed",
         /// A scheduled job was due while its last run was still going.
         JobSkipped => "JobSkipped",
+        /// A Domain's certificate was issued or renewed.
+        CertificateIssued => "CertificateIssued",
+        /// Ordering a Domain's certificate failed (once per run of failures).
+        CertificateRenewalFailed => "CertificateRenewalFailed",
+        /// A Domain's certificate expires within 14 days.
+        CertificateExpiring => "CertificateExpiring",
     }
 }
 

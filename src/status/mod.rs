@@ -112,6 +112,42 @@ pub struct Status {
     pub backups: BTreeMap<String, BackupRecord>,
     /// How deliveries to each notifier went since `berth run` started.
     pub notifiers: Vec<crate::notify::Delivery>,
+    /// The certificates of berth's ACME client, by Domain.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates: BTreeMap<String, CertificateStatus>,
+}
+
+/// A Domain's certificate from berth's ACME client, as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CertificateStatus {
+    /// The hosts the Domain needs it for.
+    pub hosts: Vec<String>,
+    /// Who issued the certificate in place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Valid until (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// When it is renewed (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_renewal: Option<String>,
+    /// Why the last order failed, while orders fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Orders that failed since the last success.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// No order before this (RFC 3339), after a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<String>,
+    /// It expires within 14 days and has not been renewed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expiring: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How a database's last scheduled backup went.

@@ -227,6 +227,7 @@ prop_compose! {
         private_token in prop::option::of(prop_oneof![19 => "[a-zA-Z0-9-]{1,12}", 1 => "[a-z;\n/ ]{1,6}"]),
         headers in prop::collection::btree_map(prop_oneof![19 => "[A-Za-z][A-Za-z0-9-]{0,10}", 1 => "[a-z:\n ]{1,6}"], header_value(), 0..4),
         max_body in prop::option::of(any::<u64>()),
+        acme_challenge in prop::option::of(prop_oneof![19 => "[A-Za-z0-9_-]{1,43}", 1 => "[a-z;\"\n ]{1,6}"]),
     ) -> Route {
         Route {
             domain,
@@ -246,6 +247,7 @@ prop_compose! {
             private_token,
             headers,
             max_body,
+            acme_challenge,
         }
     }
 }

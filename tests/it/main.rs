@@ -13,6 +13,7 @@ mod instances;
 mod listener;
 mod nginx;
 mod nginx_master;
+mod nginx_routing;
 mod planner;
 mod policy;
 mod private_urls;

@@ -13,9 +13,9 @@ use crate::nginx_master;
 /// An nginx of the test's own: prefix, config directory, two loopback ports. Dropped,
 /// it stops nginx with its workers, also when the test fails.
 pub(crate) struct Nginx {
-    dir: tempfile::TempDir,
-    http: u16,
-    https: u16,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) http: u16,
+    pub(crate) https: u16,
     /// The master's pid, once nginx has written it.
     master: Option<u32>,
 }

@@ -41,6 +41,7 @@ fn base() -> Route {
         private_token: None,
         headers: BTreeMap::new(),
         max_body: None,
+        acme_challenge: None,
     }
 }
 
@@ -190,9 +191,15 @@ fn the_examples_render_valid_traefik_files() {
             .keys()
             .map(|d| (d.clone(), "0123456789abcdef".to_owned()))
             .collect();
-        let routes = routes::routes_for(&m, &ports, &tokens, &|s| {
-            format!("/var/lib/berth/tls/{s}.pem")
-        })
+        let routes = routes::routes_for(
+            &m,
+            &routes::RouteInputs {
+                host_ports: &ports,
+                tokens: &tokens,
+                secret_file: &|s| format!("/var/lib/berth/tls/{s}.pem"),
+                acme: None,
+            },
+        )
         .unwrap();
         assert!(!routes.is_empty(), "{example} has domains");
         for (name, r) in routes {

@@ -26,8 +26,8 @@ pub use database::{Backup, DatabaseMode, DatabaseSpec, Engine};
 pub use domain::{DomainSpec, Tls};
 pub use notifier::{EventKind, NotifierSpec, NotifierType};
 pub use settings::{
-    CommandLine, EntryPoints, Listen, NginxProxy, PortRange, Proxy, Runtime, Server, ServerEngine,
-    SettingsSpec, TraefikProxy, Upstream,
+    AcmeSettings, CommandLine, EntryPoints, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, Listen, NginxProxy,
+    PortRange, Proxy, Runtime, Server, ServerEngine, SettingsSpec, TraefikProxy, Upstream,
 };
 pub use workflow::{Action, Condition, Node, Notify, Rollback, Trigger, When, WorkflowSpec};
 

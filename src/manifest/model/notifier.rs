@@ -71,6 +71,13 @@ pub enum EventKind {
     WorkflowFailed,
     /// A backup failed.
     BackupFailed,
+    /// A Domain's certificate was issued or renewed (berth's ACME client, nginx).
+    CertificateIssued,
+    /// Issuing or renewing a certificate failed (told once per run of failures; the
+    /// certificate in place keeps serving).
+    CertificateRenewalFailed,
+    /// A certificate expires within 14 days and has not been renewed.
+    CertificateExpiring,
     /// A workflow's `notify` node: sent to the Notifier it names, whatever its `events`
     /// (not a subscribable event).
     #[serde(skip_deserializing)]
@@ -80,7 +87,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every event.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Deployed,
         EventKind::SyncFailed,
         EventKind::SyncRecovered,
@@ -91,5 +98,8 @@ impl EventKind {
         EventKind::WorkflowSucceeded,
         EventKind::WorkflowFailed,
         EventKind::BackupFailed,
+        EventKind::CertificateIssued,
+        EventKind::CertificateRenewalFailed,
+        EventKind::CertificateExpiring,
     ];
 }

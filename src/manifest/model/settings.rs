@@ -44,6 +44,50 @@ pub struct SettingsSpec {
     /// How workflows run. Default: their defaults.
     #[serde(default)]
     pub workflows: WorkflowSettings,
+    /// The ACME certificate authority berth orders certificates from for nginx Domains
+    /// with `tls: {acme: true}`. Default: Let's Encrypt's production directory, no
+    /// contact email.
+    #[serde(default)]
+    pub acme: AcmeSettings,
+}
+
+/// Let's Encrypt's production directory: the default ACME directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// Let's Encrypt's staging directory (untrusted certificates, generous rate limits).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// The ACME certificate authority berth's own client (nginx) orders certificates from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AcmeSettings {
+    /// The directory URL (`https://`). Default: Let's Encrypt production,
+    /// `https://acme-v02.api.letsencrypt.org/directory`; its staging directory is
+    /// `https://acme-staging-v02.api.letsencrypt.org/directory`.
+    #[serde(default = "default_acme_directory")]
+    pub directory: String,
+    /// The contact address the CA writes to about expiring certificates and policy
+    /// changes. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// A PEM file of CA certificates trusted for the directory's HTTPS, besides the
+    /// system's (a private or test CA). Default: the system's CA bundle only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+}
+
+impl Default for AcmeSettings {
+    fn default() -> Self {
+        AcmeSettings {
+            directory: default_acme_directory(),
+            email: None,
+            ca_bundle: None,
+        }
+    }
+}
+
+fn default_acme_directory() -> String {
+    LETS_ENCRYPT.to_owned()
 }
 
 /// How workflows run.

@@ -85,8 +85,8 @@ pub(super) fn check_domain(
             );
             report.check(doc, "/spec/tls/keySecret", syntax::check_name(key_secret));
         }
-        Tls::Acme { acme: true } => match &settings.proxy {
-            Proxy::Traefik(tr) => {
+        Tls::Acme { acme: true } => {
+            if let Proxy::Traefik(tr) = &settings.proxy {
                 if tr.cert_resolver.is_none() {
                     report.at(
                         doc,
@@ -95,16 +95,8 @@ pub(super) fn check_domain(
                     );
                 }
             }
-            // Accepting it would serve the Domain over plain HTTP while it says TLS.
-            _ => report.at(
-                doc,
-                "/spec/tls/acme",
-                "ACME with nginx is not supported yet: the Domain would be served over plain \
-                 HTTP only; give a certificate (`tls: {certificate, key}` or \
-                 `{certificateSecret, keySecret}`), use Traefik with a `certResolver`, or set \
-                 `tls: off`",
-            ),
-        },
+            // With nginx, berth's own ACME client orders the certificate (Settings acme).
+        }
         Tls::Off | Tls::Acme { acme: false } => {
             if d.redirect_https == Some(true) {
                 report.at(

@@ -275,50 +275,120 @@ pub(super) fn check_depends_on_cycles(report: &mut Report, typed: &[Typed], keep
     }
 }
 
-/// Two domains may not claim the same host and path. With nginx, whose server blocks
-/// are per host and whose files are per domain, a host belongs to one domain only.
+/// Two domains may not claim the same host and path. Domains sharing a host serve it
+/// with one certificate: theirs must agree (ACME Domains each order their own, and any
+/// of them covers the host).
 pub(super) fn check_host_clashes(
     report: &mut Report,
     typed: &[Typed],
     hosts: &[Option<Vec<String>>],
-    per_host: bool,
 ) {
-    let mut claimed: BTreeMap<(String, String), (&str, usize)> = BTreeMap::new();
+    let mut claimed: BTreeMap<(String, String), &str> = BTreeMap::new();
+    let mut served: BTreeMap<String, (&str, Option<String>)> = BTreeMap::new();
     for (n, t) in typed.iter().enumerate() {
         let (Some(list), Spec::Domain(d)) = (&hosts[n], &t.spec) else {
             continue;
         };
-        let path = if per_host {
-            String::new()
-        } else {
-            d.path.trim_end_matches('/').to_lowercase()
-        };
+        let path = d.path.trim_end_matches('/').to_lowercase();
+        let certificate = certificate_of(&d.tls);
         for (h, host) in list.iter().enumerate() {
             let key = (host.to_lowercase(), path.clone());
             match claimed.get(&key) {
-                Some((other, _)) if *other != t.name && per_host => {
-                    report.at(
-                        t.doc,
-                        &format!("/spec/hosts/{h}"),
-                        format!(
-                            "host `{host}` is already served by Domain `{other}`; with nginx a \
-                             host belongs to one Domain (route its paths in the app, or use Traefik)"
-                        ),
-                    );
-                }
-                Some((other, _)) if *other != t.name => {
+                Some(other) if *other != t.name => {
                     let shown_path = if path.is_empty() { "/" } else { &path };
                     report.at(
                         t.doc,
                         &format!("/spec/hosts/{h}"),
                         format!("host `{host}` with path `{shown_path}` is already claimed by Domain `{other}`"),
                     );
+                    continue;
                 }
                 Some(_) => {}
                 None => {
-                    claimed.insert(key, (&t.name, t.doc));
+                    claimed.insert(key, &t.name);
                 }
             }
+            match served.get(&host.to_lowercase()) {
+                Some((other, theirs))
+                    if *other != t.name
+                        && certificate.is_some()
+                        && theirs.is_some()
+                        && *theirs != certificate =>
+                {
+                    report.at(
+                        t.doc,
+                        "/spec/tls",
+                        format!(
+                            "host `{host}` is also served by Domain `{other}`, with another \
+                             certificate; a host is served with one: give both Domains the \
+                             same `tls`"
+                        ),
+                    );
+                }
+                Some((_, theirs)) if theirs.is_none() && certificate.is_some() => {
+                    served.insert(host.to_lowercase(), (&t.name, certificate.clone()));
+                }
+                Some(_) => {}
+                None => {
+                    served.insert(host.to_lowercase(), (&t.name, certificate.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Where a Domain's certificate comes from, for comparing Domains that share a host;
+/// `None` without TLS.
+fn certificate_of(tls: &crate::manifest::model::Tls) -> Option<String> {
+    use crate::manifest::model::Tls;
+    match tls {
+        Tls::Off | Tls::Acme { acme: false } => None,
+        Tls::Acme { acme: true } => Some("ACME".to_owned()),
+        Tls::Files { certificate, key } => Some(format!("files {certificate} {key}")),
+        Tls::Secrets {
+            certificate_secret,
+            key_secret,
+        } => Some(format!("secrets {certificate_secret} {key_secret}")),
+    }
+}
+
+/// An app the proxy reaches through a host port runs one replica: each replica would
+/// need a port of its own behind one route.
+pub(super) fn check_routed_replicas(
+    report: &mut Report,
+    typed: &[Typed],
+    keep: &[bool],
+    settings: &crate::manifest::model::SettingsSpec,
+) {
+    use crate::manifest::model::{Proxy, Upstream};
+    let on_host = match &settings.proxy {
+        Proxy::Nginx(n) => n.upstream == Upstream::HostPort,
+        Proxy::Traefik(t) => t.upstream == Upstream::HostPort,
+        Proxy::None => false,
+    };
+    if !on_host {
+        return;
+    }
+    let mut routed: BTreeMap<&str, &str> = BTreeMap::new();
+    for (n, t) in typed.iter().enumerate() {
+        if let (true, Spec::Domain(d)) = (keep[n], &t.spec) {
+            routed.entry(d.app.as_str()).or_insert(t.name.as_str());
+        }
+    }
+    for (n, t) in typed.iter().enumerate() {
+        let (true, Spec::App(a)) = (keep[n], &t.spec) else {
+            continue;
+        };
+        if let Some(domain) = routed.get(t.name.as_str()).filter(|_| a.replicas > 1) {
+            report.at(
+                t.doc,
+                "/spec/replicas",
+                format!(
+                    "Domain `{domain}` reaches this app through one host port (the proxy's \
+                     `upstream: hostPort`), so it runs one replica; run the proxy in Docker \
+                     (`upstream: network`) to route several"
+                ),
+            );
         }
     }
 }

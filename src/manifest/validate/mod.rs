@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use super::diagnostic::{Diagnostic, ResourceId};
 use super::model::{
-    AppSpec, DatabaseSpec, DomainSpec, Kind, NotifierSpec, Proxy, SettingsSpec, WorkflowSpec,
+    AppSpec, DatabaseSpec, DomainSpec, Kind, NotifierSpec, SettingsSpec, WorkflowSpec,
 };
 use super::policy::Policy;
 use super::syntax;
@@ -251,8 +251,8 @@ fn check_revision(
         }
     }
     graph::check_depends_on_cycles(report, &typed, &keep);
-    let per_host = matches!(settings.proxy, Proxy::Nginx(_));
-    graph::check_host_clashes(report, &typed, &normalized_hosts, per_host);
+    graph::check_host_clashes(report, &typed, &normalized_hosts);
+    graph::check_routed_replicas(report, &typed, &keep, settings);
     graph::check_published_ports(report, &typed, &keep);
     graph::check_volume_names(report, &typed, &keep);
     if let Some(policy) = policy {

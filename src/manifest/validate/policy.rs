@@ -93,6 +93,15 @@ fn check_settings(report: &mut Report, doc: usize, s: &SettingsSpec, policy: &Po
         }
         Proxy::None => {}
     }
+    if let Some(bundle) = s
+        .acme
+        .ca_bundle
+        .as_deref()
+        .filter(|p| syntax::check_fs_path(p).is_ok())
+    {
+        // berth reads it, as it reads a Domain's certificate files.
+        report.check(doc, "/spec/acme/caBundle", policy.check_tls_file(bundle));
+    }
     if s.workflows.allow_private_targets && !policy.allows_private_targets() {
         report.at(
             doc,

@@ -2,7 +2,7 @@
 //! directories, shared servers.
 
 use super::{Report, esc};
-use crate::manifest::model::{Proxy, Runtime, SettingsSpec};
+use crate::manifest::model::{AcmeSettings, LETS_ENCRYPT, Proxy, Runtime, SettingsSpec};
 use crate::manifest::syntax;
 
 /// Checks a Settings spec.
@@ -39,6 +39,7 @@ pub(super) fn check_settings(report: &mut Report, doc: usize, s: &SettingsSpec) 
              (`runtime: docker`)",
         );
     }
+    check_acme(report, doc, &s.acme);
     match &s.proxy {
         Proxy::Nginx(n) => {
             report.check(
@@ -119,5 +120,62 @@ pub(super) fn check_settings(report: &mut Report, doc: usize, s: &SettingsSpec) 
             &format!("{at}/adminPasswordSecret"),
             syntax::check_name(&server.admin_password_secret),
         );
+    }
+}
+
+/// The ACME directory is an `https://` URL; the email an address; the CA bundle a path.
+fn check_acme(report: &mut Report, doc: usize, acme: &AcmeSettings) {
+    let url = acme.directory.as_str();
+    let host = url
+        .strip_prefix("https://")
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    match host {
+        None => report.at(
+            doc,
+            "/spec/acme/directory",
+            format!(
+                "the ACME directory `{}` is not an https:// URL; Let's Encrypt's is {LETS_ENCRYPT}",
+                syntax::shown(url)
+            ),
+        ),
+        Some(h)
+            if h.is_empty()
+                || h.contains('@')
+                || url.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            report.at(
+                doc,
+                "/spec/acme/directory",
+                format!(
+                    "the ACME directory `{}` is not a valid URL",
+                    syntax::shown(url)
+                ),
+            )
+        }
+        Some(_) => {}
+    }
+    if let Some(email) = &acme.email {
+        let valid = email.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        }) && email.len() <= 254
+            && !email
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"'".contains(c));
+        if !valid {
+            report.at(
+                doc,
+                "/spec/acme/email",
+                format!(
+                    "`{}` is not an email address (the CA writes to it about your certificates)",
+                    syntax::shown(email)
+                ),
+            );
+        }
+    }
+    if let Some(bundle) = &acme.ca_bundle {
+        report.check(doc, "/spec/acme/caBundle", syntax::check_fs_path(bundle));
     }
 }
