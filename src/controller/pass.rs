@@ -154,7 +154,10 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
     );
     let plan = &prepared.plan;
     let changes = change_lines(plan);
-    let drift_only = plan.changes().all(|a| a.drift);
+    let drift_only = plan
+        .changes()
+        .filter(|a| a.target != Target::Certificate)
+        .all(|a| a.drift);
     if converge {
         cx.status.set_plan(id.clone(), plan.clone());
     }
@@ -314,8 +317,14 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
     if converge {
         report_certificates(cx, &prepared, Some(&report));
     }
+    // Certificates tell their own events (issued, failed): not a deployment.
+    let told = plan
+        .changes()
+        .filter(|a| a.target != Target::Certificate)
+        .map(change_line)
+        .collect();
     let outcome = if failures.is_empty() {
-        synced(changes, false)
+        synced(told, false)
     } else {
         failed(failures)
     };
@@ -360,12 +369,9 @@ fn publish_resource_changes(
     }
 }
 
-/// How long before its expiry a certificate not yet renewed is told as expiring.
-const EXPIRING: u64 = 14 * 24 * 3600;
-
 /// The certificates of berth's ACME client into status (issuer, expiry, next renewal,
 /// last error), and their events: issued, an order failed (the first failure since the
-/// last success), expiring within 14 days without renewal (once per certificate).
+/// last success), expiring (see [`crate::plan::expiring`]; once per certificate).
 fn report_certificates(
     cx: &PassContext<'_>,
     prepared: &reconcile::Prepared,
@@ -414,10 +420,7 @@ fn report_certificates(
             }
             _ => {}
         }
-        let expiring = c
-            .current
-            .as_ref()
-            .is_some_and(|cur| cur.not_after.saturating_sub(now) < EXPIRING);
+        let expiring = crate::plan::expiring(&c, now);
         let was = before.get(domain);
         if let Some(current) = c.current.as_ref().filter(|_| expiring) {
             let not_after = rfc3339(current.not_after);
@@ -475,16 +478,16 @@ fn configure_notifiers(cx: &PassContext<'_>, manifests: &manifest::Manifests) {
 
 /// One line per change, as a notification lists them.
 fn change_lines(plan: &Plan) -> Vec<String> {
-    plan.changes()
-        .map(|a| {
-            let verb = a.op.verb();
-            if a.reasons.is_empty() {
-                format!("{verb} {} {}", a.target, a.name)
-            } else {
-                format!("{verb} {} {}: {}", a.target, a.name, a.reasons.join("; "))
-            }
-        })
-        .collect()
+    plan.changes().map(change_line).collect()
+}
+
+fn change_line(a: &crate::plan::Action) -> String {
+    let verb = a.op.verb();
+    if a.reasons.is_empty() {
+        format!("{verb} {} {}", a.target, a.name)
+    } else {
+        format!("{verb} {} {}: {}", a.target, a.name, a.reasons.join("; "))
+    }
 }
 
 /// The resource a plan's action is about.

@@ -180,6 +180,17 @@ pub fn renewal_time(c: &DesiredCertificate) -> (u64, &'static str) {
     }
 }
 
+/// Whether a certificate is expiring: its renewal is overdue (due, and not done) and
+/// it expires within 14 days, or within a third of its lifetime for short-lived ones.
+pub fn expiring(c: &DesiredCertificate, now: u64) -> bool {
+    let Some(current) = &c.current else {
+        return false;
+    };
+    let lifetime = current.not_after.saturating_sub(current.not_before);
+    let within = (14 * 86_400).min(lifetime / 3);
+    now >= renewal_time(c).0 && current.not_after.saturating_sub(now) < within
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +294,28 @@ mod tests {
         );
         let a = plan_at(cert(Some(record)), T0 + 60 * DAY + 600);
         assert_eq!(a.op, Op::Update);
+    }
+
+    #[test]
+    fn a_certificate_is_expiring_once_its_renewal_is_overdue_and_14_days_remain() {
+        let c = cert(None);
+        // 90 days: renewal at 60; 14 days before expiry is day 76.
+        assert!(!expiring(&c, T0 + 75 * DAY));
+        assert!(expiring(&c, T0 + 77 * DAY));
+        // A renewal that worked moves the renewal time: not expiring, however close.
+        let mut renewed = cert(None);
+        renewed.record = Some(CertificateRecord {
+            renew_at: Some(T0 + 85 * DAY),
+            ..CertificateRecord::default()
+        });
+        assert!(!expiring(&renewed, T0 + 80 * DAY));
+        // Short-lived: a third of its lifetime.
+        let mut short = cert(None);
+        if let Some(cur) = short.current.as_mut() {
+            cur.not_after = T0 + 6 * DAY;
+        }
+        assert!(!expiring(&short, T0 + 3 * DAY));
+        assert!(expiring(&short, T0 + 4 * DAY + 1));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 pub use app::handover_name;
-pub use certificate::renewal_time;
+pub use certificate::{expiring, renewal_time};
 pub use diff::{spec_changes, unified_diff};
 pub use order::rounds;
 pub use render::render_text;

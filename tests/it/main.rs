@@ -1,5 +1,6 @@
 //! berth's integration tests: one binary, a module per area.
 
+mod acme;
 mod cli;
 mod corpus;
 mod databases;
