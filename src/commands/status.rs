@@ -162,6 +162,36 @@ fn render(st: &Status) -> String {
             format!("{}/{}", r.kind, r.name)
         );
     }
+    if !st.certificates.is_empty() {
+        out.push_str("\nCertificates (ACME):\n");
+        for (domain, c) in &st.certificates {
+            let mut line = format!("  {domain} ({}):", c.hosts.join(", "));
+            match (&c.issuer, &c.not_after) {
+                (Some(issuer), Some(until)) => {
+                    let _ = write!(line, " issued by {issuer}, valid until {until}");
+                }
+                _ => line.push_str(" not issued yet"),
+            }
+            if let Some(next) = &c.next_renewal {
+                let _ = write!(line, "; renewal at {next}");
+            }
+            if c.expiring {
+                line.push_str("; EXPIRING, not renewed");
+            }
+            if let Some(error) = &c.last_error {
+                let _ = write!(
+                    line,
+                    "; {} failed, the last: {error}; next attempt at {}",
+                    match c.failures {
+                        1 => "1 attempt".to_owned(),
+                        n => format!("{n} attempts"),
+                    },
+                    c.next_attempt.as_deref().unwrap_or("?")
+                );
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
     if !st.events.is_empty() {
         out.push_str("\nRecent events:\n");
         for e in st.events.iter().rev().take(10) {

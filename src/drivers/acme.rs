@@ -522,6 +522,76 @@ mod tests {
         );
     }
 
+    /// Pebble 2.4 (Debian's) offers no renewal information: this stands in for a CA that
+    /// does (RFC 9773), over real HTTP on loopback, to check the certificate identifier
+    /// berth sends, the window it reads and that the CA is asked no more often than its
+    /// `Retry-After` allows.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_renewal_window_is_read_from_the_ca_and_asked_again_only_after_retry_after() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let asked = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+        let log = asked.clone();
+        let directory = format!(r#"{{"renewalInfo": "{base}/ari/"}}"#);
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = server.accept().await.unwrap();
+                let mut buf = vec![0; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let line = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                log.lock().unwrap().push(path.clone());
+                let body = if path == "/dir" {
+                    directory.clone()
+                } else {
+                    r#"{"suggestedWindow": {"start": "2027-01-01T00:00:00Z", "end": "2027-01-03T00:00:00Z"}}"#
+                        .to_owned()
+                };
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRetry-After: 3600\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        // A leaf issued by a CA, with the authority key identifier ARI names it by.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+        leaf.use_authority_key_identifier_extension = true;
+        let cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        let acme = Acme {
+            directory: format!("{base}/dir"),
+            email: None,
+            ca_bundle: None,
+        };
+        let window = acme.renewal_window(cert.der()).await.unwrap();
+        assert_eq!(
+            window,
+            Some(RenewalWindow {
+                start: 1_798_761_600,
+                end: 1_798_934_400
+            })
+        );
+        let id = instant_acme::CertificateIdentifier::try_from(cert.der()).unwrap();
+        assert_eq!(
+            asked.lock().unwrap().as_slice(),
+            ["/dir".to_owned(), format!("/ari/{id}")]
+        );
+        // Within the hour the CA allowed, neither the directory nor the window is asked.
+        assert_eq!(acme.renewal_window(cert.der()).await.unwrap(), window);
+        assert_eq!(asked.lock().unwrap().len(), 2);
+    }
+
     /// RFC 7638 with the EC members: checked against a thumbprint computed apart from
     /// berth (openssl's public point, Python's JSON and SHA-256) for a fixed key.
     #[test]
