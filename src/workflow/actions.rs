@@ -469,11 +469,16 @@ impl Executor for Host {
     }
 }
 
-/// Keeps only what converging `app` needs: its own action, and the writes, networks and
-/// volumes it may need (never a removal).
+/// Keeps only what converging `app` needs: its own action, the Domain action that
+/// switches the proxy to its new container (and then removes the old one), and the
+/// writes, networks and volumes it may need (never a removal).
 fn only_app(prepared: &mut Prepared, app: &str) {
     prepared.plan.actions.retain(|a| {
         (a.target == Target::App && a.name == app)
+            || (a.target == Target::Domain
+                && a.needs
+                    .iter()
+                    .any(|n| n.target == Target::App && n.name == app))
             || (a.op != Op::Delete
                 && matches!(
                     a.phase,

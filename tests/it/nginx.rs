@@ -77,7 +77,9 @@ impl Nginx {
         // A range of the test's own, so that parallel tests never pick the same port.
         static SLOT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
         let slot = SLOT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let from = 20000 + (std::process::id() % 100) as u16 * 200 + slot * 20;
+        // Below Linux's ephemeral ports (32768 and up), which any outgoing connection
+        // on the host may hold: 11 runs side by side, 100 ranges of 20 each.
+        let from = 10000 + (std::process::id() % 11) as u16 * 2000 + (slot % 100) * 20;
         format!(
             "apiVersion: berth/v1\nkind: Settings\nmetadata: {{name: host}}\nspec:\n  network: {network}\n  \
              hostPorts: {{from: {from}, to: {}}}\n  proxy:\n    kind: nginx\n    configDir: {p}/conf.d\n    \

@@ -458,6 +458,10 @@ fn a_failed_deploy_is_rolled_back_by_a_workflow_and_held_until_the_app_changes()
         crate::run::env_of(&web).contains("PAGE=one")
     });
     let v1 = s.inspect(&web)["Id"].clone();
+    // The container serves before the pass that made it has finished recording.
+    crate::run::eventually(&c, 30, "v1's revision is applied", || {
+        api(&c, "/api/v1/status")["revisionApplied"].is_string()
+    });
     let rev1 = api(&c, "/api/v1/status")["revisionApplied"]
         .as_str()
         .unwrap_or_default()
