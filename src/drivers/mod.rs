@@ -2,6 +2,7 @@
 //! database servers). Each is a trait with one real implementation.
 
 pub mod acme;
+pub mod batch;
 pub mod dbserver;
 pub mod docker;
 pub mod memory;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rustix::fs::{FlockOperation, flock};
 
 use crate::desired::routes::{self, FileState, Route, RouteTls, Upstream};
-use crate::drivers::proxy::ProxyError;
+use crate::drivers::batch::{Batch, Change, ProxyError};
 use crate::state::atomic;
 
 /// The comment marker of nginx files.
@@ -53,15 +53,6 @@ pub struct Nginx {
     pub http_port: u16,
     /// HTTPS port.
     pub https_port: u16,
-}
-
-/// A file change for one domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// Write this content.
-    Write(String),
-    /// Remove the file.
-    Remove,
 }
 
 impl Nginx {
@@ -391,20 +382,6 @@ impl Nginx {
 
 /// How long nginx may take to start new workers after a reload.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What a batch of proxy file changes did.
-#[derive(Debug, Default)]
-pub struct Batch {
-    /// Each changed file's result, by the Domain it is named after.
-    pub files: BTreeMap<String, Result<(), ProxyError>>,
-    /// Live files of berth's that nginx refused, by Domain, with nginx's message:
-    /// taken out of the live configuration so the others could load.
-    pub broken: BTreeMap<String, String>,
-    /// Why the reload did not take, when it did not (every change is then undone).
-    pub reload_failed: Option<ProxyError>,
-    /// What could not be checked (a reload berth cannot verify).
-    pub warnings: Vec<String>,
-}
 
 /// Checks sets of files with nginx's test, in the pass's staging folder.
 struct Tester<'a> {

@@ -3,27 +3,10 @@
 use std::collections::BTreeMap;
 
 use crate::desired::routes::{self, FileState, ProxyFile, Route};
-use crate::drivers::nginx::{Batch, Change, Nginx, observe_dir};
+use crate::drivers::batch::{Batch, Change, ProxyError};
+use crate::drivers::nginx::{Nginx, observe_dir};
 use crate::drivers::traefik::Traefik;
 use crate::manifest::model::{Proxy, SettingsSpec};
-
-/// Why the proxy could not take a domain's file, by the step that failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProxyError {
-    /// The route holds a value that could break out of its directive, or no proxy is
-    /// configured.
-    #[error("{0}")]
-    Render(String),
-    /// The pass's staging folder could not be made.
-    #[error("{0}")]
-    Stage(String),
-    /// The proxy's check refused the file, or it could not be written or removed.
-    #[error("{0}")]
-    Change(String),
-    /// The proxy did not take the new configuration.
-    #[error("nginx reload failed: {0}")]
-    Reload(String),
-}
 
 /// The configured reverse proxy.
 #[derive(Debug, Clone)]

@@ -14,8 +14,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 
 use crate::desired::routes::{self, Route, RouteTls, Upstream};
-use crate::drivers::nginx::Change;
-use crate::drivers::proxy::ProxyError;
+use crate::drivers::batch::{Change, ProxyError};
 use crate::state::atomic;
 
 const COMMENT: &str = "#";
