@@ -267,6 +267,22 @@ fn renewal_due(state: &Path, domain: &str) -> Value {
     record
 }
 
+/// A listener standing in for the team's chat, and the Notifier pointed at it.
+fn webhook(s: &Scenario) -> crate::listener::Listener {
+    let hook = crate::listener::Listener::start(200);
+    fs::write(
+        s.state_path().join("secrets/hook-url"),
+        format!("{}/hook", hook.base),
+    )
+    .unwrap();
+    s.write(
+        "notify.yaml",
+        "apiVersion: berth/v1\nkind: Notifier\nmetadata: {name: ops}\n\
+         spec: {type: webhook, urlSecret: hook-url}\n",
+    );
+    hook
+}
+
 fn record(state: &Path, domain: &str) -> Value {
     let path = state.join(format!("certs/{domain}/state.json"));
     serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
@@ -361,17 +377,7 @@ fn a_domain_with_acme_is_served_over_https_renewed_and_backs_off_when_the_ca_is_
     // The CA is gone: renewal fails, the certificate in place keeps serving, the
     // failure is told once and the waits grow.
     pebble.stop();
-    let hook = crate::listener::Listener::start(200);
-    fs::write(
-        s.state_path().join("secrets/hook-url"),
-        format!("{}/hook", hook.base),
-    )
-    .unwrap();
-    s.write(
-        "notify.yaml",
-        "apiVersion: berth/v1\nkind: Notifier\nmetadata: {name: ops}\n\
-         spec: {type: webhook, urlSecret: hook-url}\n",
-    );
+    let hook = webhook(&s);
     renewal_due(s.state_path(), &web);
     let source = s.manifests_path().display().to_string();
     let c = crate::run::Controller::start_with(&s, &source, &[]);
@@ -515,17 +521,7 @@ fn a_certificate_close_to_expiry_and_not_renewed_is_told_expiring_once() {
         .to_string(),
     )
     .unwrap();
-    let hook = crate::listener::Listener::start(200);
-    fs::write(
-        s.state_path().join("secrets/hook-url"),
-        format!("{}/hook", hook.base),
-    )
-    .unwrap();
-    s.write(
-        "notify.yaml",
-        "apiVersion: berth/v1\nkind: Notifier\nmetadata: {name: ops}\n\
-         spec: {type: webhook, urlSecret: hook-url}\n",
-    );
+    let hook = webhook(&s);
     let source = s.manifests_path().display().to_string();
     let c = crate::run::Controller::start_with(&s, &source, &[]);
     let expiring = |c: &crate::run::Controller| {
