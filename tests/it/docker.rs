@@ -212,7 +212,8 @@ impl Scenario {
         panic!("{container} does not answer GET {url}: {last}");
     }
 
-    fn tag(&mut self, tag: &str) -> String {
+    /// The test image under another tag of this scenario's own (removed at its end).
+    pub fn tag(&mut self, tag: &str) -> String {
         let t = format!("{}:{tag}", image().split(':').next().unwrap());
         let t = format!("{t}-{}", self.prefix);
         self.remove_with(&t);

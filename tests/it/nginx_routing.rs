@@ -73,18 +73,20 @@ fn names_running(prefix: &str) -> Vec<String> {
 
 #[test]
 fn five_updates_behind_nginx_lose_no_request_and_a_failing_one_leaves_the_old_serving() {
-    let (nginx, s) = with_nginx();
+    let (nginx, mut s) = with_nginx();
     let web = s.name("web");
-    let app = |page: &str, health: &str| {
+    // Each version its own image tag (of the test image) and page.
+    let tags: Vec<String> = (0..=6).map(|v| s.tag(&format!("v{v}"))).collect();
+    let app = |v: usize, health: &str| {
         s.app(
             "web",
-            image(),
+            &tags[v],
             &format!(
-                "  port: 80\n  init: true\n  env: {{PAGE: {page}}}\n  health: {{http: {health}, interval: 1s}}\n"
+                "  port: 80\n  init: true\n  env: {{PAGE: v{v}}}\n  health: {{http: {health}, interval: 1s}}\n"
             ),
         )
     };
-    s.write("web.yaml", &app("v0", "/"));
+    s.write("web.yaml", &app(0, "/"));
     s.write(
         "domain.yaml",
         &domain(&web, &web, "  hosts: [zero.example.test]\n"),
@@ -96,11 +98,14 @@ fn five_updates_behind_nginx_lose_no_request_and_a_failing_one_leaves_the_old_se
     let started = Instant::now();
     let mut ports = Vec::new();
     for v in 1..=5 {
-        s.write("web.yaml", &app(&format!("v{v}"), "/"));
+        s.write("web.yaml", &app(v, "/"));
         let out = s.apply();
         assert!(
-            out.contains(&format!("~ update app {web}: env PAGE"))
-                && out.contains("start-first: the new container on 127.0.0.1:")
+            out.contains(&format!(
+                "~ update app {web}: image {} → {}",
+                tags[v - 1],
+                tags[v]
+            )) && out.contains("start-first: the new container on 127.0.0.1:")
                 && out.contains("takes over once the proxy reaches it"),
             "{out}"
         );
@@ -148,7 +153,7 @@ fn five_updates_behind_nginx_lose_no_request_and_a_failing_one_leaves_the_old_se
 
     // A version that never gets ready: nothing switches, the old one answers on.
     let load = Load::start(nginx.http, "zero.example.test");
-    s.write("web.yaml", &app("broken", "/missing"));
+    s.write("web.yaml", &app(6, "/missing"));
     let out = s.berth(&["apply"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
