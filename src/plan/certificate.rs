@@ -158,8 +158,8 @@ fn why_unusable(c: &DesiredCertificate, now: u64) -> String {
 }
 
 /// When a valid certificate is renewed, and why then: a point of the CA's renewal
-/// window when it suggests one, else the time chosen when it was issued, else two
-/// thirds of its lifetime. The point in a window is fixed by the certificate's serial,
+/// window when it suggests one, else the time chosen when it was issued (two thirds of
+/// its lifetime, with jitter), else two thirds of its lifetime. The point in a window is fixed by the certificate's serial,
 /// so every pass picks the same one.
 pub fn renewal_time(c: &DesiredCertificate) -> (u64, &'static str) {
     let Some(current) = &c.current else {
@@ -174,10 +174,17 @@ pub fn renewal_time(c: &DesiredCertificate) -> (u64, &'static str) {
         };
         return (w.start + offset, "inside the CA's renewal window");
     }
-    match c.record.as_ref().and_then(|r| r.renew_at) {
-        Some(at) => (at, "two thirds of its lifetime passed"),
-        None => (current.two_thirds(), "two thirds of its lifetime passed"),
-    }
+    // The time chosen when it was issued; a record older than the certificate in place
+    // (berth stopped between storing the two) does not count.
+    let chosen = c
+        .record
+        .as_ref()
+        .and_then(|r| r.renew_at)
+        .filter(|at| *at >= current.not_before);
+    (
+        chosen.unwrap_or_else(|| current.two_thirds()),
+        "two thirds of its lifetime passed",
+    )
 }
 
 /// Whether a certificate is expiring: its renewal is overdue (due, and not done) and
@@ -253,6 +260,22 @@ mod tests {
                 hosts: vec!["blog.example.com".into()]
             }
         );
+    }
+
+    #[test]
+    fn a_renewal_time_recorded_for_an_older_certificate_does_not_count() {
+        // Stopped between storing the certificate and its record: the record's time is
+        // the previous certificate's.
+        let stale = CertificateRecord {
+            renew_at: Some(T0 - DAY),
+            ..CertificateRecord::default()
+        };
+        assert_eq!(plan_at(cert(Some(stale)), T0 + DAY).op, Op::Noop);
+        let chosen = CertificateRecord {
+            renew_at: Some(T0 + 55 * DAY),
+            ..CertificateRecord::default()
+        };
+        assert_eq!(plan_at(cert(Some(chosen)), T0 + 55 * DAY).op, Op::Update);
     }
 
     #[test]
