@@ -382,4 +382,16 @@ impl Color {
             }
         }
     }
+
+    /// Whether to color what goes to standard error (the logs).
+    pub fn stderr_enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@ mod commands;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, cli.color.stderr_enabled());
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -19,7 +19,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// Logs go to stderr, colored only when it is a terminal (or `--color always`): a
+/// journal, a file or a pipe gets plain lines.
+fn init_tracing(verbose: u8, ansi: bool) {
     let default = match verbose {
         0 => "berth=info",
         1 => "berth=debug",
@@ -30,5 +32,6 @@ fn init_tracing(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }

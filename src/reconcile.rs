@@ -47,6 +47,9 @@ pub enum ReconcileError {
     /// A rollback or a release asked of the pass cannot be done.
     #[error(transparent)]
     Pin(#[from] PinError),
+    /// An app's build context cannot be read from the revision.
+    #[error("{}\nnothing was applied", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Build(Vec<crate::expand::builds::BuildError>),
 }
 
 /// How a pass is planned.
@@ -126,6 +129,9 @@ async fn prepare_with(
             &manifests.settings().acme,
         )
         .await;
+        let tags = pass.desired.builds.values().map(|b| b.tag.as_str());
+        observed.built_images = observe::built_images(docker, tags).await?;
+        observed.last_builds = state.builds().last_files();
     }
     pass.plan(manifests, observed, options, |_, _| {})
 }
@@ -173,7 +179,12 @@ impl Started {
         };
         let secrets = PassSecrets::new(state.secrets(), generation);
         desired::generate_passwords(manifests, &secrets)?;
-        let (desired, missing) = desired::build_lenient(manifests, &secrets, revision);
+        let (mut desired, missing) = desired::build_lenient(manifests, &secrets, revision);
+        let (builds, errors) = crate::expand::builds::expand(manifests);
+        if !errors.is_empty() {
+            return Err(ReconcileError::Build(errors));
+        }
+        desired::use_builds(&mut desired, builds);
         // The history is read only to make a pin: a pass never depends on it.
         let history = match change {
             Some(PinChange::Pin { .. }) => state.history().load()?,

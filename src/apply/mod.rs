@@ -6,6 +6,7 @@
 //! the others; an action whose need failed is skipped, and a failed write into the
 //! state dir stops the pass (nothing may use a secret that was not kept).
 
+mod build;
 mod steps;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,8 @@ pub struct ApplyOptions {
     pub proxy: ProxyDriver,
     /// Where the records of shared databases are kept (none: not recorded).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Turns true when berth shuts down: a build under way is cancelled.
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for ApplyOptions {
@@ -47,6 +50,7 @@ impl Default for ApplyOptions {
             ready_timeout: Duration::from_secs(60),
             proxy: ProxyDriver::None,
             state_dir: None,
+            cancel: None,
         }
     }
 }
@@ -132,6 +136,13 @@ pub enum Progress {
         image: String,
         /// The daemon's report.
         progress: PullProgress,
+    },
+    /// An image is being built: a piece of its output (secrets redacted).
+    Build {
+        /// The app.
+        app: String,
+        /// The output, as the daemon sent it.
+        output: String,
     },
     /// A new container is waiting to be ready.
     Waiting {

@@ -56,6 +56,9 @@ pub enum ApplyError {
     /// A shared database's server cannot be reached as administrator.
     #[error("{0}")]
     NoServer(String),
+    /// An image could not be built.
+    #[error("{0}")]
+    Build(String),
 }
 
 pub(super) struct Ctx<'a> {
@@ -99,6 +102,15 @@ impl Ctx<'_> {
                 .steps
                 .iter()
                 .any(|s| matches!(s, Step::Run { .. } | Step::Replace { .. }));
+            // The image is built before anything needs it; a failed build leaves the
+            // running containers as they are.
+            for step in &a.steps {
+                if let Step::Build { app, .. } = step {
+                    if let Err(e) = super::build::build(self, app).await {
+                        return self.finish(a, Status::Failed(self.scrub(&e.to_string())));
+                    }
+                }
+            }
             if needs_image {
                 if let Err(e) = self.runtime.prepare_image(app).await {
                     return self.finish(a, Status::Failed(self.scrub(&e.to_string())));
@@ -512,6 +524,8 @@ impl Ctx<'_> {
             | Step::RemoveProxyFile { .. }
             | Step::IssueCertificate { .. }
             | Step::ServeCertificate { .. } => Ok(()),
+            // Built before the other steps (see `run`).
+            Step::Build { .. } => Ok(()),
         }
     }
 

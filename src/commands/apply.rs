@@ -164,6 +164,38 @@ impl Printer {
         }
     }
 
+    /// A build's output: on a terminal a spinner showing its last line, otherwise each
+    /// line as it comes, prefixed with the app.
+    fn build(&self, app: String, output: &str) {
+        let lines = output
+            .lines()
+            .map(|l| berth::manifest::syntax::escape_control(l.trim_end()).into_owned())
+            .filter(|l| !l.trim().is_empty());
+        if !self.terminal {
+            for line in lines {
+                eprintln!("build {app} | {line}");
+            }
+            return;
+        }
+        let mut bars = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = bars.entry(app.clone()).or_insert_with(|| {
+            let bar = self.bars.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} build {prefix}: {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(app);
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        for line in lines {
+            if line.starts_with("Step ") {
+                bar.println(format!("build {}: {line}", bar.prefix()));
+            }
+            bar.set_message(line);
+        }
+    }
+
     fn show(&self, p: Progress) {
         if !self.enabled {
             return;
@@ -198,6 +230,7 @@ impl Printer {
                     bar.set_position(progress.current);
                 }
             }
+            Progress::Build { app, output } => self.build(app, &output),
             Progress::Finished(o) => {
                 if let Some(bar) = self
                     .pulls

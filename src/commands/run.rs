@@ -78,6 +78,7 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 instance: args.host.lock.instance.clone(),
                 concurrency: args.host.concurrency,
                 ready_timeout: Duration::from_secs(args.host.ready_timeout),
+                cancel: Some(stopped.clone()),
                 ..ApplyOptions::default()
             },
             debounce: Duration::from_millis(300),

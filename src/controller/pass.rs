@@ -84,7 +84,7 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
         Some(policy) => manifest::load_files_with_policy(&revision.files, policy),
         None => manifest::load_files(&revision.files),
     };
-    let manifests = match loaded {
+    let mut manifests = match loaded {
         Ok(m) if revision.problems.is_empty() => m,
         result => {
             let mut problems = revision.problems.clone();
@@ -98,6 +98,7 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
             });
         }
     };
+    manifests.tree = Some(revision.tree.clone());
     let manifests = Arc::new(manifests);
     if converge {
         cx.workflows.set_revision(id.clone(), manifests.clone());
@@ -236,10 +237,17 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
         cx.state,
         cx.docker.clone(),
         cx.apply.clone(),
-        Arc::new(|p| {
-            if let apply::Progress::Finished(o) = p {
+        Arc::new(|p| match p {
+            apply::Progress::Finished(o) => {
                 info!(target = %o.target, name = %o.name, result = ?o.result, "action");
             }
+            // The build's output, line by line, as plain log lines.
+            apply::Progress::Build { app, output } => {
+                for line in output.lines().filter(|l| !l.trim().is_empty()) {
+                    info!(app = %app, "build: {}", crate::manifest::syntax::escape_control(line));
+                }
+            }
+            _ => {}
         }),
     )
     .await;

@@ -11,6 +11,7 @@ pub mod spec;
 use std::collections::BTreeMap;
 
 use crate::desired::routes::Route;
+use crate::expand::builds::DesiredBuild;
 use crate::expand::databases::{self, DesiredDatabase, LinkValue};
 use crate::manifest::model::{
     AppSpec, DatabaseMode, DeletionPolicy, Engine, EnvValue, Protocol, UpdateStrategy,
@@ -130,6 +131,8 @@ pub struct Desired {
     pub files: BTreeMap<String, DesiredFile>,
     /// The apps a rollback pinned, and what their pin does in this pass.
     pub holds: BTreeMap<String, Hold>,
+    /// The images built for apps with `build`, by app.
+    pub builds: BTreeMap<String, DesiredBuild>,
 }
 
 impl Desired {
@@ -369,8 +372,23 @@ pub fn build_lenient(
         new_secrets: BTreeMap::new(),
         files: BTreeMap::new(),
         holds: BTreeMap::new(),
+        builds: BTreeMap::new(),
     };
     (desired, missing)
+}
+
+/// Points each built app at its image, the tag built from its context, with the
+/// build's options in its spec (so a plan's diff shows them), and keeps the builds for
+/// the plan and apply.
+pub fn use_builds(desired: &mut Desired, builds: BTreeMap<String, DesiredBuild>) {
+    for (name, build) in &builds {
+        if let Some(app) = desired.apps.get_mut(name) {
+            app.spec.image = build.tag.clone();
+            app.spec.build = Some(build.options.clone());
+            app.hash = app.spec.hash();
+        }
+    }
+    desired.builds = builds;
 }
 
 /// Resolves an app's `secretEnv`: values to inject, and how each is shown. Missing
@@ -502,6 +520,7 @@ fn desired_app(
         user: app.user.clone(),
         init: app.init,
         networks,
+        build: None,
     };
     let hash = spec.hash();
     DesiredApp {

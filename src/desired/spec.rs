@@ -63,6 +63,9 @@ pub struct ContainerSpec {
     /// Networks joined besides `network` (the managed databases' network).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
+    /// How the image is built, for an app with `build` (its tag is `image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<crate::expand::builds::BuildOptions>,
 }
 
 /// A health check in its normalized form.

@@ -223,6 +223,33 @@ pub struct PullProgress {
     pub total: u64,
 }
 
+/// An image to build from a context.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// The tag the image gets.
+    pub tag: String,
+    /// The Dockerfile's path inside the context.
+    pub dockerfile: String,
+    /// The stage to build, when not the last.
+    pub target: Option<String>,
+    /// Build arguments.
+    pub args: BTreeMap<String, String>,
+    /// Labels the image gets.
+    pub labels: BTreeMap<String, String>,
+    /// The context: a tar archive.
+    pub context: Vec<u8>,
+}
+
+impl std::fmt::Debug for BuildRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildRequest")
+            .field("tag", &self.tag)
+            .field("dockerfile", &self.dockerfile)
+            .field("context", &format!("<{} bytes>", self.context.len()))
+            .finish_non_exhaustive()
+    }
+}
+
 /// A daemon event about a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerEvent {
@@ -310,6 +337,23 @@ pub trait DockerApi: Send + Sync {
     ) -> Result<i64, DockerError>;
     /// Restarts a container, giving it `timeout_secs` to stop.
     async fn restart_container(&self, id: &str, timeout_secs: i32) -> Result<(), DockerError>;
+    /// Builds an image, handing each piece of the build's output to `output` as it
+    /// comes. A failed step is an error carrying the daemon's message. When the
+    /// returned future is dropped before the end, the connection closes and the
+    /// daemon cancels the build.
+    async fn build_image(
+        &self,
+        request: BuildRequest,
+        output: &(dyn for<'b> Fn(&'b str) + Send + Sync),
+    ) -> Result<(), DockerError> {
+        let _ = output;
+        Err(DockerError::Call {
+            op: "build image",
+            target: request.tag,
+            message: "this driver does not build images".into(),
+            status: None,
+        })
+    }
 }
 
 /// The real daemon, through bollard.
@@ -936,6 +980,50 @@ impl DockerApi for BollardDocker {
             })?;
         }
         Ok(written)
+    }
+
+    async fn build_image(
+        &self,
+        request: BuildRequest,
+        output: &(dyn for<'b> Fn(&'b str) + Send + Sync),
+    ) -> Result<(), DockerError> {
+        let args: HashMap<String, String> = request.args.clone().into_iter().collect();
+        let labels: HashMap<String, String> = request.labels.clone().into_iter().collect();
+        let mut options = bollard::query_parameters::BuildImageOptionsBuilder::default()
+            .dockerfile(&request.dockerfile)
+            .t(&request.tag)
+            .rm(true)
+            .forcerm(true)
+            .buildargs(&args)
+            .labels(&labels);
+        if let Some(target) = &request.target {
+            options = options.target(target);
+        }
+        let tag = request.tag.clone();
+        let mut stream = self.client.build_image(
+            options.build(),
+            None,
+            Some(bollard::body_full(request.context.into())),
+        );
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
+                        output(text);
+                    }
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(DockerError::Call {
+                        op: "build image",
+                        target: tag,
+                        message: error.trim_end().to_owned(),
+                        status: None,
+                    });
+                }
+                Err(e) => return Err(call_error("build image", &tag, e)),
+            }
+        }
+        Ok(())
     }
 
     fn container_events(&self, label: &str) -> EventStream {

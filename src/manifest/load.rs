@@ -39,7 +39,15 @@ pub fn load_dir_with_policy(root: &Path, policy: &Policy) -> Result<Manifests, D
 fn load_dir_checked(root: &Path, policy: Option<&Policy>) -> Result<Manifests, Diagnostics> {
     let (files, mut problems) = read_source_dir(root);
     match load_files_checked(&files, policy) {
-        Ok(manifests) if problems.is_empty() => Ok(manifests),
+        Ok(mut manifests) if problems.is_empty() => {
+            // A single file's builds read the folder it is in.
+            let folder = match root.is_dir() {
+                true => root.to_path_buf(),
+                false => root.parent().map(Path::to_path_buf).unwrap_or_default(),
+            };
+            manifests.tree = Some(super::SourceTree::Dir(folder));
+            Ok(manifests)
+        }
         Ok(_) => Err(Diagnostics::new(problems)),
         Err(more) => {
             problems.extend(more.iter().cloned());

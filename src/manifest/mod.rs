@@ -33,6 +33,23 @@ pub(crate) use validate::{MANAGED_DATA_VOLUME, docker_volume_name};
 
 use model::{AppSpec, DatabaseSpec, DomainSpec, NotifierSpec, SettingsSpec, WorkflowSpec};
 
+/// Where a revision's files live: what a build context is read from. A build reads
+/// the revision being applied, never what a folder holds later.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SourceTree {
+    /// A folder on disk (a directory source, `berth apply PATH`).
+    Dir(std::path::PathBuf),
+    /// A commit of a Git clone; the manifests are under `subdir` of its tree.
+    Commit {
+        /// The clone (a bare repository).
+        clone: std::path::PathBuf,
+        /// The commit id.
+        commit: String,
+        /// The folder of the manifests (`""`: the root).
+        subdir: String,
+    },
+}
+
 /// Where a resource was declared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -77,6 +94,9 @@ pub struct Manifests {
     /// The host policy the manifests were checked against (`None`: loaded without one,
     /// by a tool that does not act on a host). Workflow `http` actions stay within it.
     pub policy: Option<std::sync::Arc<Policy>>,
+    /// Where the revision's files live, for build contexts (`None`: nowhere to read
+    /// them from; an app with `build` cannot be planned).
+    pub tree: Option<SourceTree>,
 }
 
 impl Manifests {

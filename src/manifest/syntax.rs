@@ -178,6 +178,15 @@ pub fn check_fs_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A path inside a repository, cleaned: `./apps//web/` → `apps/web`, `.` → `` (the
+/// root). Validation has refused `..` and absolute paths before.
+pub fn normalize_relative(path: &str) -> String {
+    path.split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// A Docker image reference: `[registry[:port]/]repo[/more][:tag][@digest]`.
 pub fn check_image(image: &str) -> Result<(), String> {
     let bad = |why: &str| {

@@ -134,6 +134,10 @@ pub struct Observed {
     /// the instance owning it.
     #[serde(skip)]
     pub certificate_owners: BTreeMap<String, String>,
+    /// The images built for apps that the daemon holds (their tags).
+    pub built_images: BTreeSet<String>,
+    /// The files of each app's last successful build: path → digest.
+    pub last_builds: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Observed {
@@ -149,6 +153,21 @@ fn policy(labels: &BTreeMap<String, String>) -> DeletionPolicy {
         Some("delete") => DeletionPolicy::Delete,
         _ => DeletionPolicy::Retain,
     }
+}
+
+/// Which of the built images `tags` the daemon holds: one call per tag, only for apps
+/// with `build`.
+pub async fn built_images(
+    docker: &dyn DockerApi,
+    tags: impl Iterator<Item = &str>,
+) -> Result<BTreeSet<String>, DockerError> {
+    let mut out = BTreeSet::new();
+    for tag in tags {
+        if docker.image_exists(tag).await? {
+            out.insert(tag.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// Reads the daemon's containers, networks and volumes: three calls.

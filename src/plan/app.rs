@@ -6,6 +6,7 @@
 
 use super::{Action, Op, Step, Target, spec_changes, unified_diff};
 use crate::desired::{DesiredApp, ObjectKind, container_name};
+use crate::expand::builds::{DesiredBuild, files_changed};
 use crate::manifest::model::UpdateStrategy;
 use crate::observe::{Observed, ObservedContainer};
 
@@ -259,6 +260,34 @@ pub fn handover_name(canonical: &str, hash: &str, old: &str) -> String {
         true => format!("{name}-next"),
         false => name,
     }
+}
+
+/// Puts the build of the app's image first when a container of it is to be created and
+/// the daemon does not hold its tag: a pass that runs nothing new builds nothing.
+pub(super) fn plan_build(a: &mut Action, build: Option<&DesiredBuild>, observed: &Observed) {
+    let Some(build) = build else { return };
+    let runs = a
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Run { .. } | Step::Replace { .. }));
+    if !runs || observed.built_images.contains(&build.tag) {
+        return;
+    }
+    let files = build.files();
+    let changed = observed
+        .last_builds
+        .get(&build.app)
+        .map(|before| files_changed(before, &files));
+    a.steps.insert(
+        0,
+        Step::Build {
+            app: build.app.clone(),
+            tag: build.tag.clone(),
+            context: build.context_shown().to_owned(),
+            files: files.len(),
+            changed,
+        },
+    );
 }
 
 pub(super) fn is_up(state: &str) -> bool {

@@ -26,7 +26,7 @@ pub fn spec_changes(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
             show_opt(new.port)
         ));
     }
-    let fields: [(&str, bool); 10] = [
+    let fields: [(&str, bool); 11] = [
         ("published ports", old.ports != new.ports),
         ("volumes", old.volumes != new.volumes),
         ("network", old.network != new.network),
@@ -37,6 +37,7 @@ pub fn spec_changes(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
         ("labels", old.labels != new.labels),
         ("user", old.user != new.user),
         ("init", old.init != new.init),
+        ("build options", old.build != new.build),
     ];
     for (name, changed) in fields {
         if changed {

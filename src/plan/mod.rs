@@ -259,6 +259,20 @@ pub enum Step {
         /// The app.
         app: String,
     },
+    /// Build an app's image from its context, before its containers run.
+    Build {
+        /// The app.
+        app: String,
+        /// The image's tag.
+        tag: String,
+        /// The context folder (`.` for the root of the revision).
+        context: String,
+        /// How many files the context sends.
+        files: usize,
+        /// How many differ from the last build berth recorded (`None`: no earlier build).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        changed: Option<usize>,
+    },
     /// Write a secret's value to a file the proxy reads (mode 0600).
     WriteFile {
         /// The file.
@@ -588,6 +602,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
             let app = &desired.apps[&name];
             let current = by_app.remove(name.as_str()).unwrap_or_default();
             let (mut a, switched) = app::plan_app(app, &current, observed);
+            app::plan_build(&mut a, desired.builds.get(&name), observed);
             if conflicted_apps.contains(&name) && a.op != Op::Conflict {
                 a.op = Op::Conflict;
                 a.steps.clear();
@@ -875,6 +890,7 @@ mod tests {
                 user: None,
                 init: false,
                 networks: Vec::new(),
+                build: None,
             }),
             state: "running".into(),
             deletion_policy: policy,

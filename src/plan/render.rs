@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Op, Plan, Target};
+use super::{Op, Plan, Step, Target};
 use crate::manifest::syntax::escape_control as esc;
 
 const RESET: &str = "\x1b[0m";
@@ -69,6 +69,24 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
                 }
             }
             continue;
+        }
+        for step in &a.steps {
+            if let Step::Build {
+                context,
+                files,
+                changed,
+                ..
+            } = step
+            {
+                let what = match changed {
+                    Some(1) => "1 file changed".to_owned(),
+                    Some(n) => format!("{n} files changed"),
+                    None if *files == 1 => "1 file".to_owned(),
+                    None => format!("{files} files"),
+                };
+                let head = paint(GREEN, &format!("+ build image for app {}", esc(&a.name)));
+                let _ = writeln!(out, "  {head} (context {}, {what})", esc(context));
+            }
         }
         let head = paint(
             code,

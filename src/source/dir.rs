@@ -31,10 +31,15 @@ impl DirSource {
     /// Reads the current revision.
     pub fn read(&self) -> Revision {
         let (files, problems) = manifest::read_source_dir(&self.root);
+        let folder = match self.root.is_dir() {
+            true => self.root.clone(),
+            false => self.root.parent().map(Path::to_path_buf).unwrap_or_default(),
+        };
         Revision {
             id: RevisionId::content(manifest::files_digest(&files)),
             files,
             problems,
+            tree: manifest::SourceTree::Dir(folder),
         }
     }
 

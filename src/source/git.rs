@@ -418,6 +418,11 @@ impl GitSource {
             id: super::RevisionId::commit(commit),
             files,
             problems,
+            tree: crate::manifest::SourceTree::Commit {
+                clone: self.clone.clone(),
+                commit: commit.to_owned(),
+                subdir: self.spec.subdir.clone(),
+            },
         })
     }
 }

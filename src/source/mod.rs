@@ -1,6 +1,7 @@
 //! Sources of revisions: where the manifests come from. A [`Revision`] is every
 //! manifest file at one point in time and an id for it.
 
+pub mod context;
 pub mod dir;
 pub mod git;
 pub mod webhook;
@@ -106,6 +107,8 @@ pub struct Revision {
     /// Problems reading files (too large, symlinks out of the root…): a revision with
     /// problems is invalid as a whole.
     pub problems: Vec<crate::manifest::Diagnostic>,
+    /// Where its files live: build contexts are read from there.
+    pub tree: crate::manifest::SourceTree,
 }
 
 /// Where `berth run` reads its revisions.

@@ -248,6 +248,7 @@ mod tests {
             user: None,
             init: false,
             networks: Vec::new(),
+            build: None,
         };
         AppliedSpec {
             revision: revision.into(),

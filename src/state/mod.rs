@@ -12,6 +12,7 @@
 //!   databases-<instance>.json   the shared databases the instance created
 //!   history-<instance>.json     the last specs applied to each app
 //!   pins-<instance>.json        the apps a rollback holds at an earlier spec
+//!   builds-<instance>/          each app's last build log and built files
 //! ```
 //! Several instances may share one state directory: each reads and writes only the
 //! files with its own name. `applied.json` and `status.json` are what berth wrote
@@ -20,6 +21,7 @@
 
 pub mod atomic;
 pub mod certs;
+pub mod builds;
 pub mod history;
 pub mod lock;
 pub mod presence;
@@ -102,6 +104,11 @@ impl StateDir {
     /// The specs applied to the instance's apps (`history-<instance>.json`).
     pub fn history(&self) -> History {
         History::new(&self.root, &self.instance)
+    }
+
+    /// The apps' builds: logs and records (`builds-<instance>/`).
+    pub fn builds(&self) -> builds::Builds {
+        builds::Builds::new(&self.root, &self.instance)
     }
 
     /// The apps a rollback pinned (`pins-<instance>.json`).

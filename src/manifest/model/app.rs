@@ -13,7 +13,13 @@ use crate::manifest::units::{Duration, Size};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppSpec {
     /// The image to run, such as `ghost:5.2` or `registry.example.com/team/api@sha256:…`.
+    /// Give `image` or `build`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
+    /// Build the image from a folder of the state repository instead of naming one.
+    /// Give `image` or `build`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<super::Build>,
     /// Replaces the image's command (exec form, no shell). Default: the image's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,

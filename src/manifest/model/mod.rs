@@ -6,6 +6,7 @@
 //! shares (the envelope, metadata, the kinds) and re-exports every type.
 
 mod app;
+mod build;
 mod database;
 mod domain;
 mod notifier;
@@ -22,6 +23,7 @@ pub use app::{
     AppSpec, DatabaseLink, EnvValue, Health, Protocol, PublishedPort, Resources, RestartPolicy,
     UpdateStrategy, VolumeMount,
 };
+pub use build::Build;
 pub use database::{Backup, DatabaseMode, DatabaseSpec, Engine};
 pub use domain::{DomainSpec, Tls};
 pub use notifier::{EventKind, NotifierSpec, NotifierType};

@@ -11,7 +11,20 @@ use crate::manifest::syntax;
 /// Checks an App spec and its references to databases and other apps.
 pub(super) fn check_app(report: &mut Report, index: &Index, t: &Typed, a: &AppSpec) {
     let doc = t.doc;
-    report.check(doc, "/spec/image", syntax::check_image(&a.image));
+    match (&a.build, a.image.is_empty()) {
+        (None, true) => report.at(
+            doc,
+            "/spec",
+            "give `image` (an image to run) or `build` (a folder to build it from)",
+        ),
+        (None, false) => report.check(doc, "/spec/image", syntax::check_image(&a.image)),
+        (Some(_), false) => report.at(
+            doc,
+            "/spec/build",
+            "give either `image` or `build`: a built image is tagged berth/<app>:<hash>",
+        ),
+        (Some(build), true) => super::build::check_build(report, doc, build),
+    }
     if let Some(cmd) = &a.command {
         if cmd.is_empty() {
             report.at(

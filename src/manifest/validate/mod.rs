@@ -7,6 +7,7 @@
 //! walking the document's YAML tree along a JSON pointer.
 
 mod app;
+mod build;
 mod database;
 mod domain;
 mod graph;
