@@ -44,6 +44,24 @@ pub enum Command {
     /// Run workflows by hand and read their runs.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Show the log of an app's last image build (--build).
+    Logs(LogsArgs),
+}
+
+/// `berth logs`
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The app.
+    pub app: String,
+    /// The log of the app's last image build (its last 64 KiB, secrets redacted).
+    #[arg(long)]
+    pub build: bool,
+    /// Where berth's records live.
+    #[arg(long, env = "BERTH_STATE_DIR", default_value = berth::state::DEFAULT)]
+    pub state_dir: PathBuf,
+    /// The berth instance.
+    #[arg(long, env = "BERTH_INSTANCE", default_value = "default", value_parser = instance_name)]
+    pub instance: String,
 }
 
 /// `berth workflow`

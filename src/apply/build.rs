@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::steps::{ApplyError, Ctx};
 use super::Progress;
+use super::steps::{ApplyError, Ctx};
 use crate::drivers::docker::BuildRequest;
 use crate::expand::builds::DesiredBuild;
 use crate::source::context::{self, ContextEntry, EntryKind};
@@ -73,9 +73,11 @@ pub(super) async fn build(ctx: &Ctx<'_>, app: &str) -> Result<(), ApplyError> {
         }
     };
     let log = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let builds = ctx.options.state_dir.as_deref().map(|dir| {
-        crate::state::builds::Builds::new(dir, &ctx.options.instance)
-    });
+    let builds = ctx
+        .options
+        .state_dir
+        .as_deref()
+        .map(|dir| crate::state::builds::Builds::new(dir, &ctx.options.instance));
     if let Some(builds) = &builds {
         let mut text = log.text();
         if let Err(why) = &result {
@@ -154,7 +156,13 @@ fn append(out: &mut Vec<u8>, entry: &ContextEntry, data: &[u8]) {
         if let Some(l) = link.as_ref().filter(|_| long_link) {
             records.extend(pax_record("linkpath", l));
         }
-        out.extend_from_slice(&header("././@PaxHeader", b'x', records.len() as u64, "", 0o644));
+        out.extend_from_slice(&header(
+            "././@PaxHeader",
+            b'x',
+            records.len() as u64,
+            "",
+            0o644,
+        ));
         pad(out, &records);
     }
     match entry.kind {
@@ -260,11 +268,21 @@ mod tests {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&listing.stdout);
-        assert!(listing.status.success(), "{text}{}", String::from_utf8_lossy(&listing.stderr));
+        assert!(
+            listing.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&listing.stderr)
+        );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].starts_with("-rwxr-xr-x") && lines[0].ends_with(" run.sh"), "{text}");
+        assert!(
+            lines[0].starts_with("-rwxr-xr-x") && lines[0].ends_with(" run.sh"),
+            "{text}"
+        );
         assert!(lines[1].ends_with(&long), "{text}");
-        assert!(lines[2].starts_with('l') && lines[2].ends_with("link -> run.sh"), "{text}");
+        assert!(
+            lines[2].starts_with('l') && lines[2].ends_with("link -> run.sh"),
+            "{text}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 mod apply;
 mod backup;
 mod init;
+mod logs;
 mod rollback;
 mod run;
 mod schema;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::exec(&args),
         Command::Backup(command) => backup::exec(&command),
         Command::Workflow(command) => workflow::exec(&command),
+        Command::Logs(args) => logs::exec(&args),
     }
 }
 

@@ -111,7 +111,11 @@ pub fn expand(manifests: &Manifests) -> (BTreeMap<String, DesiredBuild>, Vec<Bui
     (builds, errors)
 }
 
-fn desired_build(app: &str, build: &Build, tree: &SourceTree) -> Result<DesiredBuild, ContextError> {
+fn desired_build(
+    app: &str,
+    build: &Build,
+    tree: &SourceTree,
+) -> Result<DesiredBuild, ContextError> {
     let folder = syntax::normalize_relative(&build.context);
     let dockerfile =
         syntax::normalize_relative(build.dockerfile.as_deref().unwrap_or("Dockerfile"));
@@ -169,14 +173,21 @@ fn hash(options: &BuildOptions, entries: &[ContextEntry]) -> String {
         h.update(e.path.as_bytes());
         h.update(format!("\0{kind}\0{}\n", e.digest).as_bytes());
     }
-    h.update(serde_json::to_string(options).unwrap_or_default().as_bytes());
+    h.update(
+        serde_json::to_string(options)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     hex::encode(h.finalize())
 }
 
 /// How the files of a build differ from those of the last one: the number of paths
 /// added, removed or changed.
 pub fn files_changed(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> usize {
-    let changed = now.iter().filter(|(p, d)| before.get(*p) != Some(*d)).count();
+    let changed = now
+        .iter()
+        .filter(|(p, d)| before.get(*p) != Some(*d))
+        .count();
     let removed = before.keys().filter(|p| !now.contains_key(*p)).count();
     changed + removed
 }
@@ -209,7 +220,11 @@ mod tests {
         let (builds, errors) = expand(&m);
         assert!(errors.is_empty(), "{errors:?}");
         let b = &builds["web"];
-        assert!(b.tag.starts_with("berth/web:") && b.tag.len() == 22, "{}", b.tag);
+        assert!(
+            b.tag.starts_with("berth/web:") && b.tag.len() == 22,
+            "{}",
+            b.tag
+        );
         assert_eq!(b.context_shown(), "apps/web");
         let paths: Vec<&str> = b.entries.iter().map(|e| e.path.as_str()).collect();
         // The Dockerfile and .dockerignore are always sent, as the Docker CLI does.
@@ -236,7 +251,10 @@ mod tests {
                 dir.path().display()
             )
         );
-        let m = manifests(dir.path(), "{context: apps/web, dockerfile: web.Dockerfile}");
+        let m = manifests(
+            dir.path(),
+            "{context: apps/web, dockerfile: web.Dockerfile}",
+        );
         assert_eq!(
             expand(&m).1[0].to_string(),
             "App/web (app.yaml:1): failed to read web.Dockerfile of build context `apps/web`: \

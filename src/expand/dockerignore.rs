@@ -218,7 +218,9 @@ impl<'a> Matcher<'a> {
                 }) && self.at(t + 1, s + 1)
             }
             // Nothing more, or one more character that is not a `/` and the star again.
-            Token::Star => self.at(t + 1, s) || (next.is_some_and(|c| c != '/') && self.at(t, s + 1)),
+            Token::Star => {
+                self.at(t + 1, s) || (next.is_some_and(|c| c != '/') && self.at(t, s + 1))
+            }
             Token::Rest => true,
             // No folder, or characters up to a `/`, as many times as it takes.
             Token::Folders => self.at(t + 1, s) || self.inner(t, s),

@@ -381,7 +381,10 @@ mod tests {
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["Dockerfile", "run", "src/main.sh"]);
         assert_eq!(entries[1].kind, EntryKind::Symlink);
-        assert_eq!(read(&tree, "apps/web", &entries[1]).unwrap(), b"src/main.sh");
+        assert_eq!(
+            read(&tree, "apps/web", &entries[1]).unwrap(),
+            b"src/main.sh"
+        );
         assert_eq!(
             read(&tree, "apps/web", &entries[2]).unwrap(),
             b"echo hi\n".to_vec()

@@ -33,7 +33,11 @@ impl DirSource {
         let (files, problems) = manifest::read_source_dir(&self.root);
         let folder = match self.root.is_dir() {
             true => self.root.clone(),
-            false => self.root.parent().map(Path::to_path_buf).unwrap_or_default(),
+            false => self
+                .root
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
         };
         Revision {
             id: RevisionId::content(manifest::files_digest(&files)),

@@ -130,7 +130,10 @@ impl BoundedLog {
     /// The text kept, saying first when the start was cut.
     pub fn text(&self) -> String {
         match self.cut {
-            true => format!("[earlier output cut: berth keeps the last 64 KiB]\n{}", self.text),
+            true => format!(
+                "[earlier output cut: berth keeps the last 64 KiB]\n{}",
+                self.text
+            ),
             false => self.text.clone(),
         }
     }
@@ -173,13 +176,20 @@ mod tests {
         assert!(text.starts_with("[earlier output cut"), "{}", &text[..80]);
         assert!(text.ends_with("line 9999\n"));
         assert_eq!(log.last_lines(2), ["line 9998", "line 9999"]);
-        assert_eq!(log.last_step(), None, "the step header was cut with the start");
+        assert_eq!(
+            log.last_step(),
+            None,
+            "the step header was cut with the start"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let builds = Builds::new(dir.path(), "test");
         assert_eq!(builds.read_log("web").unwrap(), None);
         builds.write_log("web", &text).unwrap();
-        assert_eq!(builds.read_log("web").unwrap().as_deref(), Some(text.as_str()));
+        assert_eq!(
+            builds.read_log("web").unwrap().as_deref(),
+            Some(text.as_str())
+        );
         let record = BuildRecord {
             tag: "berth/web:0123456789ab".into(),
             files: [("Dockerfile".to_owned(), "abc".to_owned())].into(),

@@ -11,13 +11,13 @@ use crate::listener::{Listener, Received};
 use crate::run::{Controller, env_of, eventually, running};
 
 /// A bare repository and a work tree that pushes to it.
-struct Repo {
-    bare: std::path::PathBuf,
-    work: std::path::PathBuf,
+pub struct Repo {
+    pub bare: std::path::PathBuf,
+    pub work: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(["-c", "user.name=Ops", "-c", "user.email=ops@example.com"])
         .args([
@@ -39,7 +39,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 impl Repo {
-    fn new() -> Repo {
+    pub fn new() -> Repo {
         let dir = tempfile::tempdir().unwrap();
         let bare = dir.path().join("state.git");
         let work = dir.path().join("work");
@@ -55,7 +55,7 @@ impl Repo {
     }
 
     /// Writes `files` under `deploy/`, commits and pushes; returns the commit id.
-    fn commit(&self, message: &str, files: &[(&str, String)]) -> String {
+    pub fn commit(&self, message: &str, files: &[(&str, String)]) -> String {
         for (name, text) in files {
             let path = self.work.join("deploy").join(name);
             fs::create_dir_all(path.parent().unwrap()).unwrap();

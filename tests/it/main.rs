@@ -1,6 +1,7 @@
 //! berth's integration tests: one binary, a module per area.
 
 mod acme;
+mod builds;
 mod cli;
 mod corpus;
 mod databases;

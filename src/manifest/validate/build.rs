@@ -16,21 +16,29 @@ pub(super) fn check_build(report: &mut Report, doc: usize, build: &Build) {
         report.check(
             doc,
             "/spec/build/dockerfile",
-            check_relative("dockerfile", dockerfile).and_then(|()| {
-                match syntax::normalize_relative(dockerfile).is_empty() {
+            check_relative("dockerfile", dockerfile).and_then(
+                |()| match syntax::normalize_relative(dockerfile).is_empty() {
                     true => Err("dockerfile must name a file inside the context".to_owned()),
                     false => Ok(()),
-                }
-            }),
+                },
+            ),
         );
     }
     if let Some(target) = &build.target {
-        report.check(doc, "/spec/build/target", syntax::check_token("target", target));
+        report.check(
+            doc,
+            "/spec/build/target",
+            syntax::check_token("target", target),
+        );
     }
     for (key, value) in &build.args {
         let at = format!("/spec/build/args/{}", esc(key));
         if let Err(m) = syntax::check_env_name(key) {
-            report.at_key(doc, &at, m.replace("environment variable", "build argument"));
+            report.at_key(
+                doc,
+                &at,
+                m.replace("environment variable", "build argument"),
+            );
         }
         report.check(doc, &at, syntax::check_text("value", &value.0));
     }
