@@ -231,7 +231,7 @@ pub struct RunArgs {
     /// Where the manifests are: a directory (watched for changes) or a Git repository,
     /// `<url>[#ref][:subdir]` (`https://…`, `file://…`, `ssh://…` or a bare repository's
     /// path; `#main` picks a branch, tag or commit, `:deploy` a folder in it).
-    #[arg(long)]
+    #[arg(long, env = "BERTH_SOURCE")]
     pub source: String,
     /// How often a Git source is fetched (the push webhook fetches at once).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -247,7 +247,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub host: HostArgs,
     /// Address of the read-only status server.
-    #[arg(long, default_value = "127.0.0.1:9470")]
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:9470")]
     pub listen: String,
     /// A bearer token the status server requires (all but /healthz). Every user of the
     /// host sees an argument in `ps`: prefer --token-file or `BERTH_TOKEN`

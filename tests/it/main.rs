@@ -6,6 +6,7 @@ mod cli;
 mod corpus;
 mod databases;
 mod dbserver;
+mod deploy;
 mod docker;
 mod full_disk;
 mod fuzz;
