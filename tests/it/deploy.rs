@@ -178,9 +178,10 @@ fn the_container_runs_berth_on_a_git_repository_and_answers_its_health_check() {
             ("web.yaml", s.app("web", image(), "  port: 80\n")),
         ],
     );
-    // The non-root user of the image reads the repository through a bind mount.
-    let out = Command::new("chmod")
-        .args(["-R", "a+rX"])
+    // The image's user (uid 10001) reads the repository through a bind mount; git
+    // refuses a repository another user owns.
+    let out = Command::new("chown")
+        .args(["-R", "10001:10001"])
         .arg(repo.bare.parent().unwrap())
         .output()
         .unwrap();
