@@ -24,8 +24,8 @@ RUN set -eu; \
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing; \
         rm -rf /var/lib/apt/lists/*; \
     fi; \
-    groupadd --system --gid 10001 berth; \
-    useradd --system --uid 10001 --gid berth --home-dir /var/lib/berth --shell /usr/sbin/nologin berth; \
+    groupadd --gid 10001 berth; \
+    useradd --no-create-home --uid 10001 --gid berth --home-dir /var/lib/berth --shell /usr/sbin/nologin berth; \
     mkdir -p /var/lib/berth; \
     chown berth:berth /var/lib/berth; \
     chmod 0700 /var/lib/berth

@@ -179,12 +179,12 @@ impl Started {
         };
         let secrets = PassSecrets::new(state.secrets(), generation);
         desired::generate_passwords(manifests, &secrets)?;
-        let (mut desired, missing) = desired::build_lenient(manifests, &secrets, revision);
+        let (mut desired, mut missing) = desired::build_lenient(manifests, &secrets, revision);
         let (builds, errors) = crate::expand::builds::expand(manifests);
         if !errors.is_empty() {
             return Err(ReconcileError::Build(errors));
         }
-        desired::use_builds(&mut desired, builds);
+        missing.extend(desired::use_builds(&mut desired, builds, &secrets));
         // The history is read only to make a pin: a pass never depends on it.
         let history = match change {
             Some(PinChange::Pin { .. }) => state.history().load()?,

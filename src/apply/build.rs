@@ -46,6 +46,7 @@ pub(super) async fn build(ctx: &Ctx<'_>, app: &str) -> Result<(), ApplyError> {
         args: build.options.args.clone(),
         labels,
         context: archive,
+        secrets: build.secrets.clone(),
     };
     let log = Arc::new(Mutex::new(BoundedLog::default()));
     let secrets = ctx.desired.secret_values();

@@ -248,6 +248,11 @@ impl Desired {
             .chain(databases)
             .chain(self.new_secrets.values().flatten().cloned())
             .chain(self.files.values().map(|f| f.secret.clone()))
+            .chain(
+                self.builds
+                    .values()
+                    .flat_map(|b| b.secrets.values().cloned()),
+            )
             .collect()
     }
 }
@@ -380,8 +385,26 @@ pub fn build_lenient(
 /// Points each built app at its image, the tag built from its context, with the
 /// build's options in its spec (so a plan's diff shows them), and keeps the builds for
 /// the plan and apply.
-pub fn use_builds(desired: &mut Desired, builds: BTreeMap<String, DesiredBuild>) {
-    for (name, build) in &builds {
+/// The secrets a build mounts are read from `store`; those missing are returned.
+pub fn use_builds(
+    desired: &mut Desired,
+    mut builds: BTreeMap<String, DesiredBuild>,
+    store: &dyn SecretSource,
+) -> Vec<MissingSecret> {
+    let mut missing = Vec::new();
+    for (name, build) in builds.iter_mut() {
+        for (id, secret) in &build.options.secret_args {
+            match store.get(secret) {
+                Ok(s) => {
+                    build.secrets.insert(id.clone(), s);
+                }
+                Err(source) => missing.push(MissingSecret {
+                    resource: format!("App/{name}"),
+                    variable: Some(format!("build secret {id}")),
+                    source,
+                }),
+            }
+        }
         if let Some(app) = desired.apps.get_mut(name) {
             app.spec.image = build.tag.clone();
             app.spec.build = Some(build.options.clone());
@@ -389,6 +412,7 @@ pub fn use_builds(desired: &mut Desired, builds: BTreeMap<String, DesiredBuild>)
         }
     }
     desired.builds = builds;
+    missing
 }
 
 /// Resolves an app's `secretEnv`: values to inject, and how each is shown. Missing

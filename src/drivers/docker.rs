@@ -238,6 +238,9 @@ pub struct BuildRequest {
     pub labels: BTreeMap<String, String>,
     /// The context: a tar archive.
     pub context: Vec<u8>,
+    /// Secrets the Dockerfile mounts (`RUN --mount=type=secret,id=ID`), by id. With
+    /// any, the build goes through BuildKit, which asks berth for them.
+    pub secrets: BTreeMap<String, crate::state::secrets::Secret>,
 }
 
 impl std::fmt::Debug for BuildRequest {
@@ -987,6 +990,11 @@ impl DockerApi for BollardDocker {
         request: BuildRequest,
         output: &(dyn for<'b> Fn(&'b str) + Send + Sync),
     ) -> Result<(), DockerError> {
+        if !request.secrets.is_empty() {
+            let v = self.client.client_version();
+            let version = format!("{}.{}", v.major_version, v.minor_version);
+            return super::buildkit::build(&version, request, output).await;
+        }
         let args: HashMap<String, String> = request.args.clone().into_iter().collect();
         let labels: HashMap<String, String> = request.labels.clone().into_iter().collect();
         let mut options = bollard::query_parameters::BuildImageOptionsBuilder::default()

@@ -3,6 +3,7 @@
 
 pub mod acme;
 pub mod batch;
+mod buildkit;
 pub mod dbserver;
 pub mod docker;
 pub mod memory;

@@ -31,6 +31,8 @@ pub struct DesiredBuild {
     pub tree: SourceTree,
     /// The files sent, sorted (`.dockerignore` applied).
     pub entries: Vec<ContextEntry>,
+    /// The secrets it mounts, by id, read from the store for this pass.
+    pub secrets: BTreeMap<String, crate::state::secrets::Secret>,
 }
 
 /// The options of a build, as a plan's diff shows them.
@@ -47,6 +49,9 @@ pub struct BuildOptions {
     /// Build arguments.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub args: BTreeMap<String, String>,
+    /// The secrets it mounts: id → secret name (never a value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_args: BTreeMap<String, String>,
 }
 
 impl DesiredBuild {
@@ -147,6 +152,7 @@ fn desired_build(
             .iter()
             .map(|(k, v)| (k.clone(), v.0.clone()))
             .collect(),
+        secret_args: build.secret_args.clone(),
     };
     let hash = hash(&options, &entries);
     Ok(DesiredBuild {
@@ -157,6 +163,7 @@ fn desired_build(
         timeout: build.timeout.get(),
         tree: tree.clone(),
         entries,
+        secrets: BTreeMap::new(),
     })
 }
 

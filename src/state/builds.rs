@@ -151,12 +151,17 @@ impl BoundedLog {
         lines
     }
 
-    /// The last `Step N/M : …` line (the classic builder's step headers).
+    /// The last step header: `Step N/M : …` (the classic builder) or `#N [stage] …`
+    /// (BuildKit, whose failing step's header comes last).
     pub fn last_step(&self) -> Option<&str> {
-        self.text
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("Step ") && l.contains(" : "))
+        self.text.lines().rev().find_map(|l| {
+            if l.starts_with("Step ") && l.contains(" : ") {
+                return Some(l);
+            }
+            let (number, rest) = l.strip_prefix('#')?.split_once(' ')?;
+            let numbered = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+            (numbered && rest.starts_with('[')).then_some(rest)
+        })
     }
 }
 

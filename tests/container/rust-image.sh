@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 sysroot=$(rustc --print sysroot)
 version=$(rustc -V)
 base=$(bash "$here/../image/debian-base.sh" ca-certificates gcc libc6-dev)
-hash=$( { cat "$0"; echo "$base $version"; } | sha256sum | cut -c1-12)
+hash=$( { cat "$0" /etc/ssl/certs/ca-certificates.crt; echo "$base $version"; } | sha256sum | cut -c1-12)
 tag="berth-test/rust:$hash"
 if docker image inspect "$tag" >/dev/null 2>&1; then
     echo "$tag"
@@ -20,9 +20,13 @@ trap 'rm -rf "$ctx"' EXIT
 mkdir "$ctx/rust"
 # The compiler and the standard library; the documentation stays out.
 cp -a "$sysroot/bin" "$sysroot/lib" "$ctx/rust/"
+# The certificate authorities this machine trusts, so that cargo reaches crates.io
+# from a build container as it does from here (through the same proxies).
+cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
 cat >"$ctx/Dockerfile" <<DOCKERFILE
 FROM $base
 COPY rust /usr/local/rust
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     CARGO_HOME=/usr/local/cargo
 DOCKERFILE

@@ -195,14 +195,25 @@ fn a_git_source_builds_its_app_once_per_context_and_a_failed_build_keeps_the_old
     assert!(!c.log().contains('\x1b'), "{:?}", c.log());
 }
 
+const SECRET: &str = "s3cr3t-value-4f9a2b";
+
 #[test]
-fn a_dry_run_shows_the_build_and_builds_nothing_and_secret_args_are_refused() {
+fn a_build_secret_reaches_its_step_and_nothing_else() {
     let s = Scenario::new();
     let app = s.name("site");
     let images = BuiltImages(app.clone());
     let dir = s.manifests_path().join("apps/site");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("Dockerfile"), dockerfile("")).unwrap();
+    // The step proves it read the secret (its hash goes into the image), and prints it:
+    // berth's log must show it redacted.
+    std::fs::write(
+        dir.join("Dockerfile"),
+        dockerfile(
+            "RUN --mount=type=secret,id=TOKEN sha256sum /run/secrets/TOKEN | cut -c1-64 \
+             > /www/token.sha && echo \"token is $(cat /run/secrets/TOKEN)\"\n",
+        ),
+    )
+    .unwrap();
     std::fs::write(dir.join("index.html"), "site").unwrap();
     s.write(
         "site.yaml",
@@ -223,10 +234,13 @@ fn a_dry_run_shows_the_build_and_builds_nothing_and_secret_args_are_refused() {
     s.write(
         "site.yaml",
         &format!(
-            "apiVersion: berth/v1\nkind: App\nmetadata: {{name: {app}}}\nspec:\n  \
-             build: {{context: apps/site, args: {{MODE: prod}}}}\n  port: 80\n"
+            "apiVersion: berth/v1\nkind: App\nmetadata: {{name: {app}}}\nspec:\n  build:\n    \
+             context: apps/site\n    args: {{GREETING: hello}}\n    \
+             secretArgs: {{TOKEN: api-token}}\n  port: 80\n"
         ),
     );
+
+    // The plan shows the build and its options, never the value; a dry run builds nothing.
     let (code, plan) = s.dry_run();
     assert_eq!(code, Some(2), "{plan}");
     assert!(
@@ -236,24 +250,72 @@ fn a_dry_run_shows_the_build_and_builds_nothing_and_secret_args_are_refused() {
         "{plan}"
     );
     assert!(plan.contains(&format!("+ create app {app}")), "{plan}");
+    let json = text(&s.berth(&["apply", "--dry-run", "-o", "json"]));
+    assert!(json.contains("\"step\": \"build\""), "{json}");
+    for shown in [&plan, &json] {
+        assert!(!shown.contains(SECRET), "{shown}");
+    }
     assert!(images.tags().is_empty(), "a dry run builds nothing");
 
-    // A build argument from a secret is refused, naming where and why.
-    s.write(
-        "site.yaml",
-        &format!(
-            "apiVersion: berth/v1\nkind: App\nmetadata: {{name: {app}}}\nspec:\n  build:\n    \
-             context: apps/site\n    secretArgs: {{NPM_TOKEN: api-token}}\n"
-        ),
+    // berth run builds it through BuildKit, the secret mounted for its step only.
+    let c = Controller::start_with(&s, &s.manifests_path().display().to_string(), &[]);
+    eventually(&c, 240, "the app built with its secret serves", || {
+        page(&s, &app, "/").as_deref() == Some("site")
+    });
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(SECRET.as_bytes()))
+    };
+    assert_eq!(
+        page(&s, &app, "/token.sha").as_deref(),
+        Some(format!("{sha}\n").as_str())
     );
-    let out = crate::berth(s.manifests_path(), &["validate", "."]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let tags = images.tags();
+    assert_eq!(tags.len(), 1, "{tags:?}");
+    let history = text(&docker(&["history", "--no-trunc", &tags[0]]));
     assert!(
-        text(&out).contains(&format!(
-            "site.yaml:7:18: App/{app}: secretArgs is not supported yet"
-        )),
-        "{}",
-        text(&out)
+        history.contains("GREETING"),
+        "plain build args are in the history: {history}"
     );
-    assert!(!text(&out).contains("s3cr3t"), "{}", text(&out));
+    let inspect = text(&docker(&["image", "inspect", &tags[0]]));
+    let log = c.log();
+    assert!(log.contains("token is <secret:api-token sha256:"), "{log}");
+    let kept = String::from_utf8_lossy(
+        &Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["logs", "--build", &app, "--state-dir"])
+            .arg(s.state_path())
+            .args(["--instance", &s.prefix])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        kept.contains("token is <secret:api-token sha256:"),
+        "{kept}"
+    );
+    let status = c.api("/api/v1/status").to_string();
+    let resources = c.api("/api/v1/resources").to_string();
+    let served_plan = c.api("/api/v1/plan").to_string();
+    let on_disk = std::fs::read_to_string(s.state_path().join(format!("status-{}.json", s.prefix)))
+        .unwrap_or_default();
+    for (what, shown) in [
+        ("docker history", &history),
+        ("docker image inspect", &inspect),
+        ("berth run's log", &log),
+        ("the build log", &kept),
+        ("status", &status),
+        ("resources", &resources),
+        ("the plan", &served_plan),
+        ("the status file", &on_disk),
+    ] {
+        assert!(!shown.contains(SECRET), "{what} shows the secret: {shown}");
+    }
+    let cmdline = text(&docker(&[
+        "inspect",
+        "-f",
+        "{{.Config.Cmd}} {{.Config.Env}}",
+        &app,
+    ]));
+    assert!(!cmdline.contains(SECRET), "{cmdline}");
 }

@@ -29,8 +29,10 @@ pub struct Build {
     /// history: never put a secret here. Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub args: BTreeMap<String, EnvValue>,
-    /// Build arguments whose values come from the secret store, by secret name. Not
-    /// supported yet: validation refuses them (see the README).
+    /// Secrets the build may read, by id → secret name in the secret store. They are
+    /// BuildKit secret mounts, not `ARG`s: a step reads one with
+    /// `RUN --mount=type=secret,id=ID` (the file `/run/secrets/ID`), and its value
+    /// never enters the image, its history or a log. Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_args: BTreeMap<String, String>,
     /// How long one build may take before it is cancelled. Default: `30m`.

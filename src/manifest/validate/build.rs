@@ -1,5 +1,5 @@
 //! The checks of an App's `build`: a context folder inside the repository, a Dockerfile
-//! inside the context, a stage name, build arguments; `secretArgs` refused.
+//! inside the context, a stage name, build arguments and the secrets it mounts.
 
 use super::{Report, esc};
 use crate::manifest::model::Build;
@@ -42,15 +42,22 @@ pub(super) fn check_build(report: &mut Report, doc: usize, build: &Build) {
         }
         report.check(doc, &at, syntax::check_text("value", &value.0));
     }
-    for key in build.secret_args.keys() {
-        report.at_key(
+    for (key, secret) in &build.secret_args {
+        let at = format!("/spec/build/secretArgs/{}", esc(key));
+        if let Err(m) = syntax::check_env_name(key) {
+            report.at_key(doc, &at, m.replace("environment variable", "secret id"));
+        }
+        if build.args.contains_key(key) {
+            report.at_key(
+                doc,
+                &at,
+                format!("`{key}` is in both args and secretArgs; keep one"),
+            );
+        }
+        report.check(
             doc,
-            &format!("/spec/build/secretArgs/{}", esc(key)),
-            "secretArgs is not supported yet: berth builds through the Docker API's classic \
-             builder, which writes every build argument into the image's history \
-             (`docker history`), so a secret would be readable by anyone who can pull the \
-             image; fetch what the build needs without a secret, or build the image outside \
-             berth and give `image`",
+            &at,
+            syntax::check_name(secret).map_err(|m| format!("secret {m}")),
         );
     }
     if build.timeout.get().is_zero() {
