@@ -205,13 +205,15 @@ fn a_build_secret_reaches_its_step_and_nothing_else() {
     let dir = s.manifests_path().join("apps/site");
     std::fs::create_dir_all(&dir).unwrap();
     // The step proves it read the secret (its hash goes into the image), and prints it:
-    // berth's log must show it redacted.
+    // berth's log must show it redacted. The run's prefix keeps the step out of the
+    // build cache of an earlier run (a cached step prints nothing).
     std::fs::write(
         dir.join("Dockerfile"),
-        dockerfile(
+        dockerfile(&format!(
             "RUN --mount=type=secret,id=TOKEN sha256sum /run/secrets/TOKEN | cut -c1-64 \
-             > /www/token.sha && echo \"token is $(cat /run/secrets/TOKEN)\"\n",
-        ),
+             > /www/token.sha && echo \"{} token is $(cat /run/secrets/TOKEN)\"\n",
+            s.prefix
+        )),
     )
     .unwrap();
     std::fs::write(dir.join("index.html"), "site").unwrap();
@@ -318,4 +320,33 @@ fn a_build_secret_reaches_its_step_and_nothing_else() {
         &app,
     ]));
     assert!(!cmdline.contains(SECRET), "{cmdline}");
+
+    // A failing step of a BuildKit build is named too, and the old container serves.
+    std::fs::write(
+        dir.join("Dockerfile"),
+        dockerfile(&format!(
+            "RUN --mount=type=secret,id=TOKEN echo \"{} failing with $(cat /run/secrets/TOKEN)\" \
+             && false\n",
+            s.prefix
+        )),
+    )
+    .unwrap();
+    let resource = format!("/api/v1/resources/App/{app}");
+    eventually(&c, 120, "the failed build degrades the app", || {
+        c.api(&resource)["conditions"][0]["reason"] == "ApplyFailed"
+    });
+    let message = c.api(&resource)["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("failed at `[4/4] RUN --mount=type=secret,id=TOKEN echo"),
+        "{message}"
+    );
+    assert!(
+        message.contains("failing with <secret:api-token sha256:"),
+        "{message}"
+    );
+    assert!(!message.contains(SECRET), "{message}");
+    assert_eq!(page(&s, &app, "/").as_deref(), Some("site"));
 }
