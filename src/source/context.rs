@@ -180,6 +180,14 @@ pub fn read(
     }
 }
 
+fn too_many(folder: &str) -> ContextError {
+    ContextError::TooLarge {
+        folder: folder.to_owned(),
+        what: format!("more than {MAX_FILES} files"),
+        limit: format!("{MAX_FILES} files"),
+    }
+}
+
 fn join(a: &str, b: &str) -> String {
     match (a.is_empty(), b.is_empty()) {
         (true, _) => b.to_owned(),
@@ -201,35 +209,14 @@ fn list_commit(
         message: e.to_string(),
     };
     let repo = gix::open(clone).map_err(|e| failed(&e))?;
-    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| failed(&e))?;
-    let mut root = repo
-        .find_object(id)
+    let records = super::git::folder_records(&repo, commit, path)
         .map_err(|e| failed(&e))?
-        .peel_to_commit()
-        .map_err(|e| failed(&e))?
-        .tree()
-        .map_err(|e| failed(&e))?;
-    if !path.is_empty() {
-        let entry = root
-            .lookup_entry_by_path(path)
-            .map_err(|e| failed(&e))?
-            .filter(|e| e.mode().is_tree())
-            .ok_or_else(|| ContextError::NoFolder {
-                folder: folder.to_owned(),
-                origin: describe(tree),
-            })?;
-        root = entry
-            .object()
-            .map_err(|e| failed(&e))?
-            .try_into_tree()
-            .map_err(|e| failed(&e))?;
-    }
-    let mut recorder = gix::traverse::tree::Recorder::default();
-    root.traverse()
-        .breadthfirst(&mut recorder)
-        .map_err(|e| failed(&e))?;
+        .ok_or_else(|| ContextError::NoFolder {
+            folder: folder.to_owned(),
+            origin: describe(tree),
+        })?;
     let mut out = Vec::new();
-    for record in recorder.records {
+    for record in records {
         let kind = if record.mode.is_link() {
             EntryKind::Symlink
         } else if record.mode.is_blob() {
@@ -241,11 +228,7 @@ fn list_commit(
             continue;
         };
         if out.len() >= MAX_FILES {
-            return Err(ContextError::TooLarge {
-                folder: folder.to_owned(),
-                what: format!("more than {MAX_FILES} files"),
-                limit: format!("{MAX_FILES} files"),
-            });
+            return Err(too_many(folder));
         }
         let size = repo.find_header(record.oid).map_err(|e| failed(&e))?.size();
         out.push(ContextEntry {
@@ -313,11 +296,7 @@ fn list_dir(root: &Path, folder: &str) -> Result<Vec<ContextEntry>, ContextError
                 continue;
             };
             if out.len() >= MAX_FILES {
-                return Err(ContextError::TooLarge {
-                    folder: folder.to_owned(),
-                    what: format!("more than {MAX_FILES} files"),
-                    limit: format!("{MAX_FILES} files"),
-                });
+                return Err(too_many(folder));
             }
             let full = item.path();
             let digest = digest_of(&full, &meta, kind).map_err(|e| ContextError::Read {

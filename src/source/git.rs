@@ -334,35 +334,15 @@ impl GitSource {
             message: e.to_string(),
         };
         let repo = self.open()?;
-        let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| failed(&e))?;
-        let commit_object = repo
-            .find_object(id)
+        let records = folder_records(&repo, commit, &self.spec.subdir)
             .map_err(|e| failed(&e))?
-            .peel_to_commit()
-            .map_err(|e| failed(&e))?;
-        let mut tree = commit_object.tree().map_err(|e| failed(&e))?;
-        if !self.spec.subdir.is_empty() {
-            let entry = tree
-                .lookup_entry_by_path(&self.spec.subdir)
-                .map_err(|e| failed(&e))?
-                .filter(|e| e.mode().is_tree())
-                .ok_or_else(|| GitError::Read {
-                    commit: commit.to_owned(),
-                    message: format!(
-                        "the commit has no folder `{}`; check the `:subdir` part of --source",
-                        self.spec.subdir
-                    ),
-                })?;
-            tree = entry
-                .object()
-                .map_err(|e| failed(&e))?
-                .try_into_tree()
-                .map_err(|e| failed(&e))?;
-        }
-        let mut recorder = gix::traverse::tree::Recorder::default();
-        tree.traverse()
-            .breadthfirst(&mut recorder)
-            .map_err(|e| failed(&e))?;
+            .ok_or_else(|| GitError::Read {
+                commit: commit.to_owned(),
+                message: format!(
+                    "the commit has no folder `{}`; check the `:subdir` part of --source",
+                    self.spec.subdir
+                ),
+            })?;
 
         let mut files = Vec::new();
         let mut problems = Vec::new();
@@ -375,7 +355,7 @@ impl GitSource {
                 message,
             })
         };
-        for entry in recorder.records {
+        for entry in records {
             let path = entry.filepath.to_str_lossy().into_owned();
             let manifest = path.ends_with(".yaml") || path.ends_with(".yml");
             if !manifest || path.split('/').any(|part| part.starts_with('.')) {
@@ -425,6 +405,42 @@ impl GitSource {
             },
         })
     }
+}
+
+/// Every entry under `folder` (`""`: the root) of `commit`'s tree, recursively, or
+/// `None` when the commit has no such folder.
+pub(crate) fn folder_records(
+    repo: &gix::Repository,
+    commit: &str,
+    folder: &str,
+) -> Result<Option<Vec<gix::traverse::tree::recorder::Entry>>, String> {
+    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| e.to_string())?;
+    let mut tree = repo
+        .find_object(id)
+        .map_err(|e| e.to_string())?
+        .peel_to_commit()
+        .map_err(|e| e.to_string())?
+        .tree()
+        .map_err(|e| e.to_string())?;
+    if !folder.is_empty() {
+        let entry = tree
+            .lookup_entry_by_path(folder)
+            .map_err(|e| e.to_string())?
+            .filter(|e| e.mode().is_tree());
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        tree = entry
+            .object()
+            .map_err(|e| e.to_string())?
+            .try_into_tree()
+            .map_err(|e| e.to_string())?;
+    }
+    let mut recorder = gix::traverse::tree::Recorder::default();
+    tree.traverse()
+        .breadthfirst(&mut recorder)
+        .map_err(|e| e.to_string())?;
+    Ok(Some(recorder.records))
 }
 
 fn is_commit_id(r: &str) -> bool {
