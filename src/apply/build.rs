@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::Progress;
-use super::steps::{ApplyError, Ctx};
-use crate::drivers::docker::BuildRequest;
+use super::{ApplyOptions, OnProgress, Progress};
+use crate::desired::Desired;
+use crate::drivers::docker::{BuildRequest, DockerApi};
 use crate::expand::builds::DesiredBuild;
 use crate::source::context::{self, ContextEntry, EntryKind};
 use crate::state::builds::{BoundedLog, BuildRecord};
@@ -17,16 +17,22 @@ use crate::state::secrets::redact_all;
 /// How many lines of a failed build's output its error quotes.
 const QUOTED_LINES: usize = 10;
 
-/// Builds `app`'s image as the desired state says.
-pub(super) async fn build(ctx: &Ctx<'_>, app: &str) -> Result<(), ApplyError> {
-    let build = ctx
-        .desired
+/// Builds `app`'s image as the desired state says; the error says why, with the
+/// failing step and its last lines.
+pub(super) async fn build(
+    desired: &Desired,
+    docker: &dyn DockerApi,
+    options: &ApplyOptions,
+    on_progress: &OnProgress,
+    app: &str,
+) -> Result<(), String> {
+    let build = desired
         .builds
         .get(app)
-        .ok_or_else(|| ApplyError::NotDesired(format!("the build of app {app}")))?
+        .ok_or_else(|| format!("the build of app {app} is not in the desired state"))?
         .clone();
     let tag = build.tag.clone();
-    let failed = |why: String| ApplyError::Build(format!("build of image {tag} failed: {why}"));
+    let failed = |why: String| format!("build of image {tag} failed: {why}");
     let reading = build.clone();
     let archive = tokio::task::spawn_blocking(move || context_archive(&reading))
         .await
@@ -34,11 +40,11 @@ pub(super) async fn build(ctx: &Ctx<'_>, app: &str) -> Result<(), ApplyError> {
         .map_err(|e| failed(e.to_string()))?;
     let mut labels = BTreeMap::from([
         ("berth.managed".to_owned(), "true".to_owned()),
-        ("berth.instance".to_owned(), ctx.options.instance.clone()),
+        ("berth.instance".to_owned(), options.instance.clone()),
         ("berth.app".to_owned(), app.to_owned()),
         ("berth.build-hash".to_owned(), build.hash.clone()),
     ]);
-    labels.insert("berth.revision".to_owned(), ctx.desired.revision.clone());
+    labels.insert("berth.revision".to_owned(), desired.revision.clone());
     let request = BuildRequest {
         tag: tag.clone(),
         dockerfile: build.options.dockerfile.clone(),
@@ -49,8 +55,8 @@ pub(super) async fn build(ctx: &Ctx<'_>, app: &str) -> Result<(), ApplyError> {
         secrets: build.secrets.clone(),
     };
     let log = Arc::new(Mutex::new(BoundedLog::default()));
-    let secrets = ctx.desired.secret_values();
-    let on_progress = ctx.on_progress.clone();
+    let secrets = desired.secret_values();
+    let on_progress = on_progress.clone();
     let sink = log.clone();
     let output = move |chunk: &str| {
         let clean = redact_all(chunk, &secrets);
@@ -61,7 +67,7 @@ pub(super) async fn build(ctx: &Ctx<'_>, app: &str) -> Result<(), ApplyError> {
         });
     };
     let result = tokio::select! {
-        r = ctx.docker.build_image(request, &output) => r.map_err(|e| match e {
+        r = docker.build_image(request, &output) => r.map_err(|e| match e {
             crate::drivers::docker::DockerError::Call { message, .. } => message,
             e => e.to_string(),
         }),
@@ -69,16 +75,15 @@ pub(super) async fn build(ctx: &Ctx<'_>, app: &str) -> Result<(), ApplyError> {
             "it took longer than its timeout of {} and was cancelled",
             humantime::format_duration(build.timeout)
         )),
-        _ = cancelled(ctx.options.cancel.clone()) => {
+        _ = cancelled(options.cancel.clone()) => {
             Err("berth is shutting down: the build was cancelled".to_owned())
         }
     };
     let log = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let builds = ctx
-        .options
+    let builds = options
         .state_dir
         .as_deref()
-        .map(|dir| crate::state::builds::Builds::new(dir, &ctx.options.instance));
+        .map(|dir| crate::state::builds::Builds::new(dir, &options.instance));
     if let Some(builds) = &builds {
         let mut text = log.text();
         if let Err(why) = &result {
@@ -109,10 +114,10 @@ pub(super) async fn build(ctx: &Ctx<'_>, app: &str) -> Result<(), ApplyError> {
             let lines = log.last_lines(QUOTED_LINES).join("\n  ");
             let skip = lines.chars().count().saturating_sub(2000);
             let tail: String = lines.chars().skip(skip).collect();
-            Err(ApplyError::Build(format!(
+            Err(format!(
                 "build of image {tag} failed{step}: {why}; its last lines (`berth logs \
                  --build {app}` shows more):\n  {tail}"
-            )))
+            ))
         }
     }
 }

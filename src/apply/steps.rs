@@ -106,7 +106,15 @@ impl Ctx<'_> {
             // running containers as they are.
             for step in &a.steps {
                 if let Step::Build { app, .. } = step {
-                    if let Err(e) = super::build::build(self, app).await {
+                    let built = super::build::build(
+                        self.desired,
+                        self.docker,
+                        self.options,
+                        &self.on_progress,
+                        app,
+                    )
+                    .await;
+                    if let Err(e) = built.map_err(ApplyError::Build) {
                         return self.finish(a, Status::Failed(self.scrub(&e.to_string())));
                     }
                 }

@@ -16,19 +16,27 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::docker::{BuildRequest, DockerError};
 use crate::state::secrets::Secret;
 
 const SECRETS: &str = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
 const HEALTH: &str = "/grpc.health.v1.Health/Check";
 
-fn failed(tag: &str, message: impl Into<String>) -> DockerError {
-    DockerError::Call {
-        op: "build image",
-        target: tag.to_owned(),
-        message: message.into(),
-        status: None,
-    }
+/// One build: what the Docker driver's build request holds.
+pub(super) struct Build<'a> {
+    /// The tag.
+    pub tag: &'a str,
+    /// The Dockerfile's path in the context.
+    pub dockerfile: &'a str,
+    /// The stage.
+    pub target: Option<&'a str>,
+    /// Build arguments.
+    pub args: &'a BTreeMap<String, String>,
+    /// Labels.
+    pub labels: &'a BTreeMap<String, String>,
+    /// The context, a tar archive.
+    pub context: Vec<u8>,
+    /// The secrets, by id.
+    pub secrets: &'a BTreeMap<String, Secret>,
 }
 
 /// Where the daemon listens: `DOCKER_HOST` (`unix://` or plain `tcp://`), or the local
@@ -38,7 +46,7 @@ enum Daemon {
     Tcp(String),
 }
 
-fn daemon(tag: &str) -> Result<Daemon, DockerError> {
+fn daemon() -> Result<Daemon, String> {
     match std::env::var("DOCKER_HOST") {
         Err(_) => Ok(Daemon::Unix(PathBuf::from("/var/run/docker.sock"))),
         Ok(host) if host.is_empty() => Ok(Daemon::Unix(PathBuf::from("/var/run/docker.sock"))),
@@ -47,18 +55,13 @@ fn daemon(tag: &str) -> Result<Daemon, DockerError> {
                 Ok(Daemon::Unix(PathBuf::from(path)))
             } else if let Some(address) = host.strip_prefix("tcp://") {
                 if std::env::var_os("DOCKER_TLS_VERIFY").is_some() {
-                    return Err(failed(
-                        tag,
-                        "a build with secrets needs the daemon's socket or plain tcp://; \
-                         DOCKER_HOST over TLS is not supported for it yet",
-                    ));
+                    return Err("a build with secrets needs the daemon's socket or plain \
+                                tcp://; DOCKER_HOST over TLS is not supported for it yet"
+                        .to_owned());
                 }
                 Ok(Daemon::Tcp(address.trim_end_matches('/').to_owned()))
             } else {
-                Err(failed(
-                    tag,
-                    format!("DOCKER_HOST `{host}` is not unix:// or tcp://"),
-                ))
+                Err(format!("DOCKER_HOST `{host}` is not unix:// or tcp://"))
             }
         }
     }
@@ -114,11 +117,10 @@ where
 /// Builds `request` through BuildKit, serving its secrets over a session.
 pub(super) async fn build(
     api_version: &str,
-    request: BuildRequest,
+    request: Build<'_>,
     output: &(dyn for<'b> Fn(&'b str) + Send + Sync),
-) -> Result<(), DockerError> {
-    let tag = request.tag.clone();
-    let daemon = daemon(&tag)?;
+) -> Result<(), String> {
+    let daemon = daemon()?;
     let session = session_id();
     let opened = Request::post(format!("/v{api_version}/session"))
         .header(http::header::HOST, "docker")
@@ -130,22 +132,19 @@ pub(super) async fn build(
         .header("X-Docker-Expose-Session-Grpc-Method", SECRETS)
         .header("X-Docker-Expose-Session-Grpc-Method", HEALTH)
         .body(Empty::<Bytes>::new())
-        .map_err(|e| failed(&tag, e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let response = send(&daemon, opened)
         .await
-        .map_err(|e| failed(&tag, format!("failed to open a build session: {e}")))?;
+        .map_err(|e| format!("failed to open a build session: {e}"))?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(failed(
-            &tag,
-            format!(
-                "the daemon refused a build session ({}); BuildKit is needed for secretArgs",
-                response.status()
-            ),
+        return Err(format!(
+            "the daemon refused a build session ({}); BuildKit is needed for secretArgs",
+            response.status()
         ));
     }
     let upgraded = hyper::upgrade::on(response)
         .await
-        .map_err(|e| failed(&tag, format!("failed to open a build session: {e}")))?;
+        .map_err(|e| format!("failed to open a build session: {e}"))?;
     let secrets = request.secrets.clone();
     let served = tokio::spawn(serve(TokioIo::new(upgraded), secrets));
     // The session ends with this function, whichever way it returns.
@@ -160,21 +159,21 @@ pub(super) async fn build(
     let mut query = vec![
         ("version", "2".to_owned()),
         ("session", session.clone()),
-        ("t", request.tag.clone()),
-        ("dockerfile", request.dockerfile.clone()),
+        ("t", request.tag.to_owned()),
+        ("dockerfile", request.dockerfile.to_owned()),
         ("rm", "1".to_owned()),
         ("forcerm", "1".to_owned()),
         (
             "buildargs",
-            serde_json::to_string(&request.args).unwrap_or_default(),
+            serde_json::to_string(request.args).unwrap_or_default(),
         ),
         (
             "labels",
-            serde_json::to_string(&request.labels).unwrap_or_default(),
+            serde_json::to_string(request.labels).unwrap_or_default(),
         ),
     ];
-    if let Some(target) = &request.target {
-        query.push(("target", target.clone()));
+    if let Some(target) = request.target {
+        query.push(("target", target.to_owned()));
     }
     let query: Vec<String> = query
         .iter()
@@ -184,15 +183,15 @@ pub(super) async fn build(
         .header(http::header::HOST, "docker")
         .header(http::header::CONTENT_TYPE, "application/x-tar")
         .body(Full::new(Bytes::from(request.context)))
-        .map_err(|e| failed(&tag, e.to_string()))?;
-    let response = send(&daemon, post).await.map_err(|e| failed(&tag, e))?;
+        .map_err(|e| e.to_string())?;
+    let response = send(&daemon, post).await?;
     let status = response.status();
     let mut body = response.into_body();
     let mut pending: Vec<u8> = Vec::new();
     let mut progress = Progress::default();
     let mut error = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| failed(&tag, e.to_string()))?;
+        let frame = frame.map_err(|e| e.to_string())?;
         let Some(data) = frame.data_ref() else {
             continue;
         };
@@ -223,13 +222,13 @@ pub(super) async fn build(
     }
     match error {
         None if status.is_success() => Ok(()),
-        None => Err(failed(&tag, format!("the daemon answered {status}"))),
+        None => Err(format!("the daemon answered {status}")),
         Some(e) => {
             if let Some(step) = progress.failed_step() {
                 // The failing step's header comes last: the log's last step is that one.
                 output(&format!("{step}\n"));
             }
-            Err(failed(&tag, e))
+            Err(e)
         }
     }
 }

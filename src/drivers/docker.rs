@@ -993,7 +993,23 @@ impl DockerApi for BollardDocker {
         if !request.secrets.is_empty() {
             let v = self.client.client_version();
             let version = format!("{}.{}", v.major_version, v.minor_version);
-            return super::buildkit::build(&version, request, output).await;
+            let build = super::buildkit::Build {
+                tag: &request.tag,
+                dockerfile: &request.dockerfile,
+                target: request.target.as_deref(),
+                args: &request.args,
+                labels: &request.labels,
+                context: request.context.clone(),
+                secrets: &request.secrets,
+            };
+            return super::buildkit::build(&version, build, output)
+                .await
+                .map_err(|message| DockerError::Call {
+                    op: "build image",
+                    target: request.tag.clone(),
+                    message,
+                    status: None,
+                });
         }
         let args: HashMap<String, String> = request.args.clone().into_iter().collect();
         let labels: HashMap<String, String> = request.labels.clone().into_iter().collect();
