@@ -678,4 +678,100 @@ mod tests {
             "the file is kept for the user to look at"
         );
     }
+
+    /// A pass over `dir` as `berth apply` makes it, returning the plan's text too.
+    async fn build_pass(
+        dir: &std::path::Path,
+        state: &StateDir,
+        docker: &Arc<MemoryDocker>,
+    ) -> (String, Report) {
+        let manifests = crate::manifest::load_dir(dir).expect("valid");
+        let options = PassOptions {
+            instance: "test".into(),
+            apply: true,
+            no_prune: false,
+        };
+        let api: Arc<dyn DockerApi> = docker.clone();
+        let prepared = prepare(&manifests, "r", state, Some(api.as_ref()), &options)
+            .await
+            .expect("planned");
+        let text = crate::plan::render_text(&prepared.plan, false);
+        let apply = ApplyOptions {
+            instance: "test".into(),
+            ready_timeout: std::time::Duration::from_secs(5),
+            state_dir: Some(state.path().to_path_buf()),
+            ..ApplyOptions::default()
+        };
+        (
+            text,
+            execute(&prepared, state, api, apply, Arc::new(|_| {})).await,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_build_runs_once_per_context_and_a_failed_one_leaves_the_app_running() {
+        let docker = Arc::new(MemoryDocker::new());
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(state_dir.path(), "test");
+        std::fs::create_dir(dir.path().join("web")).unwrap();
+        std::fs::write(dir.path().join("web/Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(dir.path().join("web/page.html"), "one").unwrap();
+        std::fs::write(
+            dir.path().join("app.yaml"),
+            "apiVersion: berth/v1\nkind: App\nmetadata: {name: web}\nspec:\n  build: {context: web}\n",
+        )
+        .unwrap();
+        let image = || docker.containers()[0].image.clone();
+
+        let (plan, report) = build_pass(dir.path(), &state, &docker).await;
+        assert_eq!(report.failures(), 0, "{report:?}");
+        assert!(
+            plan.contains("+ build image for app web (context web, 2 files)"),
+            "{plan}"
+        );
+        assert_eq!(docker.builds(), [image()]);
+
+        // Nothing changed: nothing built, nothing planned.
+        let (plan, _) = build_pass(dir.path(), &state, &docker).await;
+        assert!(plan.contains("the host is in sync"), "{plan}");
+        assert_eq!(docker.builds().len(), 1);
+
+        // A file of the context changed: built again, counted against the last build.
+        std::fs::write(dir.path().join("web/page.html"), "two").unwrap();
+        let (plan, report) = build_pass(dir.path(), &state, &docker).await;
+        assert_eq!(report.failures(), 0, "{report:?}");
+        assert!(plan.contains("(context web, 1 file changed)"), "{plan}");
+        assert_eq!(docker.builds().len(), 2);
+        let running = image();
+        assert_eq!(docker.builds()[1], running);
+
+        // A failing build: the app's action fails with the step and its last lines,
+        // the container keeps its image, and the log is kept.
+        docker.fail_builds("berth/web");
+        std::fs::write(dir.path().join("web/page.html"), "three").unwrap();
+        let (_, report) = build_pass(dir.path(), &state, &docker).await;
+        let failed: Vec<String> = report
+            .outcomes
+            .iter()
+            .filter_map(|o| match &o.result {
+                apply::Status::Failed(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 1, "{report:?}");
+        assert!(
+            failed[0].contains("failed at `Step 2/2 : RUN make`: The command '/bin/sh -c make' returned a non-zero code: 2"),
+            "{}",
+            failed[0]
+        );
+        assert!(
+            failed[0].contains("make: *** [all] Error 2"),
+            "{}",
+            failed[0]
+        );
+        assert_eq!(image(), running);
+        let log = state.builds().read_log("web").unwrap().unwrap();
+        assert!(log.contains("Step 2/2 : RUN make"), "{log}");
+    }
 }
