@@ -399,8 +399,8 @@ pub fn use_builds(
                     build.secrets.insert(id.clone(), s);
                 }
                 Err(source) => missing.push(MissingSecret {
-                    resource: format!("App/{name}"),
-                    variable: Some(format!("build secret {id}")),
+                    resource: format!("App/{name} (build secret {id})"),
+                    variable: None,
                     source,
                 }),
             }

@@ -602,7 +602,13 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
             let app = &desired.apps[&name];
             let current = by_app.remove(name.as_str()).unwrap_or_default();
             let (mut a, switched) = app::plan_app(app, &current, observed);
-            app::plan_build(&mut a, desired.builds.get(&name), observed);
+            // A held app runs the image of its earlier spec: nothing of today's is built.
+            if !matches!(
+                desired.holds.get(&name),
+                Some(crate::desired::Hold::Held { .. })
+            ) {
+                app::plan_build(&mut a, desired.builds.get(&name), observed);
+            }
             if conflicted_apps.contains(&name) && a.op != Op::Conflict {
                 a.op = Op::Conflict;
                 a.steps.clear();
