@@ -68,9 +68,12 @@ pub(super) fn check_build(report: &mut Report, doc: usize, build: &Build) {
 /// A path inside the repository: relative, no `..`, no control or hostile characters.
 fn check_relative(what: &str, path: &str) -> Result<(), String> {
     if path.starts_with('/') {
+        let relative = match what {
+            "context" => "inside the repository, relative to its root (such as `apps/web`)",
+            _ => "inside the context, relative to it (such as `docker/web.Dockerfile`)",
+        };
         return Err(format!(
-            "{what} `{}` must be a path inside the repository, relative to its root (such as \
-             `apps/web`), not an absolute path",
+            "{what} `{}` must be a path {relative}, not an absolute path",
             syntax::shown(path)
         ));
     }
