@@ -680,10 +680,11 @@ mod tests {
     }
 
     /// A pass over `dir` as `berth apply` makes it, returning the plan's text too.
-    async fn build_pass(
+    async fn build_pass_with(
         dir: &std::path::Path,
         state: &StateDir,
         docker: &Arc<MemoryDocker>,
+        cancel: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> (String, Report) {
         let manifests = crate::manifest::load_dir(dir).expect("valid");
         let options = PassOptions {
@@ -700,12 +701,21 @@ mod tests {
             instance: "test".into(),
             ready_timeout: std::time::Duration::from_secs(5),
             state_dir: Some(state.path().to_path_buf()),
+            cancel,
             ..ApplyOptions::default()
         };
         (
             text,
             execute(&prepared, state, api, apply, Arc::new(|_| {})).await,
         )
+    }
+
+    async fn build_pass(
+        dir: &std::path::Path,
+        state: &StateDir,
+        docker: &Arc<MemoryDocker>,
+    ) -> (String, Report) {
+        build_pass_with(dir, state, docker, None).await
     }
 
     #[tokio::test(start_paused = true)]
@@ -773,5 +783,50 @@ mod tests {
         assert_eq!(image(), running);
         let log = state.builds().read_log("web").unwrap().unwrap();
         assert!(log.contains("Step 2/2 : RUN make"), "{log}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_build_past_its_timeout_or_at_shutdown_is_cancelled() {
+        let docker = Arc::new(MemoryDocker::new());
+        docker.build_time(std::time::Duration::from_secs(600));
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(state_dir.path(), "test");
+        std::fs::create_dir(dir.path().join("web")).unwrap();
+        std::fs::write(dir.path().join("web/Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(
+            dir.path().join("app.yaml"),
+            "apiVersion: berth/v1\nkind: App\nmetadata: {name: web}\nspec:\n  \
+             build: {context: web, timeout: 2m}\n",
+        )
+        .unwrap();
+        let failure = |report: &Report| {
+            report
+                .outcomes
+                .iter()
+                .find_map(|o| match &o.result {
+                    apply::Status::Failed(m) => Some(m.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
+        let (_, report) = build_pass(dir.path(), &state, &docker).await;
+        assert!(
+            failure(&report).contains("it took longer than its timeout of 2m and was cancelled"),
+            "{report:?}"
+        );
+        assert!(docker.builds().is_empty() && docker.containers().is_empty());
+
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            let _ = stop.send(true);
+        });
+        let (_, report) = build_pass_with(dir.path(), &state, &docker, Some(stopped)).await;
+        assert!(
+            failure(&report).contains("berth is shutting down: the build was cancelled"),
+            "{report:?}"
+        );
+        assert!(docker.builds().is_empty());
     }
 }

@@ -36,6 +36,7 @@ struct State {
     /// Images built, in order; builds of these repositories fail.
     built: Vec<String>,
     build_fails: BTreeSet<String>,
+    build_time: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -124,6 +125,11 @@ impl MemoryDocker {
     /// The tags built so far, in order.
     pub fn builds(&self) -> Vec<String> {
         self.lock().built.clone()
+    }
+
+    /// Makes every build take `time` (of tokio's clock).
+    pub fn build_time(&self, time: std::time::Duration) {
+        self.lock().build_time = time;
     }
 
     /// Makes builds of images of `repository` (`berth/web`) fail at a `RUN` step.
@@ -299,13 +305,14 @@ impl DockerApi for MemoryDocker {
         output: &(dyn for<'b> Fn(&'b str) + Send + Sync),
     ) -> Result<(), DockerError> {
         let repository = request.tag.split(':').next().unwrap_or_default().to_owned();
-        let fails = {
+        let (fails, time) = {
             let st = self.lock();
             st.check()?;
-            st.build_fails.contains(&repository)
+            (st.build_fails.contains(&repository), st.build_time)
         };
         output("Step 1/2 : FROM scratch\n");
         output("Step 2/2 : RUN make\n");
+        tokio::time::sleep(time).await;
         if fails {
             output("make: *** [all] Error 2\n");
             return Err(DockerError::Call {
