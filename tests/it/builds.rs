@@ -50,7 +50,8 @@ impl BuiltImages {
 impl Drop for BuiltImages {
     fn drop(&mut self) {
         for tag in self.tags() {
-            docker(&["rmi", "-f", &tag]);
+            // Untagged parent layers stay: a build beside may be using them.
+            docker(&["rmi", "-f", "--no-prune", &tag]);
         }
     }
 }

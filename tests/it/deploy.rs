@@ -78,7 +78,8 @@ fn the_systemd_unit_verifies_and_its_command_line_parses() {
 }
 
 /// The runtime stage of the root Dockerfile, on a Debian base made here with its
-/// packages, and this build's berth (stripped) in it. Removed when the test ends.
+/// packages, and this build's berth (stripped) in it. The image with berth is removed
+/// when the test ends; the runtime stays cached.
 struct BerthImage(String);
 
 impl BerthImage {
@@ -97,7 +98,17 @@ impl BerthImage {
             .unwrap();
         assert!(base.status.success(), "debian-base.sh: {}", text(&base));
         let base = String::from_utf8_lossy(&base.stdout).trim().to_owned();
-        let runtime = format!("berth-test/berth-runtime:{prefix}");
+        // The runtime is cached by content, and kept: removing it could take the
+        // layers from under a build of the whole Dockerfile going on beside.
+        let dockerfile = std::fs::read(root().join("Dockerfile")).unwrap();
+        let hash = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(&dockerfile);
+            h.update(base.as_bytes());
+            hex::encode(h.finalize())
+        };
+        let runtime = format!("berth-test/berth-runtime:{}", &hash[..12]);
         let image = BerthImage(format!("berth-test/berth:{prefix}"));
         let out = Command::new("docker")
             .args(["build", "-q", "--target", "runtime", "-t", &runtime])
@@ -128,7 +139,6 @@ impl BerthImage {
             .arg(ctx.path())
             .output()
             .unwrap();
-        docker(&["rmi", &runtime]);
         assert!(out.status.success(), "docker build: {}", text(&out));
         image
     }
@@ -136,7 +146,8 @@ impl BerthImage {
 
 impl Drop for BerthImage {
     fn drop(&mut self) {
-        docker(&["rmi", "-f", &self.0]);
+        // Untagged parent layers stay: a build beside may be using them.
+        docker(&["rmi", "-f", "--no-prune", &self.0]);
     }
 }
 
