@@ -36,7 +36,7 @@ docker run --rm "$tag" --version
 name="berth-image-check-$$"
 trap 'docker rm -f "$name" >/dev/null 2>&1 || true' EXIT
 docker run -d --name "$name" -v /var/run/docker.sock:/var/run/docker.sock \
-    --group-add "$(stat -c %g /var/run/docker.sock)" "$tag" run --source /var/lib/berth >/dev/null
+    --group-add "$(stat -c %g /var/run/docker.sock)" "$tag" run --source /srv >/dev/null
 for _ in $(seq 1 60); do
     health=$(docker inspect -f '{{.State.Health.Status}}' "$name")
     [ "$health" = healthy ] && break
