@@ -50,6 +50,20 @@ pub fn exec(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 args.source
             );
         }
+        // berth's own writes into the state dir would each start a pass.
+        let (canonical_root, canonical_state) = (
+            std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
+            std::fs::canonicalize(&args.host.lock.state_dir)
+                .unwrap_or_else(|_| args.host.lock.state_dir.clone()),
+        );
+        if canonical_root.starts_with(&canonical_state) {
+            bail!(
+                "--source {} is inside the state directory {}: berth writes there, and each \
+                 write would start a pass; keep the manifests elsewhere",
+                args.source,
+                args.host.lock.state_dir.display()
+            );
+        }
         Source::Dir(DirSource::new(root))
     };
     let hook_secret = match &source {

@@ -263,3 +263,29 @@ fn the_container_runs_berth_on_a_git_repository_and_answers_its_health_check() {
     assert!(status.body.contains("\"Ready\""), "{}", status.body);
     assert!(!logs().contains('\x1b'), "{}", logs());
 }
+
+/// `--source /var/lib/berth` (the image's state volume) made every write of berth's a
+/// new pass, one every few hundred milliseconds.
+#[test]
+fn a_source_inside_the_state_dir_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let source = state.path().join("manifests");
+    std::fs::create_dir(&source).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["run", "--source"])
+        .arg(&source)
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "error: --source {} is inside the state directory {}: berth writes there",
+            source.display(),
+            state.path().display()
+        )),
+        "{}",
+        text(&out)
+    );
+}
