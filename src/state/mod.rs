@@ -20,8 +20,8 @@
 //! from a copy of them (see [`StateDir::migrate`]).
 
 pub mod atomic;
-pub mod certs;
 pub mod builds;
+pub mod certs;
 pub mod history;
 pub mod lock;
 pub mod presence;
