@@ -114,6 +114,10 @@ fn the_controller_converges_changes_stalls_on_bad_ones_and_repairs_drift() {
         let r = c.api(&format!("/api/v1/resources/App/{web}"));
         r["conditions"][0]["type"] == "Ready" && r["conditions"][0]["status"] == true
     });
+    // A resource is reported ready as the pass goes; the revision once it is over.
+    eventually(&c, 10, "the status shows the revision applied", || {
+        c.api("/api/v1/status")["revisionApplied"].is_string()
+    });
     let status = c.api("/api/v1/status");
     let applied = status["revisionApplied"]
         .as_str()
