@@ -6,6 +6,7 @@
 pub mod labels;
 pub mod routes;
 pub mod secrets;
+pub mod service;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,8 @@ use crate::desired::routes::Route;
 use crate::expand::builds::DesiredBuild;
 use crate::expand::databases::{self, DesiredDatabase, LinkValue};
 use crate::manifest::model::{
-    AppSpec, DatabaseMode, DeletionPolicy, Engine, EnvValue, Protocol, UpdateStrategy,
+    AppSpec, DatabaseMode, DeletionPolicy, Engine, EnvValue, Protocol, PublishMode, Runtime,
+    UpdateStrategy,
 };
 use crate::manifest::{Manifests, docker_volume_name};
 use crate::state::history::Pin;
@@ -133,6 +135,8 @@ pub struct Desired {
     pub holds: BTreeMap<String, Hold>,
     /// The images built for apps with `build`, by app.
     pub builds: BTreeMap<String, DesiredBuild>,
+    /// Where apps run: containers, or Swarm services.
+    pub runtime: Runtime,
 }
 
 impl Desired {
@@ -310,7 +314,15 @@ pub fn build_lenient(
         let spec = databases::managed_app_spec(db);
         let (secrets, shown) = resolve_secret_env(&db.name, &spec, store, &mut missing, true);
         let network = db_network.clone().unwrap_or_default();
-        let mut app = desired_app(&db.name, &spec, &network, secrets, shown, Vec::new());
+        let mut app = desired_app(
+            &db.name,
+            &spec,
+            &network,
+            secrets,
+            shown,
+            Vec::new(),
+            settings.runtime,
+        );
         app.kind = ObjectKind::Database;
         apps.insert(db.name.clone(), app);
     }
@@ -358,7 +370,15 @@ pub fn build_lenient(
         }
         apps.insert(
             name.clone(),
-            desired_app(name, &spec, &settings.network, secrets, shown, networks),
+            desired_app(
+                name,
+                &spec,
+                &settings.network,
+                secrets,
+                shown,
+                networks,
+                settings.runtime,
+            ),
         );
     }
     let desired = Desired {
@@ -378,6 +398,7 @@ pub fn build_lenient(
         files: BTreeMap::new(),
         holds: BTreeMap::new(),
         builds: BTreeMap::new(),
+        runtime: settings.runtime,
     };
     (desired, missing)
 }
@@ -458,7 +479,9 @@ fn desired_app(
     secrets: BTreeMap<String, Secret>,
     shown_secrets: BTreeMap<String, String>,
     networks: Vec<String>,
+    runtime: Runtime,
 ) -> DesiredApp {
+    let swarm = runtime == Runtime::Swarm;
     let volumes: Vec<DesiredVolume> = app
         .volumes
         .iter()
@@ -495,8 +518,12 @@ fn desired_app(
                 Protocol::Tcp => PortProtocol::Tcp,
                 Protocol::Udp => PortProtocol::Udp,
             },
+            mode: swarm.then(|| p.mode.unwrap_or(PublishMode::Ingress)),
         })
-        .collect();
+        .collect::<Vec<PortBinding>>();
+    let service = swarm.then(|| {
+        service::ServiceSpec::of(app, ports.iter().any(PortBinding::binds_node))
+    });
     let health = app.health.as_ref().map(|h| {
         let probe = match (&h.http, h.tcp, &h.cmd) {
             (Some(path), _, _) => Probe::Http {
@@ -545,6 +572,7 @@ fn desired_app(
         init: app.init,
         networks,
         build: None,
+        service,
     };
     let hash = spec.hash();
     DesiredApp {

@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 
 use std::collections::BTreeMap;
 
+use crate::manifest::model::PublishMode;
+
 /// Everything a container of an app should be; secrets appear redacted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -66,6 +68,9 @@ pub struct ContainerSpec {
     /// How the image is built, for an app with `build` (its tag is `image`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<crate::expand::builds::BuildOptions>,
+    /// What a Swarm service adds (`runtime: swarm` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<super::service::ServiceSpec>,
 }
 
 /// A health check in its normalized form.
@@ -217,6 +222,18 @@ pub struct PortBinding {
     pub container: u16,
     /// TCP or UDP.
     pub protocol: PortProtocol,
+    /// How Swarm publishes it (`runtime: swarm` only; written `/ingress` or `/host`
+    /// after the protocol).
+    pub mode: Option<PublishMode>,
+}
+
+impl PortBinding {
+    /// Whether it binds the port on the node that runs the task, so that two tasks
+    /// cannot run side by side there: every port of a container, a Swarm port in
+    /// `host` mode.
+    pub fn binds_node(&self) -> bool {
+        self.mode != Some(PublishMode::Ingress)
+    }
 }
 
 impl fmt::Display for PortBinding {
@@ -228,7 +245,12 @@ impl fmt::Display for PortBinding {
             self.host,
             self.container,
             self.protocol.as_str()
-        )
+        )?;
+        match self.mode {
+            Some(PublishMode::Ingress) => f.write_str("/ingress"),
+            Some(PublishMode::Host) => f.write_str("/host"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -237,8 +259,13 @@ impl FromStr for PortBinding {
 
     fn from_str(text: &str) -> Result<PortBinding, SpecTextError> {
         let bad = || SpecTextError(text.to_owned(), "port");
-        // hostIp:host:container/protocol; the address may itself hold colons (IPv6).
-        let (rest, protocol) = text.rsplit_once('/').ok_or_else(bad)?;
+        // hostIp:host:container/protocol[/mode]; the address may itself hold colons (IPv6).
+        let (text_, mode) = match text.rsplit_once('/') {
+            Some((rest, "ingress")) => (rest, Some(PublishMode::Ingress)),
+            Some((rest, "host")) => (rest, Some(PublishMode::Host)),
+            _ => (text, None),
+        };
+        let (rest, protocol) = text_.rsplit_once('/').ok_or_else(bad)?;
         let (rest, container) = rest.rsplit_once(':').ok_or_else(bad)?;
         let (host_ip, host) = rest.rsplit_once(':').ok_or_else(bad)?;
         let protocol = match protocol {
@@ -251,6 +278,7 @@ impl FromStr for PortBinding {
             host: host.parse().map_err(|_| bad())?,
             container: container.parse().map_err(|_| bad())?,
             protocol,
+            mode,
         })
     }
 }
@@ -294,12 +322,18 @@ mod tests {
             "0.0.0.0:8080:80/tcp",
             "::1:53:53/udp",
             "127.0.0.1:8001:2368/tcp",
+            "0.0.0.0:8080:80/tcp/ingress",
+            "0.0.0.0:53:53/udp/host",
         ] {
             let p: PortBinding = text.parse().unwrap();
             assert_eq!(p.to_string(), text);
         }
         let p: PortBinding = "::1:53:5353/udp".parse().unwrap();
         assert_eq!((p.host_ip.as_str(), p.host, p.container), ("::1", 53, 5353));
+        assert_eq!(p.mode, None);
+        let p: PortBinding = "0.0.0.0:8080:80/tcp/ingress".parse().unwrap();
+        assert_eq!((p.host, p.mode), (8080, Some(PublishMode::Ingress)));
+        assert!("0.0.0.0:8080:80/tcp/mesh".parse::<PortBinding>().is_err());
         assert!("8080".parse::<PortBinding>().is_err());
         assert!("a:b:c/sctp".parse::<PortBinding>().is_err());
     }

@@ -93,6 +93,8 @@ pub struct NetworkInfo {
     pub name: String,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// `local` (a bridge of one daemon) or `swarm` (an overlay every node shares).
+    pub scope: String,
 }
 
 /// A volume as listed.
@@ -357,6 +359,269 @@ pub trait DockerApi: Send + Sync {
             status: None,
         })
     }
+    /// The daemon's Swarm calls, when it has them (a fake may not).
+    fn swarm(&self) -> Option<&dyn SwarmApi> {
+        None
+    }
+}
+
+/// Where the daemon stands in a swarm.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SwarmNode {
+    /// The node's id (empty outside a swarm).
+    pub node_id: String,
+    /// `inactive`, `pending`, `active`, `error` or `locked`.
+    pub state: String,
+    /// Whether it is a manager that can take Swarm calls.
+    pub manager: bool,
+}
+
+/// Where a service's rolling update stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateState {
+    /// `updating`, `paused`, `completed`, `rollback_started`, `rollback_paused` or
+    /// `rollback_completed`.
+    pub state: String,
+    /// Swarm's words about it.
+    pub message: String,
+}
+
+/// A service as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceInfo {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its version, which an update must name.
+    pub version: u64,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// The replicas it asks for (`None`: not a replicated service).
+    pub replicas: Option<u64>,
+    /// The image of its tasks, as the spec holds it (a digest may be appended).
+    pub image: String,
+    /// The environment of its tasks.
+    pub env: Vec<String>,
+    /// The secrets its tasks get, by name.
+    pub secrets: Vec<String>,
+    /// Tasks running, as Swarm counts them.
+    pub running: u64,
+    /// Tasks desired, as Swarm counts them.
+    pub desired: u64,
+    /// Its last rolling update, when it had one.
+    pub update: Option<UpdateState>,
+    /// The ports it publishes.
+    pub published: Vec<u16>,
+}
+
+/// A task as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskInfo {
+    /// Its id.
+    pub id: String,
+    /// Its service's id.
+    pub service_id: String,
+    /// Its slot (replica number).
+    pub slot: u64,
+    /// The node it is assigned to.
+    pub node_id: String,
+    /// `new`, `pending`, `assigned`, `preparing`, `starting`, `running`, `complete`,
+    /// `failed`, `shutdown`, `rejected`, `orphaned`, `remove`…
+    pub state: String,
+    /// What Swarm wants of it: `running`, `shutdown`…
+    pub desired_state: String,
+    /// Swarm's message.
+    pub message: String,
+    /// Why it failed, when it did.
+    pub error: String,
+    /// Its container, once it has one.
+    pub container_id: String,
+    /// The container labels of its spec.
+    pub labels: BTreeMap<String, String>,
+    /// When its state last changed (RFC 3339).
+    pub timestamp: String,
+}
+
+/// A node as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    /// Its id.
+    pub id: String,
+    /// Its host name.
+    pub hostname: String,
+    /// `ready`, `down`, `disconnected` or `unknown`.
+    pub state: String,
+    /// `active`, `pause` or `drain`.
+    pub availability: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// Its labels (`node.labels.*` in constraints).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A Swarm secret as listed (never its value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A secret a service's tasks get as a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    /// The secret's id.
+    pub id: String,
+    /// The secret's name.
+    pub name: String,
+    /// The file's name under `/run/secrets/`.
+    pub file: String,
+}
+
+/// A port a service publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// The port in the task's container.
+    pub target: u16,
+    /// The port on the nodes.
+    pub published: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Through the routing mesh (`ingress`) or on the task's node only (`host`).
+    pub ingress: bool,
+}
+
+/// Everything needed to create or update a service.
+#[derive(Clone, PartialEq, Default)]
+pub struct ServiceConfig {
+    /// Its name.
+    pub name: String,
+    /// The service's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The labels of its tasks' containers.
+    pub container_labels: BTreeMap<String, String>,
+    /// The image.
+    pub image: String,
+    /// Replaces the image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's command.
+    pub args: Option<Vec<String>>,
+    /// `KEY=value` pairs (no secret: those come as files).
+    pub env: Vec<String>,
+    /// Mounts; named volumes get `volume_labels` on whatever node creates them.
+    pub mounts: Vec<MountSpec>,
+    /// Labels of the named volumes the tasks create.
+    pub volume_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Secrets given to the tasks as files.
+    pub secrets: Vec<SecretRef>,
+    /// The health check.
+    pub health: Option<HealthSpec>,
+    /// The user.
+    pub user: Option<String>,
+    /// Docker's `--init`.
+    pub init: bool,
+    /// CPU limit in billionths of a CPU.
+    pub nano_cpus: Option<i64>,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// CPUs a node must have free, in billionths.
+    pub reserve_nano_cpus: Option<i64>,
+    /// Memory a node must have free, in bytes.
+    pub reserve_memory: Option<i64>,
+    /// `any`, `on-failure` or `none`.
+    pub restart: String,
+    /// The overlay networks its tasks join.
+    pub networks: Vec<String>,
+    /// How many tasks.
+    pub replicas: u64,
+    /// Placement constraints.
+    pub constraints: Vec<String>,
+    /// Node labels the tasks spread over.
+    pub spread: Vec<String>,
+    /// At most this many tasks on one node (0: no limit).
+    pub max_replicas_per_node: u64,
+    /// `vip` or `dnsrr`.
+    pub endpoint_mode: String,
+    /// Published ports.
+    pub ports: Vec<ServicePort>,
+    /// Whether updates and rollbacks start the new task before stopping the old one.
+    pub start_first: bool,
+    /// How long Swarm watches an updated task for a failure before going on.
+    pub monitor_ns: i64,
+}
+
+impl std::fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("replicas", &self.replicas)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An image's own entrypoint and command.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageCommand {
+    /// The entrypoint.
+    pub entrypoint: Vec<String>,
+    /// The command.
+    pub cmd: Vec<String>,
+}
+
+/// What berth needs from a Swarm manager. Listing calls take a label filter
+/// (`berth.instance=default`) where Swarm supports one.
+#[async_trait]
+pub trait SwarmApi: Send + Sync {
+    /// Where the daemon stands in its swarm.
+    async fn swarm_node(&self) -> Result<SwarmNode, DockerError>;
+    /// Every service, with its task counts.
+    async fn list_services(&self) -> Result<Vec<ServiceInfo>, DockerError>;
+    /// One service, by id or name.
+    async fn inspect_service(&self, id: &str) -> Result<ServiceInfo, DockerError>;
+    /// The tasks of the services whose labels match `label`.
+    async fn list_tasks(&self, label: &str) -> Result<Vec<TaskInfo>, DockerError>;
+    /// Every node.
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>, DockerError>;
+    /// The secrets whose labels match `label`.
+    async fn list_secrets(&self, label: &str) -> Result<Vec<SecretInfo>, DockerError>;
+    /// Creates a secret; returns its id.
+    async fn create_secret(
+        &self,
+        name: &str,
+        value: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, DockerError>;
+    /// Removes a secret.
+    async fn remove_secret(&self, id: &str) -> Result<(), DockerError>;
+    /// Creates a service; returns its id.
+    async fn create_service(&self, config: &ServiceConfig) -> Result<String, DockerError>;
+    /// Replaces the spec of service `id`, at `version`: Swarm rolls the tasks over as
+    /// its update config says.
+    async fn update_service(
+        &self,
+        id: &str,
+        version: u64,
+        config: &ServiceConfig,
+    ) -> Result<(), DockerError>;
+    /// Removes a service; Swarm stops its tasks.
+    async fn remove_service(&self, id: &str) -> Result<(), DockerError>;
+    /// Creates an attachable overlay network.
+    async fn create_overlay_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        internal: bool,
+    ) -> Result<(), DockerError>;
+    /// The image's entrypoint and command, when the daemon holds the image.
+    async fn image_command(&self, image: &str) -> Result<Option<ImageCommand>, DockerError>;
+    /// Events about services and nodes (a service updated or removed by hand, a node
+    /// that went down).
+    fn cluster_events(&self) -> EventStream;
 }
 
 /// The real daemon, through bollard.
@@ -466,6 +731,7 @@ impl DockerApi for BollardDocker {
             .map(|n| NetworkInfo {
                 name: n.name.unwrap_or_default(),
                 labels: labels_of(n.labels),
+                scope: n.scope.unwrap_or_default(),
             })
             .collect())
     }
@@ -1050,6 +1316,10 @@ impl DockerApi for BollardDocker {
         Ok(())
     }
 
+    fn swarm(&self) -> Option<&dyn SwarmApi> {
+        Some(self)
+    }
+
     fn container_events(&self, label: &str) -> EventStream {
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
@@ -1102,5 +1372,506 @@ impl Drop for KillOnDrop {
                 }
             }
         });
+    }
+}
+
+/// A spec's labels as a map.
+fn label_map(labels: &BTreeMap<String, String>) -> Option<HashMap<String, String>> {
+    Some(labels.clone().into_iter().collect())
+}
+
+/// The filters of a listing: `label` when given.
+fn label_filter(label: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), vec![label.to_owned()])])
+}
+
+fn service_info(s: bollard::models::Service) -> ServiceInfo {
+    let spec = s.spec.unwrap_or_default();
+    let container = spec
+        .task_template
+        .as_ref()
+        .and_then(|t| t.container_spec.clone())
+        .unwrap_or_default();
+    let status = s.service_status.unwrap_or_default();
+    ServiceInfo {
+        id: s.id.unwrap_or_default(),
+        name: spec.name.clone().unwrap_or_default(),
+        version: s.version.and_then(|v| v.index).unwrap_or(0),
+        labels: labels_of(spec.labels.clone()),
+        replicas: spec
+            .mode
+            .as_ref()
+            .and_then(|m| m.replicated.as_ref())
+            .map(|r| r.replicas.unwrap_or(1).max(0) as u64),
+        image: container.image.unwrap_or_default(),
+        env: container.env.unwrap_or_default(),
+        secrets: container
+            .secrets
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| r.secret_name)
+            .collect(),
+        running: status.running_tasks.unwrap_or(0),
+        desired: status.desired_tasks.unwrap_or(0),
+        update: s.update_status.and_then(|u| {
+            let state = u.state?.to_string();
+            (!state.is_empty()).then(|| UpdateState {
+                state,
+                message: u.message.unwrap_or_default(),
+            })
+        }),
+        published: s
+            .endpoint
+            .and_then(|e| e.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| p.published_port)
+            .filter_map(|p| u16::try_from(p).ok())
+            .collect(),
+    }
+}
+
+/// The spec Swarm gets for a service.
+fn service_spec(c: &ServiceConfig) -> bollard::models::ServiceSpec {
+    use bollard::models::{
+        EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
+        EndpointSpec, EndpointSpecModeEnum, Limit, MountVolumeOptions, NetworkAttachmentConfig,
+        ResourceObject, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+        ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
+        ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
+        ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
+        TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
+        TaskSpecPlacement, TaskSpecPlacementPreferences, TaskSpecPlacementSpread,
+        TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    };
+    let mounts = c
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            target: Some(m.target.clone()),
+            source: Some(m.source.clone()),
+            typ: Some(if m.bind {
+                MountType::BIND
+            } else {
+                MountType::VOLUME
+            }),
+            read_only: Some(m.read_only),
+            volume_options: c
+                .volume_labels
+                .get(&m.source)
+                .filter(|_| !m.bind)
+                .map(|labels| MountVolumeOptions {
+                    labels: label_map(labels),
+                    ..Default::default()
+                }),
+            ..Default::default()
+        })
+        .collect();
+    let secrets = c
+        .secrets
+        .iter()
+        .map(|s| TaskSpecContainerSpecSecrets {
+            file: Some(TaskSpecContainerSpecFile {
+                name: Some(s.file.clone()),
+                uid: Some("0".to_owned()),
+                gid: Some("0".to_owned()),
+                // Readable by whatever user the image runs as: the container is the
+                // boundary, as for the environment.
+                mode: Some(0o444),
+            }),
+            secret_id: Some(s.id.clone()),
+            secret_name: Some(s.name.clone()),
+        })
+        .collect();
+    let health = c.health.as_ref().map(|h| HealthConfig {
+        test: Some(
+            std::iter::once("CMD".to_owned())
+                .chain(h.cmd.iter().cloned())
+                .collect(),
+        ),
+        interval: Some(h.interval_ns),
+        timeout: Some(h.timeout_ns),
+        retries: Some(h.retries),
+        start_period: Some(h.start_period_ns),
+        ..Default::default()
+    });
+    let container = TaskSpecContainerSpec {
+        image: Some(c.image.clone()),
+        labels: label_map(&c.container_labels),
+        command: c.entrypoint.clone(),
+        args: c.args.clone(),
+        env: Some(c.env.clone()),
+        user: c.user.clone(),
+        mounts: Some(mounts),
+        health_check: health,
+        secrets: Some(secrets),
+        init: Some(c.init),
+        ..Default::default()
+    };
+    let restart = match c.restart.as_str() {
+        "none" => TaskSpecRestartPolicyConditionEnum::NONE,
+        "on-failure" => TaskSpecRestartPolicyConditionEnum::ON_FAILURE,
+        _ => TaskSpecRestartPolicyConditionEnum::ANY,
+    };
+    let task = TaskSpec {
+        container_spec: Some(container),
+        resources: Some(TaskSpecResources {
+            limits: Some(Limit {
+                nano_cpus: c.nano_cpus,
+                memory_bytes: c.memory,
+                pids: None,
+            }),
+            reservations: Some(ResourceObject {
+                nano_cpus: c.reserve_nano_cpus,
+                memory_bytes: c.reserve_memory,
+                generic_resources: None,
+            }),
+            ..Default::default()
+        }),
+        restart_policy: Some(TaskSpecRestartPolicy {
+            condition: Some(restart),
+            delay: Some(5_000_000_000),
+            max_attempts: Some(0),
+            window: Some(0),
+        }),
+        placement: Some(TaskSpecPlacement {
+            constraints: Some(c.constraints.clone()),
+            preferences: Some(
+                c.spread
+                    .iter()
+                    .map(|label| TaskSpecPlacementPreferences {
+                        spread: Some(TaskSpecPlacementSpread {
+                            spread_descriptor: Some(label.clone()),
+                        }),
+                    })
+                    .collect(),
+            ),
+            max_replicas: (c.max_replicas_per_node > 0).then_some(c.max_replicas_per_node as i64),
+            platforms: None,
+        }),
+        networks: Some(
+            c.networks
+                .iter()
+                .map(|n| NetworkAttachmentConfig {
+                    target: Some(n.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let (update_order, rollback_order) = if c.start_first {
+        (
+            ServiceSpecUpdateConfigOrderEnum::START_FIRST,
+            ServiceSpecRollbackConfigOrderEnum::START_FIRST,
+        )
+    } else {
+        (
+            ServiceSpecUpdateConfigOrderEnum::STOP_FIRST,
+            ServiceSpecRollbackConfigOrderEnum::STOP_FIRST,
+        )
+    };
+    let ports = c
+        .ports
+        .iter()
+        .map(|p| EndpointPortConfig {
+            protocol: Some(if p.protocol == "udp" {
+                EndpointPortConfigProtocolEnum::UDP
+            } else {
+                EndpointPortConfigProtocolEnum::TCP
+            }),
+            target_port: Some(i64::from(p.target)),
+            published_port: Some(i64::from(p.published)),
+            publish_mode: Some(if p.ingress {
+                EndpointPortConfigPublishModeEnum::INGRESS
+            } else {
+                EndpointPortConfigPublishModeEnum::HOST
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ServiceSpec {
+        name: Some(c.name.clone()),
+        labels: label_map(&c.labels),
+        task_template: Some(task),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated {
+                replicas: Some(c.replicas as i64),
+            }),
+            ..Default::default()
+        }),
+        update_config: Some(ServiceSpecUpdateConfig {
+            parallelism: Some(1),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
+            monitor: Some(c.monitor_ns),
+            max_failure_ratio: Some(0.0),
+            order: Some(update_order),
+        }),
+        rollback_config: Some(ServiceSpecRollbackConfig {
+            parallelism: Some(1),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecRollbackConfigFailureActionEnum::PAUSE),
+            monitor: Some(c.monitor_ns),
+            max_failure_ratio: Some(0.0),
+            order: Some(rollback_order),
+        }),
+        networks: None,
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(if c.endpoint_mode == "dnsrr" {
+                EndpointSpecModeEnum::DNSRR
+            } else {
+                EndpointSpecModeEnum::VIP
+            }),
+            ports: Some(ports),
+        }),
+    }
+}
+
+#[async_trait]
+impl SwarmApi for BollardDocker {
+    async fn swarm_node(&self) -> Result<SwarmNode, DockerError> {
+        let info = self
+            .client
+            .info()
+            .await
+            .map_err(|e| call_error("read", "the daemon's information", e))?;
+        let swarm = info.swarm.unwrap_or_default();
+        Ok(SwarmNode {
+            node_id: swarm.node_id.unwrap_or_default(),
+            state: swarm
+                .local_node_state
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            manager: swarm.control_available.unwrap_or(false),
+        })
+    }
+
+    async fn list_services(&self) -> Result<Vec<ServiceInfo>, DockerError> {
+        let options = bollard::query_parameters::ListServicesOptionsBuilder::default()
+            .status(true)
+            .build();
+        let list = self
+            .client
+            .list_services(Some(options))
+            .await
+            .map_err(|e| call_error("list", "services", e))?;
+        Ok(list.into_iter().map(service_info).collect())
+    }
+
+    async fn inspect_service(&self, id: &str) -> Result<ServiceInfo, DockerError> {
+        let service = self
+            .client
+            .inspect_service(id, None::<bollard::query_parameters::InspectServiceOptions>)
+            .await
+            .map_err(|e| call_error("inspect service", id, e))?;
+        Ok(service_info(service))
+    }
+
+    async fn list_tasks(&self, label: &str) -> Result<Vec<TaskInfo>, DockerError> {
+        let options = bollard::query_parameters::ListTasksOptionsBuilder::default()
+            .filters(&label_filter(label))
+            .build();
+        let list = self
+            .client
+            .list_tasks(Some(options))
+            .await
+            .map_err(|e| call_error("list", "tasks", e))?;
+        Ok(list
+            .into_iter()
+            .map(|t| {
+                let status = t.status.unwrap_or_default();
+                TaskInfo {
+                    id: t.id.unwrap_or_default(),
+                    service_id: t.service_id.unwrap_or_default(),
+                    slot: t.slot.unwrap_or(0).max(0) as u64,
+                    node_id: t.node_id.unwrap_or_default(),
+                    state: status.state.map(|s| s.to_string()).unwrap_or_default(),
+                    desired_state: t.desired_state.map(|s| s.to_string()).unwrap_or_default(),
+                    message: status.message.unwrap_or_default(),
+                    error: status.err.unwrap_or_default(),
+                    container_id: status
+                        .container_status
+                        .and_then(|c| c.container_id)
+                        .unwrap_or_default(),
+                    labels: labels_of(
+                        t.spec
+                            .and_then(|s| s.container_spec)
+                            .and_then(|c| c.labels),
+                    ),
+                    timestamp: status.timestamp.map(|t| t.to_string()).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>, DockerError> {
+        let list = self
+            .client
+            .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+            .await
+            .map_err(|e| call_error("list", "nodes", e))?;
+        Ok(list
+            .into_iter()
+            .map(|n| {
+                let spec = n.spec.unwrap_or_default();
+                NodeInfo {
+                    id: n.id.unwrap_or_default(),
+                    hostname: n
+                        .description
+                        .and_then(|d| d.hostname)
+                        .unwrap_or_default(),
+                    state: n
+                        .status
+                        .and_then(|s| s.state)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    availability: spec
+                        .availability
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                    role: spec.role.map(|r| r.to_string()).unwrap_or_default(),
+                    labels: labels_of(spec.labels),
+                }
+            })
+            .collect())
+    }
+
+    async fn list_secrets(&self, label: &str) -> Result<Vec<SecretInfo>, DockerError> {
+        let options = bollard::query_parameters::ListSecretsOptionsBuilder::default()
+            .filters(&label_filter(label))
+            .build();
+        let list = self
+            .client
+            .list_secrets(Some(options))
+            .await
+            .map_err(|e| call_error("list", "secrets", e))?;
+        Ok(list
+            .into_iter()
+            .map(|s| {
+                let spec = s.spec.unwrap_or_default();
+                SecretInfo {
+                    id: s.id.unwrap_or_default(),
+                    name: spec.name.unwrap_or_default(),
+                    labels: labels_of(spec.labels),
+                }
+            })
+            .collect())
+    }
+
+    async fn create_secret(
+        &self,
+        name: &str,
+        value: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, DockerError> {
+        use base64::Engine as _;
+        let spec = bollard::models::SecretSpec {
+            name: Some(name.to_owned()),
+            labels: label_map(labels),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(value)),
+            ..Default::default()
+        };
+        self.client
+            .create_secret(spec)
+            .await
+            .map(|r| r.id)
+            .map_err(|e| call_error("create secret", name, e))
+    }
+
+    async fn remove_secret(&self, id: &str) -> Result<(), DockerError> {
+        self.client
+            .delete_secret(id)
+            .await
+            .map_err(|e| call_error("remove secret", id, e))
+    }
+
+    async fn create_service(&self, config: &ServiceConfig) -> Result<String, DockerError> {
+        let created = self
+            .client
+            .create_service(service_spec(config), None)
+            .await
+            .map_err(|e| call_error("create service", &config.name, e))?;
+        Ok(created.id.unwrap_or_default())
+    }
+
+    async fn update_service(
+        &self,
+        id: &str,
+        version: u64,
+        config: &ServiceConfig,
+    ) -> Result<(), DockerError> {
+        let options = bollard::query_parameters::UpdateServiceOptionsBuilder::default()
+            .version(i32::try_from(version).unwrap_or(i32::MAX))
+            .build();
+        self.client
+            .update_service(id, service_spec(config), options, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| call_error("update service", &config.name, e))
+    }
+
+    async fn remove_service(&self, id: &str) -> Result<(), DockerError> {
+        self.client
+            .delete_service(id)
+            .await
+            .map_err(|e| call_error("remove service", id, e))
+    }
+
+    async fn create_overlay_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        internal: bool,
+    ) -> Result<(), DockerError> {
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("overlay".to_owned()),
+            attachable: Some(true),
+            internal: internal.then_some(true),
+            labels: label_map(labels),
+            ..Default::default()
+        };
+        self.client
+            .create_network(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| call_error("create network", name, e))
+    }
+
+    async fn image_command(&self, image: &str) -> Result<Option<ImageCommand>, DockerError> {
+        match self.client.inspect_image(image).await {
+            Ok(inspect) => {
+                let config = inspect.config.unwrap_or_default();
+                Ok(Some(ImageCommand {
+                    entrypoint: config.entrypoint.unwrap_or_default(),
+                    cmd: config.cmd.unwrap_or_default(),
+                }))
+            }
+            Err(e) => {
+                let e = call_error("inspect image", image, e);
+                if e.is_not_found() { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+
+    fn cluster_events(&self) -> EventStream {
+        let filters = HashMap::from([(
+            "type".to_owned(),
+            vec!["service".to_owned(), "node".to_owned()],
+        )]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        let stream = self.client.events(Some(options)).map(|item| {
+            item.map_err(|e| call_error("watch", "events", e))
+                .map(|ev| {
+                    let actor = ev.actor.unwrap_or_default();
+                    ContainerEvent {
+                        action: ev.action.unwrap_or_default(),
+                        id: actor.id.unwrap_or_default(),
+                        labels: labels_of(actor.attributes),
+                    }
+                })
+        });
+        Box::pin(stream)
     }
 }

@@ -11,13 +11,16 @@ use tokio::sync::mpsc;
 
 use super::docker::{
     ContainerConfig, ContainerEvent, ContainerInfo, ContainerState, DockerApi, DockerError,
-    EventStream, NetworkInfo, PullProgress, VolumeInfo,
+    EventStream, ImageCommand, NetworkInfo, NodeInfo, PullProgress, SecretInfo, ServiceConfig,
+    ServiceInfo, SwarmApi, SwarmNode, TaskInfo, UpdateState, VolumeInfo,
 };
 
 /// A fake daemon; every method of [`DockerApi`] acts on what it holds. For tests.
 #[derive(Debug, Default)]
 pub struct MemoryDocker {
     state: Mutex<State>,
+    /// Swarm mode, once [`MemoryDocker::init_swarm`] made it a manager.
+    swarm: Mutex<Option<Swarm>>,
 }
 
 #[derive(Debug, Default)]
@@ -261,6 +264,7 @@ impl DockerApi for MemoryDocker {
         let network = NetworkInfo {
             name: name.to_owned(),
             labels: labels.clone(),
+            scope: "local".into(),
         };
         st.networks.insert(name.to_owned(), network);
         Ok(())
@@ -525,6 +529,385 @@ impl DockerApi for MemoryDocker {
         st.check()?;
         st.container("restart", id)?.state.running = true;
         Ok(())
+    }
+
+    fn swarm(&self) -> Option<&dyn SwarmApi> {
+        let on = self
+            .swarm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        on.then_some(self as &dyn SwarmApi)
+    }
+}
+
+/// The fake swarm: one node, services whose tasks run at once unless their image is
+/// set to fail, secrets.
+#[derive(Debug, Default)]
+struct Swarm {
+    services: BTreeMap<String, Service>,
+    secrets: BTreeMap<String, (SecretInfo, String)>,
+    next: u64,
+}
+
+#[derive(Debug)]
+struct Service {
+    config: ServiceConfig,
+    version: u64,
+    update: Option<UpdateState>,
+    tasks: Vec<TaskInfo>,
+}
+
+/// The one node of the fake swarm.
+const NODE: &str = "node-memory";
+
+impl Swarm {
+    fn id(&mut self) -> String {
+        self.next += 1;
+        format!("s{:011x}", self.next)
+    }
+
+    fn find(&self, id_or_name: &str) -> Option<String> {
+        self.services
+            .iter()
+            .find(|(id, s)| *id == id_or_name || s.config.name == id_or_name)
+            .map(|(id, _)| id.clone())
+    }
+
+    fn info(id: &str, s: &Service) -> ServiceInfo {
+        let running = s
+            .tasks
+            .iter()
+            .filter(|t| t.state == "running" && t.desired_state == "running")
+            .count() as u64;
+        ServiceInfo {
+            id: id.to_owned(),
+            name: s.config.name.clone(),
+            version: s.version,
+            labels: s.config.labels.clone(),
+            replicas: Some(s.config.replicas),
+            image: s.config.image.clone(),
+            env: s.config.env.clone(),
+            secrets: s.config.secrets.iter().map(|r| r.name.clone()).collect(),
+            running,
+            desired: s.config.replicas,
+            update: s.update.clone(),
+            published: s.config.ports.iter().map(|p| p.published).collect(),
+        }
+    }
+}
+
+impl MemoryDocker {
+    /// Makes the daemon a Swarm manager of a one-node swarm.
+    pub fn init_swarm(&self) {
+        *self.swarm.lock().unwrap_or_else(|e| e.into_inner()) = Some(Swarm::default());
+    }
+
+    fn with_swarm<T>(&self, f: impl FnOnce(&mut Swarm, &State) -> T) -> Result<T, DockerError> {
+        let st = self.lock();
+        st.check()?;
+        let mut swarm = self.swarm.lock().unwrap_or_else(|e| e.into_inner());
+        let swarm = swarm.as_mut().ok_or_else(|| DockerError::Call {
+            op: "use",
+            target: "the swarm".into(),
+            message: "This node is not a swarm manager.".into(),
+            status: Some(503),
+        })?;
+        Ok(f(swarm, &st))
+    }
+
+    /// The services' configs, by name.
+    pub fn services(&self) -> BTreeMap<String, ServiceConfig> {
+        self.with_swarm(|sw, _| {
+            sw.services
+                .values()
+                .map(|s| (s.config.name.clone(), s.config.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// The names of the Swarm secrets, and their values.
+    pub fn swarm_secrets(&self) -> BTreeMap<String, String> {
+        self.with_swarm(|sw, _| {
+            sw.secrets
+                .values()
+                .map(|(i, v)| (i.name.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Scales a service as `docker service scale` does (its labels unchanged).
+    pub fn scale_by_hand(&self, name: &str, replicas: u64) {
+        let _ = self.with_swarm(|sw, st| {
+            if let Some(id) = sw.find(name) {
+                let s = sw.services.get_mut(&id).expect("found");
+                s.config.replicas = replicas;
+                s.version += 1;
+                s.tasks = tasks(&id, &s.config, st);
+            }
+        });
+    }
+
+    /// Removes a service as `docker service rm` does.
+    pub fn remove_service_by_hand(&self, name: &str) {
+        let _ = self.with_swarm(|sw, _| {
+            if let Some(id) = sw.find(name) {
+                sw.services.remove(&id);
+            }
+        });
+    }
+}
+
+/// The tasks a service's config gets: running, or failed when its image is set to fail.
+fn tasks(service: &str, c: &ServiceConfig, st: &State) -> Vec<TaskInfo> {
+    let fails = st.create_fails.contains(&c.image)
+        || st.exits_at_once.contains(&c.image)
+        || st.never_healthy.contains(&c.image);
+    (1..=c.replicas)
+        .map(|slot| TaskInfo {
+            id: format!("{service}-t{slot}"),
+            service_id: service.to_owned(),
+            slot,
+            node_id: NODE.into(),
+            state: if fails { "failed" } else { "running" }.into(),
+            desired_state: "running".into(),
+            message: if fails { "started" } else { "running" }.into(),
+            error: if fails {
+                "task: non-zero exit (1)".into()
+            } else {
+                String::new()
+            },
+            container_id: format!("{service}-c{slot}"),
+            labels: c.container_labels.clone(),
+            timestamp: "0".into(),
+        })
+        .collect()
+}
+
+fn task_template_changed(a: &ServiceConfig, b: &ServiceConfig) -> bool {
+    let mut a = a.clone();
+    a.replicas = b.replicas;
+    a != *b
+}
+
+#[async_trait]
+impl SwarmApi for MemoryDocker {
+    async fn swarm_node(&self) -> Result<SwarmNode, DockerError> {
+        self.lock().check()?;
+        let on = self
+            .swarm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        Ok(SwarmNode {
+            node_id: if on { NODE.into() } else { String::new() },
+            state: if on { "active" } else { "inactive" }.into(),
+            manager: on,
+        })
+    }
+
+    async fn list_services(&self) -> Result<Vec<ServiceInfo>, DockerError> {
+        self.with_swarm(|sw, _| {
+            sw.services
+                .iter()
+                .map(|(id, s)| Swarm::info(id, s))
+                .collect()
+        })
+    }
+
+    async fn inspect_service(&self, id: &str) -> Result<ServiceInfo, DockerError> {
+        self.with_swarm(|sw, _| {
+            let found = sw.find(id).ok_or_else(|| not_found("inspect service", id))?;
+            Ok(Swarm::info(&found, &sw.services[&found]))
+        })?
+    }
+
+    async fn list_tasks(&self, label: &str) -> Result<Vec<TaskInfo>, DockerError> {
+        let (k, v) = label.split_once('=').unwrap_or((label, ""));
+        self.with_swarm(|sw, _| {
+            sw.services
+                .values()
+                .filter(|s| s.config.labels.get(k).map(String::as_str) == Some(v))
+                .flat_map(|s| s.tasks.clone())
+                .collect()
+        })
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>, DockerError> {
+        self.with_swarm(|_, _| {
+            vec![NodeInfo {
+                id: NODE.into(),
+                hostname: "memory".into(),
+                state: "ready".into(),
+                availability: "active".into(),
+                role: "manager".into(),
+                labels: BTreeMap::new(),
+            }]
+        })
+    }
+
+    async fn list_secrets(&self, label: &str) -> Result<Vec<SecretInfo>, DockerError> {
+        let (k, v) = label.split_once('=').unwrap_or((label, ""));
+        self.with_swarm(|sw, _| {
+            sw.secrets
+                .values()
+                .filter(|(i, _)| i.labels.get(k).map(String::as_str) == Some(v))
+                .map(|(i, _)| i.clone())
+                .collect()
+        })
+    }
+
+    async fn create_secret(
+        &self,
+        name: &str,
+        value: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, DockerError> {
+        self.with_swarm(|sw, _| {
+            if sw.secrets.values().any(|(i, _)| i.name == name) {
+                return Err(conflict("create secret", name));
+            }
+            let id = sw.id();
+            let info = SecretInfo {
+                id: id.clone(),
+                name: name.to_owned(),
+                labels: labels.clone(),
+            };
+            sw.secrets.insert(id.clone(), (info, value.to_owned()));
+            Ok(id)
+        })?
+    }
+
+    async fn remove_secret(&self, id: &str) -> Result<(), DockerError> {
+        self.with_swarm(|sw, _| {
+            let found = sw
+                .secrets
+                .iter()
+                .find(|(k, (i, _))| *k == id || i.name == id)
+                .map(|(k, (i, _))| (k.clone(), i.name.clone()))
+                .ok_or_else(|| not_found("remove secret", id))?;
+            let used = sw
+                .services
+                .values()
+                .any(|s| s.config.secrets.iter().any(|r| r.name == found.1));
+            if used {
+                return Err(DockerError::Call {
+                    op: "remove secret",
+                    target: id.to_owned(),
+                    message: format!("secret '{}' is in use", found.1),
+                    status: Some(400),
+                });
+            }
+            sw.secrets.remove(&found.0);
+            Ok(())
+        })?
+    }
+
+    async fn create_service(&self, config: &ServiceConfig) -> Result<String, DockerError> {
+        self.with_swarm(|sw, st| {
+            if sw.find(&config.name).is_some() {
+                return Err(conflict("create service", &config.name));
+            }
+            let id = sw.id();
+            let service = Service {
+                config: config.clone(),
+                version: 1,
+                update: None,
+                tasks: tasks(&id, config, st),
+            };
+            sw.services.insert(id.clone(), service);
+            Ok(id)
+        })?
+    }
+
+    async fn update_service(
+        &self,
+        id: &str,
+        version: u64,
+        config: &ServiceConfig,
+    ) -> Result<(), DockerError> {
+        self.with_swarm(|sw, st| {
+            let found = sw.find(id).ok_or_else(|| not_found("update service", id))?;
+            let s = sw.services.get_mut(&found).expect("found");
+            if s.version != version {
+                return Err(DockerError::Call {
+                    op: "update service",
+                    target: config.name.clone(),
+                    message: "update out of sequence".into(),
+                    status: Some(500),
+                });
+            }
+            s.version += 1;
+            let rolling = task_template_changed(&s.config, config);
+            let new_tasks = tasks(&found, config, st);
+            if rolling && new_tasks.iter().any(|t| t.state == "failed") {
+                // Swarm's automatic rollback: the old spec keeps running.
+                let failed = new_tasks[0].id.clone();
+                s.update = Some(UpdateState {
+                    state: "rollback_completed".into(),
+                    message: format!(
+                        "rollback completed: update rolled back due to failure or early                          termination of task {failed}"
+                    ),
+                });
+                s.tasks.extend(new_tasks.into_iter().map(|mut t| {
+                    t.desired_state = "shutdown".into();
+                    t
+                }));
+                return Ok(());
+            }
+            if rolling {
+                s.update = Some(UpdateState {
+                    state: "completed".into(),
+                    message: "update completed".into(),
+                });
+            }
+            s.config = config.clone();
+            s.tasks = new_tasks;
+            Ok(())
+        })?
+    }
+
+    async fn remove_service(&self, id: &str) -> Result<(), DockerError> {
+        self.with_swarm(|sw, _| {
+            let found = sw.find(id).ok_or_else(|| not_found("remove service", id))?;
+            sw.services.remove(&found);
+            Ok(())
+        })?
+    }
+
+    async fn create_overlay_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        _internal: bool,
+    ) -> Result<(), DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        if st.networks.contains_key(name) {
+            return Err(conflict("create network", name));
+        }
+        let network = NetworkInfo {
+            name: name.to_owned(),
+            labels: labels.clone(),
+            scope: "swarm".into(),
+        };
+        st.networks.insert(name.to_owned(), network);
+        Ok(())
+    }
+
+    async fn image_command(&self, image: &str) -> Result<Option<ImageCommand>, DockerError> {
+        let st = self.lock();
+        st.check()?;
+        Ok(st.images.contains(image).then(|| ImageCommand {
+            entrypoint: Vec::new(),
+            cmd: vec!["serve".into()],
+        }))
+    }
+
+    fn cluster_events(&self) -> EventStream {
+        Box::pin(futures_util::stream::pending())
     }
 }
 

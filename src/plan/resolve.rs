@@ -337,10 +337,13 @@ fn host_ports(
             .and_then(|d| d.spec.port)
             .or(app.spec.port)
             .unwrap_or(80);
+        // Under Swarm, Swarm's routing mesh publishes the port on every node, the
+        // manager's proxy included: there is no container to hand over between.
+        let swarm = desired.runtime == crate::manifest::model::Runtime::Swarm;
         app.host_port = Some(HostPort {
             host: *host_port,
             container: target,
-            switchable: switchable.contains(name),
+            switchable: switchable.contains(name) && !swarm,
         });
     }
     Ok(ports)

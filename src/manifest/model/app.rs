@@ -82,6 +82,18 @@ pub struct AppSpec {
     /// Default: `retain`.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    // Swarm: refused by validation under `runtime: docker`.
+    /// Which nodes Swarm may run the app's tasks on (`runtime: swarm` only). Default:
+    /// any node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// How other services reach the app by name (`runtime: swarm` only): `vip` (one
+    /// virtual address that Swarm balances over the tasks) or `dnsrr` (the name resolves
+    /// to every task's own address; for kernels without IPVS, and ports published in
+    /// `host` mode only). Default: `vip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_mode: Option<EndpointMode>,
 }
 
 fn one() -> u32 {
@@ -137,6 +149,59 @@ pub struct PublishedPort {
     /// `tcp` or `udp`. Default: `tcp`.
     #[serde(default)]
     pub protocol: Protocol,
+    /// How Swarm publishes it (`runtime: swarm` only): `ingress` (every node answers on
+    /// the port and Swarm forwards to a task) or `host` (only nodes running a task
+    /// answer, one task per node, so updates stop the old task first). Default:
+    /// `ingress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<PublishMode>,
+}
+
+/// How Swarm publishes a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PublishMode {
+    /// Swarm's routing mesh: every node answers and forwards to a task.
+    Ingress,
+    /// Bound on the nodes running a task only.
+    Host,
+}
+
+/// How other services reach a Swarm service by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EndpointMode {
+    /// One virtual address, balanced over the tasks by Swarm (IPVS).
+    Vip,
+    /// The name resolves to each task's address (DNS round robin).
+    Dnsrr,
+}
+
+/// Which nodes Swarm may run a service's tasks on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Placement {
+    /// Conditions every node running a task must meet, in Docker's syntax:
+    /// `node.labels.zone==eu`, `node.role!=manager`, `node.hostname==web-1`. Default:
+    /// none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    /// Spread the tasks evenly over the values of a node label, in order of
+    /// preference: `[{spread: node.labels.zone}]`. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferences: Vec<Preference>,
+    /// At most this many of the app's tasks on one node. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas_per_node: Option<u32>,
+}
+
+/// A placement preference: spread the tasks over the values of a node label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Preference {
+    /// A node label, such as `node.labels.zone`.
+    pub spread: String,
 }
 
 /// A transport protocol.
@@ -281,6 +346,23 @@ pub struct Resources {
     #[schemars(range(min = 0.01, max = 1024.0))]
     pub cpus: Option<f64>,
     /// Memory the app may use, such as `512Mi`. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Size>,
+    /// What a node must have free to run one task (`runtime: swarm` only: Swarm places
+    /// tasks only where these fit). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservations: Option<Reservations>,
+}
+
+/// CPU and memory a Swarm node must have free for one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Reservations {
+    /// CPUs, such as `0.25`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 1024.0))]
+    pub cpus: Option<f64>,
+    /// Memory, such as `256Mi`. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Size>,
 }

@@ -39,6 +39,11 @@ pub struct DatabaseSpec {
     /// it. Default: `retain`.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// For `managed` under `runtime: swarm` (and required there): the node its single
+    /// task runs on, pinned by a constraint such as `node.labels.berth-db==main`, since
+    /// its volume lives on that node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::app::Placement>,
 }
 
 /// Database engines.

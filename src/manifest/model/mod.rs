@@ -24,6 +24,7 @@ pub use app::{
     UpdateStrategy, VolumeMount,
 };
 pub use build::Build;
+pub use app::{EndpointMode, Placement, Preference, PublishMode, Reservations};
 pub use database::{Backup, DatabaseMode, DatabaseSpec, Engine};
 pub use domain::{DomainSpec, Tls};
 pub use notifier::{EventKind, NotifierSpec, NotifierType};

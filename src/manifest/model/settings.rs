@@ -34,8 +34,9 @@ pub struct SettingsSpec {
     /// waits for `berth apply`. Default: true.
     #[serde(default = "yes")]
     pub auto_apply: bool,
-    /// Where apps run: `docker` (containers on this host). `swarm` (services) is not
-    /// supported yet and is refused. Default: `docker`.
+    /// Where apps run: `docker` (containers on the daemon berth talks to) or `swarm`
+    /// (services of the Swarm whose manager berth talks to; Swarm schedules them).
+    /// Default: `docker`.
     #[serde(default)]
     pub runtime: Runtime,
     /// Shared database servers managed outside berth, by name. Default: none.
@@ -128,7 +129,7 @@ pub enum Runtime {
     /// Containers on this Docker host.
     #[default]
     Docker,
-    /// Docker Swarm services: not supported yet, refused by validation.
+    /// Docker Swarm services, scheduled by Swarm over its nodes.
     Swarm,
 }
 

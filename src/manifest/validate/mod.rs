@@ -13,6 +13,7 @@ mod domain;
 mod graph;
 mod notifier;
 mod policy;
+mod runtime;
 mod schema;
 mod settings;
 mod workflow;
@@ -256,6 +257,7 @@ fn check_revision(
     graph::check_routed_replicas(report, &typed, &keep, settings);
     graph::check_published_ports(report, &typed, &keep);
     graph::check_volume_names(report, &typed, &keep);
+    runtime::check_runtime(report, settings, &typed, &keep);
     if let Some(policy) = policy {
         policy::check_policy(report, &typed, &keep, policy);
     }

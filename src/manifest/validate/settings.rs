@@ -2,7 +2,7 @@
 //! directories, shared servers.
 
 use super::{Report, esc};
-use crate::manifest::model::{AcmeSettings, LETS_ENCRYPT, Proxy, Runtime, SettingsSpec};
+use crate::manifest::model::{AcmeSettings, LETS_ENCRYPT, Proxy, SettingsSpec};
 use crate::manifest::syntax;
 
 /// Checks a Settings spec.
@@ -30,14 +30,6 @@ pub(super) fn check_settings(report: &mut Report, doc: usize, s: &SettingsSpec) 
     }
     if s.resync.get().as_secs() < 10 {
         report.at(doc, "/spec/resync", "resync must be at least 10s");
-    }
-    if s.runtime == Runtime::Swarm {
-        report.at(
-            doc,
-            "/spec/runtime",
-            "runtime `swarm` is not supported yet: apps run as plain containers \
-             (`runtime: docker`)",
-        );
     }
     check_acme(report, doc, &s.acme);
     match &s.proxy {
