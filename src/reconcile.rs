@@ -50,6 +50,9 @@ pub enum ReconcileError {
     /// An app's build context cannot be read from the revision.
     #[error("{}\nnothing was applied", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Build(Vec<crate::expand::builds::BuildError>),
+    /// The swarm could not be read.
+    #[error(transparent)]
+    Swarm(#[from] observe::swarm::SwarmError),
 }
 
 /// How a pass is planned.
@@ -117,6 +120,12 @@ async fn prepare_with(
     let mut observed = Observed::default();
     if let Some(docker) = docker {
         observed = observe::observe(docker, &options.instance).await?;
+        if pass.desired.runtime == crate::manifest::model::Runtime::Swarm {
+            let swarm = observe::swarm::observe(docker, &options.instance).await?;
+            observed.published_ports.extend(&swarm.published_ports);
+            observed.host_ports.extend(swarm.host_ports.clone());
+            observed.swarm = Some(swarm);
+        }
         observed.applied_apps = state.applied().apps;
         observed.proxy_files = pass.proxy.observe().map_err(ReconcileError::ProxyFiles)?;
         observed.databases = observe_shared(&pass.desired, state, &options.instance).await;
@@ -387,10 +396,15 @@ fn deployed_specs(prepared: &Prepared, report: &Report, now: &str) -> Vec<(Strin
     let desired = &prepared.desired;
     let mut out = Vec::new();
     for (outcome, action) in report.outcomes.iter().zip(&prepared.plan.actions) {
-        let deployed = action
-            .steps
-            .iter()
-            .any(|s| matches!(s, Step::Run { .. } | Step::Replace { .. }));
+        let deployed = action.steps.iter().any(|s| {
+            matches!(
+                s,
+                Step::Run { .. }
+                    | Step::Replace { .. }
+                    | Step::CreateService { .. }
+                    | Step::UpdateService { .. }
+            )
+        });
         if action.target != Target::App
             || action.op == Op::Delete
             || !deployed

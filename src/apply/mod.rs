@@ -21,9 +21,12 @@ use serde::Serialize;
 use crate::desired::Desired;
 use crate::drivers::docker::{DockerApi, PullProgress};
 use crate::drivers::proxy::ProxyDriver;
+use crate::manifest::model::Runtime;
 use crate::plan::{Action, Op, Phase, Plan, Target};
+use crate::runtime::AppRuntime;
 use crate::runtime::containers::Containers;
 pub use crate::runtime::containers::container_config;
+use crate::runtime::swarm::Swarm;
 
 /// How apply runs.
 #[derive(Debug, Clone)]
@@ -185,10 +188,27 @@ pub async fn apply(
             })
         }),
     };
+    let waiting = on_progress.clone();
+    let swarm = Swarm {
+        docker: docker.as_ref(),
+        instance: &options.instance,
+        revision: &desired.revision,
+        ready_timeout: options.ready_timeout,
+        commands: Default::default(),
+        on_waiting: Arc::new(move |service| {
+            waiting(Progress::Waiting {
+                container: service.to_owned(),
+            })
+        }),
+    };
+    let runtime: &dyn AppRuntime = match desired.runtime {
+        Runtime::Docker => &runtime,
+        Runtime::Swarm => &swarm,
+    };
     let ctx = steps::Ctx {
         desired,
         docker: docker.as_ref(),
-        runtime: &runtime,
+        runtime,
         options,
         on_progress: on_progress.clone(),
     };

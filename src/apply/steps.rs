@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use super::{ApplyOptions, OnProgress, Outcome, Progress, Status};
-use crate::desired::labels::{DELETION_POLICY, ObjectKind, VOLUME, owner_labels};
+use crate::desired::labels::{ObjectKind, VARIABLE, owner_labels, volume_labels};
 use crate::desired::{Desired, DesiredApp, container_name};
 use crate::drivers::batch::{Batch, Change, ProxyError};
 use crate::drivers::dbserver::{self, DbError, DbServerApi};
@@ -96,12 +96,17 @@ impl Ctx<'_> {
             .desired
             .apps
             .get(&a.name)
-            .filter(|_| a.target == Target::App)
+            .filter(|_| matches!(a.target, Target::App | Target::Database))
         {
-            let needs_image = a
-                .steps
-                .iter()
-                .any(|s| matches!(s, Step::Run { .. } | Step::Replace { .. }));
+            let needs_image = a.steps.iter().any(|s| {
+                matches!(
+                    s,
+                    Step::Run { .. }
+                        | Step::Replace { .. }
+                        | Step::CreateService { .. }
+                        | Step::UpdateService { .. }
+                )
+            });
             // The image is built before anything needs it; a failed build leaves the
             // running containers as they are.
             for step in &a.steps {
@@ -441,8 +446,24 @@ impl Ctx<'_> {
                     .ok_or_else(|| ApplyError::NotDesired(format!("file {path}")))?;
                 write_private(Path::new(path), file.secret.expose().as_bytes())
             }
-            Step::CreateNetwork { name, internal } => Ok(d
+            Step::CreateNetwork {
+                name,
+                internal,
+                overlay: false,
+            } => Ok(d
                 .create_network(
+                    name,
+                    &owner_labels(instance, ObjectKind::Network, name),
+                    *internal,
+                )
+                .await?),
+            Step::CreateNetwork {
+                name,
+                internal,
+                overlay: true,
+            } => Ok(self
+                .swarm()?
+                .create_overlay_network(
                     name,
                     &owner_labels(instance, ObjectKind::Network, name),
                     *internal,
@@ -455,13 +476,8 @@ impl Ctx<'_> {
                 volume,
                 delete_on_prune,
             } => {
-                let mut l = owner_labels(instance, ObjectKind::Volume, app);
-                l.insert(VOLUME.to_owned(), volume.clone());
-                l.insert(
-                    DELETION_POLICY.to_owned(),
-                    if *delete_on_prune { "delete" } else { "retain" }.to_owned(),
-                );
-                Ok(d.create_volume(name, &l).await?)
+                let labels = volume_labels(instance, app, volume, *delete_on_prune);
+                Ok(d.create_volume(name, &labels).await?)
             }
             Step::RemoveVolume { name } => Ok(d.remove_volume(name).await?),
             Step::EnsureDatabase { name } => {
@@ -526,6 +542,39 @@ impl Ctx<'_> {
                     path: format!("certs/{domain}"),
                     source,
                 }),
+            Step::CreateService { app } => Ok(self.runtime.create_service(self.app(app)?).await?),
+            Step::UpdateService {
+                app, id, version, ..
+            } => Ok(self
+                .runtime
+                .update_service(self.app(app)?, id, *version)
+                .await?),
+            Step::RemoveService { id, .. } => Ok(self.runtime.remove_service(id).await?),
+            Step::CreateSwarmSecret {
+                app,
+                variable,
+                name,
+            } => {
+                let owner = self.app(app)?;
+                let secret = owner.secrets.get(variable).ok_or_else(|| {
+                    ApplyError::NotDesired(format!("the secret of variable {variable} of {app}"))
+                })?;
+                let mut labels = owner_labels(instance, owner.kind, app);
+                labels.insert(VARIABLE.to_owned(), variable.clone());
+                match self
+                    .swarm()?
+                    .create_secret(name, secret.expose(), &labels)
+                    .await
+                {
+                    // Made by an earlier pass that stopped before recording anything.
+                    Err(e) if e.is_conflict() => Ok(()),
+                    other => other.map(drop).map_err(ApplyError::from),
+                }
+            }
+            Step::RemoveSwarmSecret { id, .. } => match self.swarm()?.remove_secret(id).await {
+                Err(e) if e.is_not_found() => Ok(()),
+                other => other.map_err(ApplyError::from),
+            },
             // Proxy files are written in one batch (see `run_proxy`), certificates
             // ordered in theirs (see `run_certificates`).
             Step::WriteProxyFile { .. }
@@ -535,6 +584,14 @@ impl Ctx<'_> {
             // Built before the other steps (see `run`).
             Step::Build { .. } => Ok(()),
         }
+    }
+
+    fn swarm(&self) -> Result<&dyn crate::drivers::docker::SwarmApi, ApplyError> {
+        self.docker
+            .swarm()
+            .ok_or(ApplyError::Runtime(RuntimeError::Unsupported(
+                "this Docker daemon has no Swarm calls",
+            )))
     }
 
     fn app(&self, name: &str) -> Result<&DesiredApp, ApplyError> {

@@ -27,6 +27,11 @@ pub const DELETION_POLICY: &str = "berth.deletion-policy";
 pub const VOLUME: &str = "berth.volume";
 /// For apps the proxy reaches on the host: the host port allocated to them.
 pub const HOST_PORT: &str = "berth.host-port";
+/// For Swarm secrets: the variable of the app whose value the secret carries.
+pub const VARIABLE: &str = "berth.variable";
+/// For the containers of a Swarm service's tasks: the hash of the spec they were made
+/// from, without what Swarm changes in place (replicas, update order).
+pub const TASK_HASH: &str = "berth.task-hash";
 
 /// What a managed Docker object is to berth: the value of its `berth.kind` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -75,6 +80,22 @@ pub fn owner_labels(instance: &str, kind: ObjectKind, name: &str) -> BTreeMap<St
         (KIND.to_owned(), kind.as_str().to_owned()),
         (NAME.to_owned(), name.to_owned()),
     ])
+}
+
+/// The labels of volume `volume` of `owner`: what pruning does to it rides along.
+pub fn volume_labels(
+    instance: &str,
+    owner: &str,
+    volume: &str,
+    delete_on_prune: bool,
+) -> BTreeMap<String, String> {
+    let mut labels = owner_labels(instance, ObjectKind::Volume, owner);
+    labels.insert(VOLUME.to_owned(), volume.to_owned());
+    labels.insert(
+        DELETION_POLICY.to_owned(),
+        if delete_on_prune { "delete" } else { "retain" }.to_owned(),
+    );
+    labels
 }
 
 /// Whether `labels` mark an object of this `instance`.

@@ -521,9 +521,8 @@ fn desired_app(
             mode: swarm.then(|| p.mode.unwrap_or(PublishMode::Ingress)),
         })
         .collect::<Vec<PortBinding>>();
-    let service = swarm.then(|| {
-        service::ServiceSpec::of(app, ports.iter().any(PortBinding::binds_node))
-    });
+    let service =
+        swarm.then(|| service::ServiceSpec::of(app, ports.iter().any(PortBinding::binds_node)));
     let health = app.health.as_ref().map(|h| {
         let probe = match (&h.http, h.tcp, &h.cmd) {
             (Some(path), _, _) => Probe::Http {

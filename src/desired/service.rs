@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::ContainerSpec;
 use crate::manifest::model::{AppSpec, EndpointMode, UpdateStrategy};
 use crate::state::secrets::Secret;
 
@@ -77,6 +78,28 @@ impl ServiceSpec {
     pub fn start_first(&self) -> bool {
         self.update_order == "start-first"
     }
+}
+
+/// The hash of what a service's tasks are made from: the spec without what Swarm
+/// changes without replacing tasks (replicas, update order, endpoint mode). It labels
+/// the tasks' containers, so a scaled service keeps its tasks and berth can tell the
+/// tasks of a new spec from the old ones during a rolling update.
+pub fn task_hash(spec: &ContainerSpec) -> String {
+    let mut spec = spec.clone();
+    if let Some(s) = spec.service.as_mut() {
+        s.replicas = 0;
+        s.update_order.clear();
+        s.endpoint_mode.clear();
+    }
+    spec.hash()
+}
+
+/// The plain environment a service's tasks get, sorted: `KEY=value` (secrets come as
+/// files, never here).
+pub fn plain_env(spec: &ContainerSpec) -> Vec<String> {
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.sort();
+    env
 }
 
 /// The longest name Swarm gives a secret.

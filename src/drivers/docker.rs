@@ -1694,11 +1694,7 @@ impl SwarmApi for BollardDocker {
                         .container_status
                         .and_then(|c| c.container_id)
                         .unwrap_or_default(),
-                    labels: labels_of(
-                        t.spec
-                            .and_then(|s| s.container_spec)
-                            .and_then(|c| c.labels),
-                    ),
+                    labels: labels_of(t.spec.and_then(|s| s.container_spec).and_then(|c| c.labels)),
                     timestamp: status.timestamp.map(|t| t.to_string()).unwrap_or_default(),
                 }
             })
@@ -1717,19 +1713,13 @@ impl SwarmApi for BollardDocker {
                 let spec = n.spec.unwrap_or_default();
                 NodeInfo {
                     id: n.id.unwrap_or_default(),
-                    hostname: n
-                        .description
-                        .and_then(|d| d.hostname)
-                        .unwrap_or_default(),
+                    hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
                     state: n
                         .status
                         .and_then(|s| s.state)
                         .map(|s| s.to_string())
                         .unwrap_or_default(),
-                    availability: spec
-                        .availability
-                        .map(|a| a.to_string())
-                        .unwrap_or_default(),
+                    availability: spec.availability.map(|a| a.to_string()).unwrap_or_default(),
                     role: spec.role.map(|r| r.to_string()).unwrap_or_default(),
                     labels: labels_of(spec.labels),
                 }

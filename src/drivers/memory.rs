@@ -719,7 +719,9 @@ impl SwarmApi for MemoryDocker {
 
     async fn inspect_service(&self, id: &str) -> Result<ServiceInfo, DockerError> {
         self.with_swarm(|sw, _| {
-            let found = sw.find(id).ok_or_else(|| not_found("inspect service", id))?;
+            let found = sw
+                .find(id)
+                .ok_or_else(|| not_found("inspect service", id))?;
             Ok(Swarm::info(&found, &sw.services[&found]))
         })?
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::manifest::model::{
-    AppSpec, Backup, DatabaseMode, DatabaseSpec, DeletionPolicy, Engine, ServerEngine,
+    AppSpec, Backup, DatabaseMode, DatabaseSpec, DeletionPolicy, Engine, Placement, ServerEngine,
 };
 use crate::manifest::{MANAGED_DATA_VOLUME, Manifests};
 use crate::state::secrets::{Secret, SecretError, SecretSource};
@@ -45,6 +45,8 @@ pub struct DesiredDatabase {
     pub backup: Option<Backup>,
     /// The image of a managed database.
     pub image: String,
+    /// Where Swarm runs a managed database's task (`runtime: swarm`).
+    pub placement: Option<Placement>,
 }
 
 /// How to reach a shared server as its administrator.
@@ -184,6 +186,7 @@ pub fn desired(
                     .as_deref()
                     .unwrap_or(default_version(spec.engine))
             ),
+            placement: spec.placement.clone(),
         };
         match spec.mode {
             DatabaseMode::Managed => {}
@@ -453,6 +456,7 @@ pub fn managed_app_spec(db: &DesiredDatabase) -> AppSpec {
             DeletionPolicy::Retain => "retain",
             DeletionPolicy::Delete => "delete",
         },
+        "placement": db.placement,
     });
     let value = match value {
         serde_json::Value::Object(mut map) => {
@@ -484,6 +488,7 @@ mod tests {
             deletion_policy: DeletionPolicy::Retain,
             backup: None,
             image: "postgres:16".into(),
+            placement: None,
         }
     }
 

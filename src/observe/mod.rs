@@ -3,6 +3,7 @@
 //! what it must not touch.
 
 pub mod ports;
+pub mod swarm;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -138,6 +139,10 @@ pub struct Observed {
     pub built_images: BTreeSet<String>,
     /// The files of each app's last successful build: path → digest.
     pub last_builds: BTreeMap<String, BTreeMap<String, String>>,
+    /// Networks every node of a swarm shares (overlay), by name.
+    pub swarm_networks: BTreeSet<String>,
+    /// The swarm, under `runtime: swarm`.
+    pub swarm: Option<swarm::ObservedSwarm>,
 }
 
 impl Observed {
@@ -147,6 +152,9 @@ impl Observed {
         c.host_port.or_else(|| self.host_ports.get(&c.app).copied())
     }
 }
+
+/// The label Swarm puts on the container of a task.
+const SWARM_TASK: &str = "com.docker.swarm.task.id";
 
 fn policy(labels: &BTreeMap<String, String>) -> DeletionPolicy {
     match labels.get(DELETION_POLICY).map(String::as_str) {
@@ -180,6 +188,10 @@ pub async fn observe(docker: &dyn DockerApi, instance: &str) -> Result<Observed,
     let mut observed = Observed::default();
     for c in containers {
         observed.published_ports.extend(c.published.iter().copied());
+        // A Swarm task's container is its service's, observed through the swarm.
+        if c.labels.contains_key(SWARM_TASK) {
+            continue;
+        }
         let kind = c
             .labels
             .get(KIND)
@@ -218,6 +230,9 @@ pub async fn observe(docker: &dyn DockerApi, instance: &str) -> Result<Observed,
         .containers
         .sort_by(|a, b| (&a.app, a.replica, &a.name).cmp(&(&b.app, b.replica, &b.name)));
     for n in networks {
+        if n.scope == "swarm" {
+            observed.swarm_networks.insert(n.name.clone());
+        }
         if owned(&n.labels, instance) {
             observed.networks.insert(n.name);
         } else {

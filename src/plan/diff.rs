@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use similar::TextDiff;
 
 use crate::desired::ContainerSpec;
+use crate::desired::service::ServiceSpec;
 
 /// The changes from `old` to `new`, one phrase each: "image ghost:5.1 → ghost:5.2",
 /// "env PAGE changed", "secret TOKEN changed". Secret values never appear: only their
@@ -44,10 +45,45 @@ pub fn spec_changes(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
             out.push(format!("{name} changed"));
         }
     }
+    service_changes(&mut out, old.service.as_ref(), new.service.as_ref());
     if out.is_empty() && old != new {
         out.push("spec changed".to_owned());
     }
     out
+}
+
+/// The changes of a Swarm service's own settings.
+fn service_changes(out: &mut Vec<String>, old: Option<&ServiceSpec>, new: Option<&ServiceSpec>) {
+    let (Some(old), Some(new)) = (old, new) else {
+        if old.is_some() != new.is_some() {
+            out.push("runtime changed".to_owned());
+        }
+        return;
+    };
+    if old.replicas != new.replicas {
+        out.push(format!("replicas {} → {}", old.replicas, new.replicas));
+    }
+    let placement = (&old.constraints, &old.spread, old.max_replicas_per_node)
+        != (&new.constraints, &new.spread, new.max_replicas_per_node);
+    let fields: [(&str, bool); 3] = [
+        ("placement", placement),
+        (
+            "reservations",
+            (old.reserve_cpus, old.reserve_memory) != (new.reserve_cpus, new.reserve_memory),
+        ),
+        ("update order", old.update_order != new.update_order),
+    ];
+    if old.endpoint_mode != new.endpoint_mode {
+        out.push(format!(
+            "endpoint mode {} → {}",
+            old.endpoint_mode, new.endpoint_mode
+        ));
+    }
+    for (name, changed) in fields {
+        if changed {
+            out.push(format!("{name} changed"));
+        }
+    }
 }
 
 fn show_opt<T: std::fmt::Display>(v: Option<T>) -> String {

@@ -16,6 +16,7 @@ mod order;
 pub mod ports;
 mod render;
 pub mod resolve;
+mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,7 +29,8 @@ pub use order::rounds;
 pub use render::render_text;
 
 use crate::desired::{Desired, MountSource, ObjectKind};
-use crate::manifest::model::{DatabaseMode, DeletionPolicy};
+use crate::manifest::model::{DatabaseMode, DeletionPolicy, Runtime};
+use crate::observe::swarm::{ObservedService, ObservedSwarm};
 use crate::observe::{Observed, ObservedContainer};
 use crate::resource::{ResourceId, ResourceKind};
 use crate::source::RevisionId;
@@ -137,6 +139,10 @@ pub enum Step {
         /// No route out of it (the managed databases' network).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         internal: bool,
+        /// An attachable overlay network every node of the swarm shares (`runtime:
+        /// swarm`), not a bridge of one daemon.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        overlay: bool,
     },
     /// Create a shared database and its user, or put them back as declared.
     EnsureDatabase {
@@ -298,6 +304,45 @@ pub enum Step {
     RemoveCertificate {
         /// The Domain.
         domain: String,
+    /// Create an app's Swarm service and wait until its tasks run.
+    CreateService {
+        /// The app.
+        app: String,
+    },
+    /// Give an app's service the desired spec and wait until Swarm has rolled its tasks
+    /// over (or rolled the update back).
+    UpdateService {
+        /// The app.
+        app: String,
+        /// The service's id.
+        id: String,
+        /// The service's version the update is made against.
+        version: u64,
+        /// Whether Swarm starts each new task before it stops the old one.
+        start_first: bool,
+    },
+    /// Remove a service; Swarm stops its tasks.
+    RemoveService {
+        /// Its id.
+        id: String,
+        /// Its name.
+        name: String,
+    },
+    /// Create the Swarm secret that carries an app's secret variable.
+    CreateSwarmSecret {
+        /// The app.
+        app: String,
+        /// The variable.
+        variable: String,
+        /// The secret's name (`<app>.<VARIABLE>.<hash>`).
+        name: String,
+    },
+    /// Remove a Swarm secret that no service uses any more.
+    RemoveSwarmSecret {
+        /// Its id.
+        id: String,
+        /// Its name.
+        name: String,
     },
 }
 
@@ -358,6 +403,48 @@ pub struct Action {
     /// HTTP until its certificate exists. Status shows it not ready, with the reasons.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub waiting: bool,
+    /// A Swarm service's tasks as observed (`runtime: swarm`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Tasks>,
+}
+
+/// A service's tasks, as observed before the pass: how many run, where, and what is
+/// wrong when not all of them do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tasks {
+    /// Tasks running (healthy, for a service with a health check).
+    pub running: u64,
+    /// Tasks the service asks for.
+    pub desired: u64,
+    /// The nodes they run on (host names), with how many on each.
+    pub nodes: BTreeMap<String, u64>,
+    /// What keeps the service from running as declared: a failing task's error, an
+    /// update Swarm rolled back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl Tasks {
+    /// `2/3 tasks running on node-1, node-2 (2)`.
+    pub fn summary(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(n, c)| {
+                if *c > 1 {
+                    format!("{n} ({c})")
+                } else {
+                    n.clone()
+                }
+            })
+            .collect();
+        let on = if nodes.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", nodes.join(", "))
+        };
+        format!("{}/{} tasks running{on}", self.running, self.desired)
+    }
 }
 
 /// The spec a rollback holds an app at.
@@ -412,6 +499,7 @@ impl Action {
             steps: Vec::new(),
             held: None,
             waiting: false,
+            tasks: None,
         }
     }
 
@@ -510,6 +598,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
     let mut actions = writes(desired, observed);
 
     // The shared network.
+    let swarm = desired.runtime == Runtime::Swarm;
     let mut network = Action::new(Target::Network, &desired.network, Op::Noop);
     if !observed.networks.contains(&desired.network) {
         if observed.foreign_networks.contains(&desired.network) {
@@ -519,10 +608,15 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
                 .push("exists, not managed by berth: apps join it as it is".into());
         } else {
             network.op = Op::Create;
-            network.reasons.push("new network".into());
+            network.reasons.push(if swarm {
+                "new attachable overlay network".into()
+            } else {
+                "new network".into()
+            });
             network.steps.push(Step::CreateNetwork {
                 name: desired.network.clone(),
                 internal: false,
+                overlay: swarm,
             });
         }
     }
@@ -531,14 +625,35 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
         let mut a = Action::new(Target::Network, name, Op::Noop);
         if !observed.networks.contains(name) && !observed.foreign_networks.contains(name) {
             a.op = Op::Create;
-            a.reasons
-                .push("new internal network for managed databases".into());
+            a.reasons.push(if swarm {
+                "new internal attachable overlay network for managed databases".into()
+            } else {
+                "new internal network for managed databases".into()
+            });
             a.steps.push(Step::CreateNetwork {
                 name: name.clone(),
                 internal: true,
+                overlay: swarm,
             });
         }
         actions.push(a);
+    }
+    if swarm {
+        // A network of one daemon (made for `runtime: docker`) cannot carry services.
+        for a in actions.iter_mut().filter(|a| a.target == Target::Network) {
+            let exists =
+                observed.networks.contains(&a.name) || observed.foreign_networks.contains(&a.name);
+            if exists && !observed.swarm_networks.contains(&a.name) {
+                a.op = Op::Conflict;
+                a.reasons = vec![format!(
+                    "network `{}` is a network of this daemon only (made for `runtime: \
+                     docker`), and Swarm services need an overlay network: remove it once \
+                     no container uses it (`docker network rm {}`), or name another network \
+                     in Settings",
+                    a.name, a.name
+                )];
+            }
+        }
     }
 
     // Named volumes.
@@ -597,11 +712,24 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
         by_app.entry(&c.app).or_default().push(c);
     }
     let mut after_switch = BTreeMap::new();
+    let no_swarm = ObservedSwarm::default();
+    let observed_swarm = observed.swarm.as_ref().unwrap_or(&no_swarm);
+    let mut services: BTreeMap<&str, &ObservedService> = observed_swarm
+        .services
+        .iter()
+        .map(|s| (s.app.as_str(), s))
+        .collect();
     for (round, names) in rounds(desired).into_iter().enumerate() {
         for name in names {
             let app = &desired.apps[&name];
             let current = by_app.remove(name.as_str()).unwrap_or_default();
-            let (mut a, switched) = app::plan_app(app, &current, observed);
+            let (mut a, switched) = if swarm {
+                let service = services.remove(name.as_str());
+                let a = service::plan_service(app, service, &current, observed_swarm, observed);
+                (a, Vec::new())
+            } else {
+                app::plan_app(app, &current, observed)
+            };
             // A held app runs the image of its earlier spec: nothing of today's is built.
             if !matches!(
                 desired.holds.get(&name),
@@ -646,32 +774,55 @@ pub fn plan(desired: &Desired, observed: &Observed, options: PlanOptions) -> Pla
         let database = observed
             .containers
             .iter()
-            .any(|c| c.app == name && c.kind == ObjectKind::Database);
+            .any(|c| c.app == name && c.kind == ObjectKind::Database)
+            || services
+                .get(name)
+                .is_some_and(|s| s.kind == ObjectKind::Database);
         if database {
             Target::Database
         } else {
             Target::App
         }
     };
-    if !options.prune {
-        for name in by_app.keys() {
+    // Undeclared: apps with containers, services, or Swarm secrets left.
+    let mut undeclared: BTreeSet<&str> = by_app.keys().copied().collect();
+    undeclared.extend(services.keys().copied());
+    undeclared.extend(
+        observed_swarm
+            .secrets
+            .iter()
+            .map(|s| s.app.as_str())
+            .filter(|a| !desired.apps.contains_key(*a)),
+    );
+    for name in undeclared {
+        if !options.prune {
             let mut a = Action::new(kind_of(name), name, Op::Noop);
             a.reasons
                 .push("no longer declared; kept (pruning is off)".into());
             prune.push(a);
+            continue;
         }
-    } else {
-        for (name, containers) in by_app {
-            let mut a = Action::new(kind_of(name), name, Op::Delete);
-            a.reasons.push("no longer declared".into());
-            for c in containers {
-                a.steps.push(Step::Remove {
-                    id: c.id.clone(),
-                    name: c.name.clone(),
-                });
-            }
-            prune.push(a);
+        let mut a = Action::new(kind_of(name), name, Op::Delete);
+        a.reasons.push("no longer declared".into());
+        if let Some(s) = services.get(name) {
+            a.steps.push(Step::RemoveService {
+                id: s.id.clone(),
+                name: s.name.clone(),
+            });
         }
+        for c in by_app.get(name).into_iter().flatten() {
+            a.steps.push(Step::Remove {
+                id: c.id.clone(),
+                name: c.name.clone(),
+            });
+        }
+        for s in observed_swarm.secrets.iter().filter(|s| s.app == name) {
+            a.steps.push(Step::RemoveSwarmSecret {
+                id: s.id.clone(),
+                name: s.name.clone(),
+            });
+        }
+        prune.push(a);
     }
     prune.extend(database::plan_removed(
         &desired.databases,
@@ -795,30 +946,45 @@ fn prune_volumes(desired: &Desired, observed: &Observed) -> Vec<Action> {
         .values()
         .flat_map(|a| a.volumes.iter().map(|v| v.docker_name.as_str()))
         .collect();
+    // What runs the apps: containers, or services under `runtime: swarm`.
+    let runners: Vec<(
+        &str,
+        ObjectKind,
+        DeletionPolicy,
+        Option<&crate::desired::ContainerSpec>,
+    )> = observed
+        .containers
+        .iter()
+        .map(|c| (c.app.as_str(), c.kind, c.deletion_policy, c.spec.as_ref()))
+        .chain(observed.swarm.iter().flat_map(|sw| {
+            sw.services
+                .iter()
+                .map(|s| (s.app.as_str(), s.kind, s.deletion_policy, s.spec.as_ref()))
+        }))
+        .collect();
     let mut out = Vec::new();
     for v in &observed.volumes {
         if declared.contains(v.name.as_str()) {
             continue;
         }
-        // The policy in force is the app's, as recorded on its containers; the
-        // volume's own label covers apps whose containers are already gone.
-        let policy = observed
-            .containers
+        // The policy in force is the app's, as recorded on its containers (or its
+        // service); the volume's own label covers apps whose containers are gone.
+        let policy = runners
             .iter()
-            .find(|c| c.app == v.app)
-            .map_or(v.deletion_policy, |c| c.deletion_policy);
+            .find(|r| r.0 == v.app)
+            .map_or(v.deletion_policy, |r| r.2);
         // A volume another resource mounts holds its data too (names that clashed
         // before validation refused them): its own policy never deletes it.
-        let other = observed.containers.iter().find(|c| {
-            c.app != v.app
-                && c.spec.as_ref().is_some_and(|s| {
+        let other = runners.iter().find(|r| {
+            r.0 != v.app
+                && r.3.is_some_and(|s| {
                     s.volumes
                         .iter()
                         .any(|m| m.source == MountSource::Volume(v.name.clone()))
                 })
         });
-        if let (DeletionPolicy::Delete, Some(c)) = (policy, other) {
-            let kind = match c.kind {
+        if let (DeletionPolicy::Delete, Some(r)) = (policy, other) {
+            let kind = match r.1 {
                 ObjectKind::Database => "database",
                 _ => "app",
             };
@@ -827,8 +993,8 @@ fn prune_volumes(desired: &Desired, observed: &Observed) -> Vec<Action> {
                 "no longer declared by app {}; kept: {kind} {} mounts it too \
                  (deletionPolicy: {})",
                 v.app,
-                c.app,
-                policy_name(c.deletion_policy)
+                r.0,
+                policy_name(r.2)
             ));
             out.push(a);
         } else if policy == DeletionPolicy::Delete {
@@ -897,6 +1063,7 @@ mod tests {
                 init: false,
                 networks: Vec::new(),
                 build: None,
+                service: None,
             }),
             state: "running".into(),
             deletion_policy: policy,

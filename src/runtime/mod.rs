@@ -1,9 +1,12 @@
-//! The runtime seam: how an app's replicas run. Docker containers on one host today
-//! ([`containers`]); Swarm services are the next implementation of the same contract.
-//! The planner decides which replicas to run, replace, start, rename or remove
-//! (plan/app.rs); a runtime carries those steps out and says when a replica is ready.
+//! The runtime seam: how an app's replicas run. Docker containers on one daemon
+//! ([`containers`]): the planner decides which replicas to run, replace, start, rename
+//! or remove (plan/app.rs). Swarm services ([`swarm`]): the planner decides whether the
+//! service is created, updated or removed (plan/service.rs) and Swarm places and
+//! replaces the tasks. A runtime carries those steps out and says when the app is
+//! ready; each planner emits only its own runtime's steps.
 
 pub mod containers;
+pub mod swarm;
 
 use async_trait::async_trait;
 
@@ -33,6 +36,12 @@ pub enum RuntimeError {
     /// A new replica never became ready.
     #[error("{0}")]
     NotReady(String),
+    /// Swarm rolled an update back (or paused it): the previous spec runs.
+    #[error("{0}")]
+    RolledBack(String),
+    /// A step of the other runtime's planner.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// A replica as it runs now.
@@ -87,4 +96,25 @@ pub trait AppRuntime: Send + Sync {
     async fn rename(&self, id: &str, to: &str) -> Result<(), RuntimeError>;
     /// Stops and removes a replica (one already gone is fine).
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Creates the app's service and waits until its tasks run.
+    async fn create_service(&self, _app: &DesiredApp) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(SERVICE_STEP))
+    }
+    /// Gives the app's service `id` (at `version`) the desired spec and waits until
+    /// Swarm has rolled its tasks over; an update Swarm rolls back is an error.
+    async fn update_service(
+        &self,
+        _app: &DesiredApp,
+        _id: &str,
+        _version: u64,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(SERVICE_STEP))
+    }
+    /// Removes service `id` (one already gone is fine).
+    async fn remove_service(&self, _id: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(SERVICE_STEP))
+    }
 }
+
+const SERVICE_STEP: &str = "services are for `runtime: swarm`: a plan for Swarm cannot be \
+                            applied to containers";

@@ -249,6 +249,7 @@ mod tests {
             init: false,
             networks: Vec::new(),
             build: None,
+            service: None,
         };
         AppliedSpec {
             revision: revision.into(),

@@ -68,7 +68,10 @@ fn check_app_docker(report: &mut Report, doc: usize, a: &AppSpec) {
             );
         }
     }
-    if a.resources.as_ref().is_some_and(|r| r.reservations.is_some()) {
+    if a.resources
+        .as_ref()
+        .is_some_and(|r| r.reservations.is_some())
+    {
         report.at(
             doc,
             "/spec/resources/reservations",
@@ -187,9 +190,10 @@ fn check_constraint(c: &str) -> Result<(), String> {
         })?;
     let key = key.trim();
     let known = ATTRIBUTES.contains(&key)
-        || ["node.labels.", "engine.labels."]
-            .iter()
-            .any(|p| key.strip_prefix(p).is_some_and(|l| syntax::check_token("label", l).is_ok()));
+        || ["node.labels.", "engine.labels."].iter().any(|p| {
+            key.strip_prefix(p)
+                .is_some_and(|l| syntax::check_token("label", l).is_ok())
+        });
     if !known {
         return Err(format!(
             "constraint `{shown}` tests `{}`, which is not a node attribute: use one of {}, \
@@ -200,7 +204,9 @@ fn check_constraint(c: &str) -> Result<(), String> {
     }
     let value = value.trim();
     if value.is_empty() || value.contains(['=', '!']) || value.chars().any(char::is_control) {
-        return Err(format!("constraint `{shown}` needs one value after the operator"));
+        return Err(format!(
+            "constraint `{shown}` needs one value after the operator"
+        ));
     }
     Ok(())
 }
@@ -221,7 +227,10 @@ mod tests {
         }
         assert_eq!(
             check_constraint("zone=eu"),
-            Err("constraint `zone=eu` must be `<attribute>==<value>` or `<attribute>!=<value>`".into())
+            Err(
+                "constraint `zone=eu` must be `<attribute>==<value>` or `<attribute>!=<value>`"
+                    .into()
+            )
         );
         assert!(
             check_constraint("node.zone==eu")
