@@ -29,6 +29,10 @@ mod source_limits;
 mod status_server;
 mod workflows;
 
+// The Swarm runtime, against daemons the tests start themselves.
+mod daemon;
+mod swarm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

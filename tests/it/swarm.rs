@@ -1,0 +1,337 @@
+//! `runtime: swarm` against a real single-node swarm: a Docker daemon the test starts
+//! in namespaces of its own and makes a swarm manager (the host's daemon is left alone),
+//! with the test image copied in. The apps use `endpointMode: dnsrr`: this machine's
+//! kernel has no IPVS, which Swarm's virtual IPs and ingress need.
+
+use std::fs;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::daemon::TestDaemon;
+use crate::docker::{docker, image, test_policy, text};
+
+const SECRET: &str = "swarm-s3cr3t-41c7";
+const SECRET_TWO: &str = "swarm-s3cr3t-9e02";
+
+/// One berth instance against a test daemon: its manifests, state dir and names.
+struct SwarmScenario {
+    daemon: TestDaemon,
+    prefix: String,
+    manifests: tempfile::TempDir,
+    state: tempfile::TempDir,
+}
+
+impl SwarmScenario {
+    fn new(name: &str) -> SwarmScenario {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let prefix = format!("sw{}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let daemon = TestDaemon::swarm(name);
+        daemon.load(image());
+        let state = tempfile::tempdir().unwrap();
+        fs::create_dir(state.path().join("secrets")).unwrap();
+        fs::write(state.path().join("secrets/api-token"), SECRET).unwrap();
+        fs::write(state.path().join("policy.yaml"), test_policy(state.path())).unwrap();
+        let s = SwarmScenario {
+            daemon,
+            prefix,
+            manifests: tempfile::tempdir().unwrap(),
+            state,
+        };
+        s.write(
+            "settings.yaml",
+            &format!(
+                "apiVersion: berth/v1\nkind: Settings\nmetadata: {{name: host}}\nspec: \
+                 {{runtime: swarm, network: {}-net, proxy: {{kind: none}}}}\n",
+                s.prefix
+            ),
+        );
+        s
+    }
+
+    fn name(&self, app: &str) -> String {
+        format!("{}-{app}", self.prefix)
+    }
+
+    fn write(&self, file: &str, content: &str) {
+        fs::write(self.manifests.path().join(file), content).unwrap();
+    }
+
+    fn berth(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .arg(self.manifests.path())
+            .args(["--state-dir", self.state.path().to_str().unwrap()])
+            .args(["--instance", &self.prefix, "--ready-timeout", "60"])
+            .env("DOCKER_HOST", &self.daemon.host)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("berth runs")
+    }
+
+    fn apply(&self) -> String {
+        let out = self.berth(&["apply", "--color", "never"]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(0), "apply failed:\n{t}");
+        assert!(!t.contains(SECRET) && !t.contains(SECRET_TWO), "{t}");
+        t
+    }
+
+    fn dry_run(&self) -> (Option<i32>, String) {
+        let out = self.berth(&["apply", "--dry-run", "--exit-code", "--color", "never"]);
+        (out.status.code(), text(&out))
+    }
+
+    fn service(&self, app: &str) -> Value {
+        let out = self.daemon.docker_ok(&["service", "inspect", &self.name(app)]);
+        serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+    }
+
+    /// The tasks Swarm wants running, with their state.
+    fn running_tasks(&self, app: &str) -> Vec<String> {
+        let out = self.daemon.docker_ok(&[
+            "service",
+            "ps",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.CurrentState}}",
+            &self.name(app),
+        ]);
+        out.lines().map(str::to_owned).collect()
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        let out = self.daemon.docker_ok(&["secret", "ls", "--format", "{{.Name}}"]);
+        let mut names: Vec<String> = out.lines().map(str::to_owned).collect();
+        names.sort();
+        names
+    }
+
+    fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// A container on the overlay network that asks `url` every 100 ms and says `ok` or
+/// `fail` for each request: the count of requests a rolling update lost.
+struct Client<'a> {
+    daemon: &'a TestDaemon,
+    name: String,
+}
+
+impl<'a> Client<'a> {
+    fn start(daemon: &'a TestDaemon, name: String, network: &str, url: &str) -> Client<'a> {
+        // `timeout`, not wget's own `-T`, which crashes the static busybox of the image.
+        let script = "while :; do if timeout 2 wget -q -O /dev/null \"$1\"; then echo ok; \
+                      else echo fail; fi; sleep 0.1; done";
+        daemon.docker_ok(&[
+            "run", "-d", "--name", &name, "--network", network, image(), "sh", "-c", script,
+            "sh", url,
+        ]);
+        Client { daemon, name }
+    }
+
+    /// Requests answered, and requests lost, so far.
+    fn counts(&self) -> (usize, usize) {
+        let out = self.daemon.docker(&["logs", &self.name]);
+        let log = String::from_utf8_lossy(&out.stdout);
+        let ok = log.lines().filter(|l| *l == "ok").count();
+        let fail = log.lines().filter(|l| *l == "fail").count();
+        (ok, fail)
+    }
+}
+
+impl Drop for Client<'_> {
+    fn drop(&mut self) {
+        self.daemon.docker(&["rm", "-f", &self.name]);
+    }
+}
+
+#[test]
+fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_a_broken_image()
+{
+    let s = SwarmScenario::new("swarm1");
+    let web = s.name("web");
+    let app = |page: &str, image: &str| {
+        format!(
+            "apiVersion: berth/v1\nkind: App\nmetadata: {{name: {web}}}\nspec:\n  image: {image}\n  \
+             replicas: 2\n  endpointMode: dnsrr\n  env: {{PAGE: {page}}}\n  secretEnv: {{TOKEN: \
+             api-token}}\n  port: 80\n  volumes: [{{name: data, mount: /data}}]\n  health: {{http: /, \
+             interval: 1s, timeout: 1s, retries: 2}}\n  resources: {{cpus: 0.5, memory: 64Mi, \
+             reservations: {{memory: 8Mi}}}}\n  placement: {{constraints: [node.role==manager], \
+             preferences: [{{spread: node.labels.zone}}]}}\n  labels: {{team: web}}\n"
+        )
+    };
+    s.write("web.yaml", &app("one", image()));
+    let out = s.apply();
+    assert!(
+        out.contains(&format!(
+            "+ create app {web}: new app ({}) as a Swarm service of 2 tasks",
+            image()
+        )),
+        "{out}"
+    );
+
+    // The service as declared.
+    let svc = s.service("web");
+    let spec = &svc["Spec"];
+    let labels = &spec["Labels"];
+    assert_eq!(labels["berth.managed"], "true");
+    assert_eq!(labels["berth.instance"], s.prefix);
+    assert_eq!(labels["berth.kind"], "app");
+    assert_eq!(labels["berth.spec-hash"].as_str().unwrap().len(), 64);
+    assert_eq!(labels["team"], "web");
+    assert!(!spec.to_string().contains(SECRET), "{spec}");
+    assert_eq!(spec["Mode"]["Replicated"]["Replicas"], 2);
+    assert_eq!(spec["EndpointSpec"]["Mode"], "dnsrr");
+    let update = &spec["UpdateConfig"];
+    assert_eq!(update["Order"], "start-first");
+    assert_eq!(update["FailureAction"], "rollback");
+    assert_eq!(update["Parallelism"], 1);
+    assert!(update["Monitor"].as_i64().unwrap() >= 5_000_000_000, "{update}");
+    assert_eq!(spec["RollbackConfig"]["Order"], "start-first");
+    let task = &spec["TaskTemplate"];
+    assert_eq!(
+        task["Placement"]["Constraints"],
+        serde_json::json!(["node.role==manager"])
+    );
+    assert_eq!(
+        task["Placement"]["Preferences"][0]["Spread"]["SpreadDescriptor"],
+        "node.labels.zone"
+    );
+    assert_eq!(task["Resources"]["Limits"]["MemoryBytes"], 64 * 1024 * 1024);
+    assert_eq!(task["Resources"]["Limits"]["NanoCPUs"], 500_000_000);
+    assert_eq!(task["Resources"]["Reservations"]["MemoryBytes"], 8 * 1024 * 1024);
+    assert_eq!(task["RestartPolicy"]["Condition"], "any");
+    let container = &task["ContainerSpec"];
+    assert!(
+        container["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("PAGE=one"))
+    );
+    assert_eq!(container["Mounts"][0]["Source"], format!("{web}-data"));
+    assert_eq!(container["Mounts"][0]["Target"], "/data");
+    let secret = container["Secrets"][0]["SecretName"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with(&format!("{web}.TOKEN.")), "{secret}");
+    assert_eq!(container["Secrets"][0]["File"]["Name"], "TOKEN");
+    assert_eq!(container["Healthcheck"]["Test"][0], "CMD");
+
+    // Both tasks run, and the process got the secret in its environment.
+    s.wait_until("two tasks run", || {
+        let tasks = s.running_tasks("web");
+        tasks.len() == 2 && tasks.iter().all(|t| t.starts_with("Running"))
+    });
+    let ids = s.daemon.docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={web}"),
+    ]);
+    let first = ids.lines().next().unwrap();
+    let environ = s.daemon.docker_ok(&["exec", first, "cat", "/proc/1/environ"]);
+    assert!(
+        environ.split('\0').any(|v| v == format!("TOKEN={SECRET}")),
+        "the task's process has TOKEN: {environ:?}"
+    );
+
+    // A second dry run is in sync.
+    let (code, out) = s.dry_run();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("the host is in sync"), "{out}");
+    assert!(out.contains(&format!("keep app {web}: 2/2 tasks running on ")), "{out}");
+
+    // An env change: a start-first rolling update; no request is lost.
+    let net = format!("{}-net", s.prefix);
+    let client = Client::start(&s.daemon, s.name("client"), &net, &format!("http://{web}/"));
+    s.wait_until("the client gets answers", || client.counts().0 >= 10);
+    s.write("web.yaml", &app("two", image()));
+    let out = s.apply();
+    assert!(out.contains(&format!("~ update app {web}: env PAGE changed")), "{out}");
+    let svc = s.service("web");
+    assert_eq!(svc["UpdateStatus"]["State"], "completed", "{svc}");
+    let before = client.counts();
+    s.wait_until("the client asks again", || client.counts().0 >= before.0 + 10);
+    let (ok, lost) = client.counts();
+    assert_eq!(lost, 0, "requests lost during the rolling update ({ok} answered)");
+    eprintln!("rolling update: {ok} requests answered, {lost} lost");
+
+    // A broken image: Swarm rolls the update back, the old tasks keep serving.
+    let broken = format!("berth-test/broken:{}", s.prefix);
+    let build = Command::new("sh")
+        .args([
+            "-c",
+            "printf 'FROM %s\\nCMD [\"sh\", \"-c\", \"echo this version is broken >&2; exit 3\"]\\n' \"$1\" | docker build -q -t \"$2\" - >/dev/null",
+            "sh",
+            image(),
+            &broken,
+        ])
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    s.daemon.load(&broken);
+    docker(&["rmi", &broken]);
+    s.write("web.yaml", &app("two", &broken));
+    let out = s.berth(&["apply", "--color", "never"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "app {web}: FAILED: Swarm rolled the update of service {web} back (rollback completed"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("non-zero exit (3)"), "{t}");
+    let svc = s.service("web");
+    assert_eq!(
+        svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"],
+        image(),
+        "the previous spec runs"
+    );
+    let before = client.counts();
+    s.wait_until("the old tasks answer", || client.counts().0 >= before.0 + 10);
+    let (ok, lost) = client.counts();
+    assert_eq!(lost, 0, "the old tasks kept serving ({ok} answered)");
+    drop(client);
+    s.write("web.yaml", &app("two", image()));
+    s.apply();
+
+    // Scaled by hand: scaled back.
+    s.daemon
+        .docker_ok(&["service", "scale", "--detach", &format!("{web}=4")]);
+    let (code, out) = s.dry_run();
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains(&format!(
+            "~ update app {web}: replicas 4 → 2 (scaled by hand, drift)"
+        )),
+        "{out}"
+    );
+    s.apply();
+    assert_eq!(s.service("web")["Spec"]["Mode"]["Replicated"]["Replicas"], 2);
+
+    // A new secret value: a new Swarm secret, the old one removed.
+    fs::write(s.state.path().join("secrets/api-token"), SECRET_TWO).unwrap();
+    let out = s.apply();
+    assert!(out.contains("secret TOKEN changed"), "{out}");
+    let secrets = s.secrets();
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    assert_ne!(secrets[0], secret);
+    assert!(secrets[0].starts_with(&format!("{web}.TOKEN.")));
+
+    // Removed from the manifests: the service and its secret go, the volume stays.
+    fs::remove_file(s.manifests.path().join("web.yaml")).unwrap();
+    let out = s.apply();
+    assert!(out.contains(&format!("- delete app {web}: no longer declared")), "{out}");
+    assert!(!s.daemon.docker(&["service", "inspect", &web]).status.success());
+    assert!(s.secrets().is_empty());
+    let volumes = s.daemon.docker_ok(&["volume", "ls", "-q"]);
+    assert!(volumes.lines().any(|v| v == format!("{web}-data")), "{volumes}");
+}
