@@ -151,10 +151,11 @@ fn render(st: &Status) -> String {
     let _ = writeln!(out, "\n{:<width$}  {:<9}  MESSAGE", "RESOURCE", "READY");
     for r in st.resources.values() {
         let ready = r.condition(ConditionType::Ready);
-        let (state, message) = match ready {
-            Some(c) if c.status => ("yes", c.message.as_str()),
-            Some(c) => ("no", c.message.as_str()),
-            None => ("unknown", ""),
+        let message = r.message();
+        let state = match ready {
+            Some(c) if c.status => "yes",
+            Some(_) => "no",
+            None => "unknown",
         };
         let _ = writeln!(
             out,

@@ -202,6 +202,9 @@ pub enum Trigger {
     Source,
     /// A managed container of this resource died or vanished.
     Container(ResourceId),
+    /// Something changed in the swarm: a service (updated, scaled or removed, by hand
+    /// or by Swarm), a node (down, up, drained). Names what, as `service web`.
+    Cluster(String),
     /// The timer the policy set: resync, retry or a look at what was waited for.
     Timer,
 }
@@ -212,7 +215,7 @@ impl Trigger {
     pub(crate) fn outranks(&self, other: &Trigger) -> bool {
         let rank = |t: &Trigger| match t {
             Trigger::Timer => 0,
-            Trigger::Container(_) => 1,
+            Trigger::Container(_) | Trigger::Cluster(_) => 1,
             Trigger::Start => 2,
             Trigger::Source => 3,
         };
@@ -226,6 +229,7 @@ impl fmt::Display for Trigger {
             Trigger::Start => f.write_str("Start"),
             Trigger::Source => f.write_str("Source"),
             Trigger::Container(r) => write!(f, "Container({r})"),
+            Trigger::Cluster(what) => write!(f, "Cluster({what})"),
             Trigger::Timer => f.write_str("Timer"),
         }
     }

@@ -66,7 +66,8 @@ impl Stall {
     /// that repairs the others.
     fn holds(&self, revision: &RevisionId, trigger: &Trigger) -> bool {
         self.revision == *revision
-            && !(self.reason == Reason::Conflict && matches!(trigger, Trigger::Container(_)))
+            && !(self.reason == Reason::Conflict
+                && matches!(trigger, Trigger::Container(_) | Trigger::Cluster(_)))
     }
 
     /// Whether the stalled revision is invalid (nothing of it can be planned).
@@ -219,6 +220,7 @@ impl Controller {
             &self.options.instance,
             self.triggers.sender(),
         );
+        triggers::watch_cluster(self.docker.as_ref(), self.triggers.sender());
 
         let mut stall: Option<Stall> = None;
         let mut last_good: Option<Revision> = None;

@@ -162,6 +162,7 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
     if converge {
         cx.status.set_plan(id.clone(), plan.clone());
     }
+    let degraded_before = resources_with(cx.status, &[Reason::Degraded]);
     cx.status.update(|st| {
         if converge {
             st.plan = (!changes.is_empty()).then(|| crate::plan::render_text(plan, false));
@@ -186,9 +187,18 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
                 } else {
                     a.reasons.join("; ")
                 };
-                st.set_resource(&resource, true, Reason::Unchanged, &message, None);
+                // A service as declared whose tasks do not run is not ready.
+                let degraded = a.tasks.as_ref().is_some_and(|t| t.problem.is_some());
+                let (ready, reason) = match degraded {
+                    true => (false, Reason::Degraded),
+                    false => (true, Reason::Unchanged),
+                };
+                st.set_resource(&resource, ready, reason, &message, None);
             } else if auto_apply {
                 st.set_reconciling(&resource, &a.reasons.join("; "));
+            }
+            if a.tasks.is_some() {
+                st.set_tasks(&resource, a.tasks.clone());
             }
         }
         if converge && auto_apply && !changes.is_empty() {
@@ -197,6 +207,7 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
             });
         }
     });
+    publish_task_health(cx.bus, plan, &id, &degraded_before);
     let synced = |changes: Vec<String>, pending: bool| PassOutcome::Synced {
         revision: id.clone(),
         changes,
@@ -221,17 +232,7 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
         };
     }
     info!(plan = %plan.summary, "applying");
-    let was_degraded: BTreeSet<ResourceId> = cx
-        .status
-        .snapshot()
-        .resources
-        .into_iter()
-        .filter(|(_, r)| {
-            r.condition(ConditionType::Ready)
-                .is_some_and(|c| !c.status && c.reason == Reason::ApplyFailed)
-        })
-        .map(|(key, _)| key)
-        .collect();
+    let was_degraded = resources_with(cx.status, &[Reason::ApplyFailed, Reason::Degraded]);
     let report = reconcile::execute(
         &prepared,
         cx.state,
@@ -462,6 +463,46 @@ fn report_certificates(
         );
     }
     cx.status.update(|st| st.certificates = shown);
+}
+
+/// The resources whose `Ready` condition is false for one of `reasons`.
+fn resources_with(status: &StatusStore, reasons: &[Reason]) -> BTreeSet<ResourceId> {
+    status
+        .snapshot()
+        .resources
+        .into_iter()
+        .filter(|(_, r)| {
+            r.condition(ConditionType::Ready)
+                .is_some_and(|c| !c.status && reasons.contains(&c.reason))
+        })
+        .map(|(key, _)| key)
+        .collect()
+}
+
+/// `Degraded` for a Swarm service, as declared, whose tasks stopped running (a task
+/// failing again and again, its node down), `Recovered` when they run again.
+fn publish_task_health(
+    bus: &Bus,
+    plan: &Plan,
+    revision: &RevisionId,
+    degraded_before: &BTreeSet<ResourceId>,
+) {
+    for a in plan.actions.iter().filter(|a| a.op == Op::Noop) {
+        let Some(tasks) = &a.tasks else { continue };
+        let resource = resource_of(a.target, &a.name);
+        let change = match (&tasks.problem, degraded_before.contains(&resource)) {
+            (Some(problem), false) => ResourceChange::Degraded {
+                message: format!("{}: {problem}", tasks.summary()),
+            },
+            (None, true) => ResourceChange::Recovered,
+            _ => continue,
+        };
+        bus.publish(Event::ResourceChanged {
+            resource,
+            revision: revision.clone(),
+            change,
+        });
+    }
 }
 
 /// Points the notifiers at this revision's Notifier resources. A notifier whose URL

@@ -99,6 +99,31 @@ pub fn watch_dir(
     Ok(watcher)
 }
 
+/// Turns a Swarm manager's events on services and nodes into triggers: a service
+/// scaled, updated or removed by hand is put back, a node that went down shows in the
+/// status of the services that ran there. A daemon outside a swarm sends none.
+pub fn watch_cluster(docker: &dyn DockerApi, to_loop: TriggerSender) {
+    let Some(swarm) = docker.swarm() else { return };
+    let mut events = swarm.cluster_events();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(e) => {
+                    let name = e.labels.get("name").cloned().unwrap_or(e.id);
+                    let what = format!("{} {name}", e.action);
+                    if !to_loop.send(Trigger::Cluster(what)) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    warn!("Swarm events stopped: {e}");
+                    break;
+                }
+            }
+        }
+    });
+}
+
 /// Turns Docker's events on this instance's containers into triggers: one that died,
 /// was removed or ran out of memory is repaired at once.
 pub fn watch_docker(docker: &dyn DockerApi, instance: &str, to_loop: TriggerSender) {

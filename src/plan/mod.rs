@@ -410,7 +410,7 @@ pub struct Action {
 
 /// A service's tasks, as observed before the pass: how many run, where, and what is
 /// wrong when not all of them do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Tasks {
     /// Tasks running (healthy, for a service with a health check).
     pub running: u64,
@@ -420,7 +420,7 @@ pub struct Tasks {
     pub nodes: BTreeMap<String, u64>,
     /// What keeps the service from running as declared: a failing task's error, an
     /// update Swarm rolled back.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }
 

@@ -82,6 +82,9 @@ words! {
         Conflict => "Conflict",
         /// Already as declared.
         Unchanged => "Unchanged",
+        /// Declared as it is, but not running as declared: a Swarm service's tasks fail
+        /// or its node is down (the message says which).
+        Degraded => "Degraded",
         /// Held at an earlier spec by a rollback until its declared spec changes.
         RolledBack => "RolledBack",
         /// Not as declared, and nothing is done before a later time: a certificate whose

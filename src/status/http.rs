@@ -428,13 +428,13 @@ async fn page(State(s): State<AppState>) -> Html<String> {
             Some(c) if c.status => ("Ready", "ok"),
             _ => ("Not ready", "bad"),
         };
-        let message = ready.map(|c| c.message.as_str()).unwrap_or_default();
+        let message = r.message();
         let _ = write!(
             rows,
             "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{mark}</td><td>{}</td><td>{}</td></tr>",
             escape(r.kind.as_str()),
             escape(&r.name),
-            escape(message),
+            escape(&message),
             escape(r.last_action.as_deref().unwrap_or("")),
         );
     }

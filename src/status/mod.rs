@@ -37,6 +37,9 @@ pub struct ResourceStatus {
     pub conditions: Vec<Condition>,
     /// The last action taken on it, with its reasons.
     pub last_action: Option<String>,
+    /// A Swarm service's tasks: how many run, on which nodes (`runtime: swarm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<crate::plan::Tasks>,
 }
 
 impl ResourceStatus {
@@ -53,6 +56,25 @@ impl ResourceStatus {
     /// Its condition of type `kind`.
     pub fn condition(&self, kind: ConditionType) -> Option<&Condition> {
         conditions::find(&self.conditions, kind)
+    }
+
+    /// What people read of it: its `Ready` message, and where a service's tasks run
+    /// when the message does not say already.
+    pub fn message(&self) -> String {
+        let ready = self
+            .condition(ConditionType::Ready)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        match &self.tasks {
+            Some(t) if !ready.contains("tasks running") => {
+                if ready.is_empty() {
+                    t.summary()
+                } else {
+                    format!("{ready}; {}", t.summary())
+                }
+            }
+            _ => ready,
+        }
     }
 }
 
@@ -379,6 +401,7 @@ impl Status {
                     last_transition: time.clone(),
                 }],
                 last_action: None,
+                tasks: None,
             });
         entry
             .conditions
@@ -425,6 +448,7 @@ impl Status {
             make(Stalled, stalled, stalled_reason, stalled_message),
         ];
         let last_action = action.or_else(|| old.and_then(|r| r.last_action.clone()));
+        let tasks = old.and_then(|r| r.tasks.clone());
         self.resources.insert(
             id.clone(),
             ResourceStatus {
@@ -432,8 +456,16 @@ impl Status {
                 name: id.name.clone(),
                 conditions,
                 last_action,
+                tasks,
             },
         );
+    }
+
+    /// Records how a service's tasks are doing, as a pass observed them.
+    pub fn set_tasks(&mut self, id: &ResourceId, tasks: Option<crate::plan::Tasks>) {
+        if let Some(r) = self.resources.get_mut(id) {
+            r.tasks = tasks;
+        }
     }
 }
 

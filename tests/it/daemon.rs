@@ -9,7 +9,7 @@
 //! the test and this process. Dropping it stops the daemon, kills what it left running
 //! (by pid, found by that directory in their command lines) and removes the directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,7 +67,11 @@ impl TestDaemon {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if daemon.docker(&["info", "--format", "{{.ID}}"]).status.success() {
+            if daemon
+                .docker(&["info", "--format", "{{.ID}}"])
+                .status
+                .success()
+            {
                 break;
             }
             assert!(
@@ -86,11 +90,6 @@ impl TestDaemon {
         let out = daemon.docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
         assert!(out.status.success(), "swarm init: {}", text(&out));
         daemon
-    }
-
-    /// Its directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// What dockerd wrote.
@@ -123,15 +122,6 @@ impl TestDaemon {
             .output()
             .unwrap();
         assert!(out.status.success(), "loading {image}: {}", text(&out));
-    }
-
-    /// Runs a command in the daemon's network namespace (to reach what it publishes).
-    pub fn in_netns(&self, program: &str, args: &[&str]) -> Output {
-        Command::new("nsenter")
-            .args(["-t", &self.pid.to_string(), "-n", program])
-            .args(args)
-            .output()
-            .expect("nsenter runs")
     }
 }
 

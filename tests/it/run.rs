@@ -34,6 +34,17 @@ impl Controller {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Controller {
+        Controller::spawn(source, s.state_path(), &s.prefix, extra, env)
+    }
+
+    /// `berth run --source <source> <extra…>` for instance `instance` in `state`.
+    pub fn spawn(
+        source: &str,
+        state: &std::path::Path,
+        instance: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Controller {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("run.log");
         let port = crate::free_port();
@@ -41,8 +52,8 @@ impl Controller {
             .args(["run", "--source", source])
             .args(extra)
             .arg("--state-dir")
-            .arg(s.state_path())
-            .args(["--instance", &s.prefix, "--ready-timeout", "20"])
+            .arg(state)
+            .args(["--instance", instance, "--ready-timeout", "20"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "berth=info")
             .envs(env.iter().copied())

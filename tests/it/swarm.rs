@@ -27,7 +27,11 @@ struct SwarmScenario {
 impl SwarmScenario {
     fn new(name: &str) -> SwarmScenario {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let prefix = format!("sw{}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let prefix = format!(
+            "sw{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
         let daemon = TestDaemon::swarm(name);
         daemon.load(image());
         let state = tempfile::tempdir().unwrap();
@@ -85,7 +89,9 @@ impl SwarmScenario {
     }
 
     fn service(&self, app: &str) -> Value {
-        let out = self.daemon.docker_ok(&["service", "inspect", &self.name(app)]);
+        let out = self
+            .daemon
+            .docker_ok(&["service", "inspect", &self.name(app)]);
         serde_json::from_str::<Value>(&out).unwrap()[0].clone()
     }
 
@@ -104,7 +110,9 @@ impl SwarmScenario {
     }
 
     fn secrets(&self) -> Vec<String> {
-        let out = self.daemon.docker_ok(&["secret", "ls", "--format", "{{.Name}}"]);
+        let out = self
+            .daemon
+            .docker_ok(&["secret", "ls", "--format", "{{.Name}}"]);
         let mut names: Vec<String> = out.lines().map(str::to_owned).collect();
         names.sort();
         names
@@ -132,8 +140,18 @@ impl<'a> Client<'a> {
         let script = "while :; do if timeout 2 wget -q -O /dev/null \"$1\"; then echo ok; \
                       else echo fail; fi; sleep 0.1; done";
         daemon.docker_ok(&[
-            "run", "-d", "--name", &name, "--network", network, image(), "sh", "-c", script,
-            "sh", url,
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            network,
+            image(),
+            "sh",
+            "-c",
+            script,
+            "sh",
+            url,
         ]);
         Client { daemon, name }
     }
@@ -155,8 +173,7 @@ impl Drop for Client<'_> {
 }
 
 #[test]
-fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_a_broken_image()
-{
+fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_a_broken_image() {
     let s = SwarmScenario::new("swarm1");
     let web = s.name("web");
     let app = |page: &str, image: &str| {
@@ -195,7 +212,10 @@ fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_
     assert_eq!(update["Order"], "start-first");
     assert_eq!(update["FailureAction"], "rollback");
     assert_eq!(update["Parallelism"], 1);
-    assert!(update["Monitor"].as_i64().unwrap() >= 5_000_000_000, "{update}");
+    assert!(
+        update["Monitor"].as_i64().unwrap() >= 5_000_000_000,
+        "{update}"
+    );
     assert_eq!(spec["RollbackConfig"]["Order"], "start-first");
     let task = &spec["TaskTemplate"];
     assert_eq!(
@@ -208,7 +228,10 @@ fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_
     );
     assert_eq!(task["Resources"]["Limits"]["MemoryBytes"], 64 * 1024 * 1024);
     assert_eq!(task["Resources"]["Limits"]["NanoCPUs"], 500_000_000);
-    assert_eq!(task["Resources"]["Reservations"]["MemoryBytes"], 8 * 1024 * 1024);
+    assert_eq!(
+        task["Resources"]["Reservations"]["MemoryBytes"],
+        8 * 1024 * 1024
+    );
     assert_eq!(task["RestartPolicy"]["Condition"], "any");
     let container = &task["ContainerSpec"];
     assert!(
@@ -219,7 +242,10 @@ fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_
     );
     assert_eq!(container["Mounts"][0]["Source"], format!("{web}-data"));
     assert_eq!(container["Mounts"][0]["Target"], "/data");
-    let secret = container["Secrets"][0]["SecretName"].as_str().unwrap().to_owned();
+    let secret = container["Secrets"][0]["SecretName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(secret.starts_with(&format!("{web}.TOKEN.")), "{secret}");
     assert_eq!(container["Secrets"][0]["File"]["Name"], "TOKEN");
     assert_eq!(container["Healthcheck"]["Test"][0], "CMD");
@@ -236,7 +262,9 @@ fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_
         &format!("label=com.docker.swarm.service.name={web}"),
     ]);
     let first = ids.lines().next().unwrap();
-    let environ = s.daemon.docker_ok(&["exec", first, "cat", "/proc/1/environ"]);
+    let environ = s
+        .daemon
+        .docker_ok(&["exec", first, "cat", "/proc/1/environ"]);
     assert!(
         environ.split('\0').any(|v| v == format!("TOKEN={SECRET}")),
         "the task's process has TOKEN: {environ:?}"
@@ -246,7 +274,10 @@ fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_
     let (code, out) = s.dry_run();
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("the host is in sync"), "{out}");
-    assert!(out.contains(&format!("keep app {web}: 2/2 tasks running on ")), "{out}");
+    assert!(
+        out.contains(&format!("keep app {web}: 2/2 tasks running on ")),
+        "{out}"
+    );
 
     // An env change: a start-first rolling update; no request is lost.
     let net = format!("{}-net", s.prefix);
@@ -254,13 +285,21 @@ fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_
     s.wait_until("the client gets answers", || client.counts().0 >= 10);
     s.write("web.yaml", &app("two", image()));
     let out = s.apply();
-    assert!(out.contains(&format!("~ update app {web}: env PAGE changed")), "{out}");
+    assert!(
+        out.contains(&format!("~ update app {web}: env PAGE changed")),
+        "{out}"
+    );
     let svc = s.service("web");
     assert_eq!(svc["UpdateStatus"]["State"], "completed", "{svc}");
     let before = client.counts();
-    s.wait_until("the client asks again", || client.counts().0 >= before.0 + 10);
+    s.wait_until("the client asks again", || {
+        client.counts().0 >= before.0 + 10
+    });
     let (ok, lost) = client.counts();
-    assert_eq!(lost, 0, "requests lost during the rolling update ({ok} answered)");
+    assert_eq!(
+        lost, 0,
+        "requests lost during the rolling update ({ok} answered)"
+    );
     eprintln!("rolling update: {ok} requests answered, {lost} lost");
 
     // A broken image: Swarm rolls the update back, the old tasks keep serving.
@@ -296,7 +335,9 @@ fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_
         "the previous spec runs"
     );
     let before = client.counts();
-    s.wait_until("the old tasks answer", || client.counts().0 >= before.0 + 10);
+    s.wait_until("the old tasks answer", || {
+        client.counts().0 >= before.0 + 10
+    });
     let (ok, lost) = client.counts();
     assert_eq!(lost, 0, "the old tasks kept serving ({ok} answered)");
     drop(client);
@@ -315,7 +356,10 @@ fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_
         "{out}"
     );
     s.apply();
-    assert_eq!(s.service("web")["Spec"]["Mode"]["Replicated"]["Replicas"], 2);
+    assert_eq!(
+        s.service("web")["Spec"]["Mode"]["Replicated"]["Replicas"],
+        2
+    );
 
     // A new secret value: a new Swarm secret, the old one removed.
     fs::write(s.state.path().join("secrets/api-token"), SECRET_TWO).unwrap();
@@ -329,9 +373,81 @@ fn apps_run_as_services_roll_over_without_losing_a_request_and_swarm_rolls_back_
     // Removed from the manifests: the service and its secret go, the volume stays.
     fs::remove_file(s.manifests.path().join("web.yaml")).unwrap();
     let out = s.apply();
-    assert!(out.contains(&format!("- delete app {web}: no longer declared")), "{out}");
-    assert!(!s.daemon.docker(&["service", "inspect", &web]).status.success());
+    assert!(
+        out.contains(&format!("- delete app {web}: no longer declared")),
+        "{out}"
+    );
+    assert!(
+        !s.daemon
+            .docker(&["service", "inspect", &web])
+            .status
+            .success()
+    );
     assert!(s.secrets().is_empty());
     let volumes = s.daemon.docker_ok(&["volume", "ls", "-q"]);
-    assert!(volumes.lines().any(|v| v == format!("{web}-data")), "{volumes}");
+    assert!(
+        volumes.lines().any(|v| v == format!("{web}-data")),
+        "{volumes}"
+    );
+}
+
+#[test]
+fn status_shows_where_tasks_run_and_a_service_whose_task_keeps_failing_as_degraded() {
+    use crate::run::{Controller, eventually};
+    let s = SwarmScenario::new("swarm2");
+    let (web, crash) = (s.name("web"), s.name("crash"));
+    s.write(
+        "apps.yaml",
+        &format!(
+            "apiVersion: berth/v1\nkind: App\nmetadata: {{name: {web}}}\nspec:\n  image: {img}\n  \
+             replicas: 2\n  endpointMode: dnsrr\n---\napiVersion: berth/v1\nkind: App\nmetadata: \
+             {{name: {crash}}}\nspec:\n  image: {img}\n  endpointMode: dnsrr\n  command: [sh, -c, \
+             \"echo crashing >&2; exit 4\"]\n",
+            img = image()
+        ),
+    );
+    let host = s.daemon.docker_ok(&["info", "--format", "{{.Name}}"]);
+    let source = s.manifests.path().display().to_string();
+    let c = Controller::spawn(
+        &source,
+        s.state.path(),
+        &s.prefix,
+        &[],
+        &[("DOCKER_HOST", &s.daemon.host)],
+    );
+    eventually(&c, 90, "the status shows where web's tasks run", || {
+        let r = c.api(&format!("/api/v1/resources/App/{web}"));
+        r["tasks"]["running"] == 2
+            && r["tasks"]["desired"] == 2
+            && r["tasks"]["nodes"][&host] == 2
+            && r["conditions"][0]["status"] == true
+    });
+    eventually(
+        &c,
+        120,
+        "the crashing app is degraded with its task's error",
+        || {
+            let r = c.api(&format!("/api/v1/resources/App/{crash}"));
+            let ready = &r["conditions"][0];
+            ready["status"] == false
+                && ready["reason"] == "Degraded"
+                && ready["message"].as_str().is_some_and(|m| {
+                    m.contains(&format!(
+                        "0/1 tasks running: task {crash}.1 failed: task: non-zero exit (4)"
+                    ))
+                })
+        },
+    );
+    // `berth status` says the same.
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["status", "--url", &format!("http://127.0.0.1:{}", c.port)])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("App/{web}"))
+            && t.contains(&format!("2/2 tasks running on {host} (2)")),
+        "{t}"
+    );
+    assert!(t.contains("non-zero exit (4)"), "{t}");
 }
