@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::drivers::dbserver::{self, DbServerApi};
 use crate::drivers::docker::DockerApi;
 use crate::expand::databases::DesiredDatabase;
-use crate::manifest::model::{DatabaseMode, Engine};
+use crate::manifest::model::{DatabaseMode, Engine, Runtime};
 
 /// Why a backup or a restore failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,14 @@ pub enum BackupError {
     /// The server's admin password is missing.
     #[error("Database/{0}: its server's admin password is not in the secret store")]
     NoServer(String),
+    /// No task container of a Swarm service can run the command here.
+    #[error("Database/{name}: {cause}")]
+    Task {
+        /// The database.
+        name: String,
+        /// Why.
+        cause: crate::runtime::swarm::TaskError,
+    },
     /// The dump or restore itself failed.
     // The cause is part of the message (not a `source`), so it is printed once.
     #[error("Database/{name}: {cause}")]
@@ -168,6 +176,26 @@ fn managed_commands(db: &DesiredDatabase) -> (Vec<String>, Option<Vec<String>>) 
     }
 }
 
+/// Where a managed database's command runs, and the command as it runs there: its
+/// container; under `runtime: swarm`, its task's container on this node, with the
+/// secrets loaded from their files (a task's environment does not hold them).
+async fn managed_target(
+    db: &DesiredDatabase,
+    docker: &dyn DockerApi,
+    cmd: &[String],
+) -> Result<(String, Vec<String>), BackupError> {
+    if db.runtime == Runtime::Docker {
+        return Ok((crate::desired::container_name(&db.name, 1), cmd.to_vec()));
+    }
+    let container = crate::runtime::swarm::task_container(docker, &db.name)
+        .await
+        .map_err(|e| BackupError::Task {
+            name: db.name.clone(),
+            cause: e,
+        })?;
+    Ok((container, crate::runtime::swarm::with_secrets(cmd)))
+}
+
 /// Dumps `db` into its folder under `state_dir` (or into `dest`, a file or a folder),
 /// then keeps only the newest `keep` files of its folder.
 pub async fn run(
@@ -217,7 +245,7 @@ pub async fn run(
                 "a managed database is dumped in its container: the Docker daemon is needed",
             ))?;
             let (dump, _) = managed_commands(db);
-            let container = crate::desired::container_name(&db.name, 1);
+            let (container, dump) = managed_target(db, docker, &dump).await?;
             docker
                 .exec(&container, &dump, None, Some(&path))
                 .await
@@ -343,7 +371,7 @@ pub async fn restore(
             db.name.clone(),
             "a managed database is restored in its container: the Docker daemon is needed",
         ))?;
-        let container = crate::desired::container_name(&db.name, 1);
+        let (container, restore) = managed_target(db, docker, &restore).await?;
         docker
             .exec(&container, &restore, Some(file), None)
             .await

@@ -127,11 +127,6 @@ pub fn secret_name(app: &str, variable: &str, secret: &Secret) -> String {
     format!("{}.{}.{hash}", &stem[..cut], &digest[..8])
 }
 
-/// Where a secret variable's file is in the task's container.
-pub fn secret_file(variable: &str) -> String {
-    format!("/run/secrets/{variable}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

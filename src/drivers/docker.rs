@@ -610,6 +610,9 @@ pub trait SwarmApi: Send + Sync {
     ) -> Result<(), DockerError>;
     /// Removes a service; Swarm stops its tasks.
     async fn remove_service(&self, id: &str) -> Result<(), DockerError>;
+    /// Replaces every task of service `id` with a new one of the same spec (`docker
+    /// service update --force`), one after the other as its update config says.
+    async fn restart_service(&self, id: &str) -> Result<(), DockerError>;
     /// Creates an attachable overlay network.
     async fn create_overlay_network(
         &self,
@@ -1806,6 +1809,27 @@ impl SwarmApi for BollardDocker {
             .delete_service(id)
             .await
             .map_err(|e| call_error("remove service", id, e))
+    }
+
+    async fn restart_service(&self, id: &str) -> Result<(), DockerError> {
+        let service = self
+            .client
+            .inspect_service(id, None::<bollard::query_parameters::InspectServiceOptions>)
+            .await
+            .map_err(|e| call_error("inspect service", id, e))?;
+        let version = service.version.and_then(|v| v.index).unwrap_or(0);
+        let mut spec = service.spec.unwrap_or_default();
+        if let Some(task) = spec.task_template.as_mut() {
+            task.force_update = Some(task.force_update.unwrap_or(0) + 1);
+        }
+        let options = bollard::query_parameters::UpdateServiceOptionsBuilder::default()
+            .version(i32::try_from(version).unwrap_or(i32::MAX))
+            .build();
+        self.client
+            .update_service(id, spec, options, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| call_error("restart service", id, e))
     }
 
     async fn create_overlay_network(

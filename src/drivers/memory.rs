@@ -879,6 +879,18 @@ impl SwarmApi for MemoryDocker {
         })?
     }
 
+    async fn restart_service(&self, id: &str) -> Result<(), DockerError> {
+        self.with_swarm(|sw, st| {
+            let found = sw
+                .find(id)
+                .ok_or_else(|| not_found("restart service", id))?;
+            let s = sw.services.get_mut(&found).expect("found");
+            s.version += 1;
+            s.tasks = tasks(&found, &s.config, st);
+            Ok(())
+        })?
+    }
+
     async fn create_overlay_network(
         &self,
         name: &str,

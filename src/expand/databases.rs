@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::manifest::model::{
-    AppSpec, Backup, DatabaseMode, DatabaseSpec, DeletionPolicy, Engine, Placement, ServerEngine,
+    AppSpec, Backup, DatabaseMode, DatabaseSpec, DeletionPolicy, Engine, Placement, Runtime,
+    ServerEngine,
 };
 use crate::manifest::{MANAGED_DATA_VOLUME, Manifests};
 use crate::state::secrets::{Secret, SecretError, SecretSource};
@@ -47,6 +48,8 @@ pub struct DesiredDatabase {
     pub image: String,
     /// Where Swarm runs a managed database's task (`runtime: swarm`).
     pub placement: Option<Placement>,
+    /// Where a managed database runs: a container, or a Swarm service's task.
+    pub runtime: Runtime,
 }
 
 /// How to reach a shared server as its administrator.
@@ -187,6 +190,7 @@ pub fn desired(
                     .unwrap_or(default_version(spec.engine))
             ),
             placement: spec.placement.clone(),
+            runtime: manifests.settings().runtime,
         };
         match spec.mode {
             DatabaseMode::Managed => {}
@@ -457,6 +461,9 @@ pub fn managed_app_spec(db: &DesiredDatabase) -> AppSpec {
             DeletionPolicy::Delete => "delete",
         },
         "placement": db.placement,
+        // Under Swarm: the name resolves to its one task, with no virtual address in
+        // between (which kernels without IPVS cannot route).
+        "endpointMode": "dnsrr",
     });
     let value = match value {
         serde_json::Value::Object(mut map) => {
@@ -489,6 +496,7 @@ mod tests {
             backup: None,
             image: "postgres:16".into(),
             placement: None,
+            runtime: Runtime::Docker,
         }
     }
 

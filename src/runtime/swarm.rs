@@ -20,7 +20,7 @@ use crate::desired::labels::{
     DELETION_POLICY, HOST_PORT, NAME, REVISION, SPEC, SPEC_HASH, TASK_HASH, owner_labels,
     volume_labels,
 };
-use crate::desired::service::{plain_env, secret_file, task_hash};
+use crate::desired::service::{plain_env, task_hash};
 use crate::desired::{DesiredApp, MountSource, Probe};
 use crate::drivers::docker::{
     DockerApi, DockerError, HealthSpec, ImageCommand, MountSpec, SecretRef, ServiceConfig,
@@ -215,6 +215,84 @@ impl Swarm<'_> {
     }
 }
 
+/// Why no task container of a service can run a command (a backup) here.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The daemon failed.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// The daemon is not a swarm manager.
+    #[error("the Docker daemon berth talks to is not a swarm manager: it cannot find service {0}")]
+    NoSwarm(String),
+    /// No task of the service runs.
+    #[error("no task of service {0} is running")]
+    NotRunning(String),
+    /// The running task is on another node.
+    #[error(
+        "the task of service {service} runs on node {node}, and the Docker daemon berth talks to \
+         is node {here}: a command runs in a task's container only through the daemon of its \
+         node. Pin the database to node {here} (`placement: {{constraints: \
+         [node.hostname=={here}]}}`), or run berth with DOCKER_HOST pointing at {node}'s daemon"
+    )]
+    OtherNode {
+        /// The service.
+        service: String,
+        /// The node its task runs on (host name).
+        node: String,
+        /// The node berth's daemon is (host name).
+        here: String,
+    },
+}
+
+/// The container of service `service`'s running task, when that task runs on the node
+/// berth's daemon is (only that daemon can run a command in it).
+pub async fn task_container(docker: &dyn DockerApi, service: &str) -> Result<String, TaskError> {
+    let api = docker
+        .swarm()
+        .ok_or_else(|| TaskError::NoSwarm(service.to_owned()))?;
+    let node = api.swarm_node().await?;
+    if !node.manager {
+        return Err(TaskError::NoSwarm(service.to_owned()));
+    }
+    let found = api.inspect_service(service).await?;
+    let task = api
+        .list_tasks(&format!("{NAME}={service}"))
+        .await?
+        .into_iter()
+        .filter(|t| t.service_id == found.id)
+        .find(|t| t.state == "running" && t.desired_state == "running")
+        .ok_or_else(|| TaskError::NotRunning(service.to_owned()))?;
+    if task.node_id == node.node_id {
+        return Ok(task.container_id);
+    }
+    let nodes = api.list_nodes().await?;
+    let hostname = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map_or_else(|| id.to_owned(), |n| n.hostname.clone())
+    };
+    Err(TaskError::OtherNode {
+        service: service.to_owned(),
+        node: hostname(&task.node_id),
+        here: hostname(&node.node_id),
+    })
+}
+
+/// `cmd`, started through the shell step that loads the task's secret files into its
+/// environment first: what the task's process, its health command or a command run
+/// in its container needs to see its secret variables.
+pub fn with_secrets(cmd: &[String]) -> Vec<String> {
+    let mut wrapped = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        LOAD_SECRETS.to_owned(),
+        "berth".to_owned(),
+    ];
+    wrapped.extend(cmd.iter().cloned());
+    wrapped
+}
+
 /// How long Swarm watches each updated task before it goes on: at least the health
 /// check's start period and one interval, at least 5 seconds.
 pub fn monitor(app: &DesiredApp) -> Duration {
@@ -226,19 +304,10 @@ pub fn monitor(app: &DesiredApp) -> Duration {
     Duration::from_millis(health).max(Duration::from_secs(5))
 }
 
-/// The shell step that exports each secret file as its variable, then runs the
-/// command it is given.
-fn load_secrets(variables: &[&str]) -> String {
-    let mut script = String::new();
-    for v in variables {
-        script.push_str(&format!(
-            "{v}=\"$(cat '{}')\" || exit 1; export {v}; ",
-            secret_file(v)
-        ));
-    }
-    script.push_str("exec \"$@\"");
-    script
-}
+/// The shell step that exports each secret file of the task (`/run/secrets/<VARIABLE>`)
+/// as its variable, then runs the command it is given.
+const LOAD_SECRETS: &str = "for f in /run/secrets/*; do [ -f \"$f\" ] && export \"${f##*/}=$(cat \"$f\")\"; \
+                            done; exec \"$@\"";
 
 /// The service an app gets. `command` is the image's own entrypoint and command, needed
 /// (and only then given) when the app has secrets: its process is started through the
@@ -282,8 +351,8 @@ pub fn service_config(
         labels.insert(k.clone(), v.clone());
         container_labels.insert(k.clone(), v.clone());
     }
-    let variables: Vec<&str> = secrets.iter().map(|s| s.file.as_str()).collect();
-    let (entrypoint, args) = match (variables.is_empty(), command) {
+    let with_files = !secrets.is_empty();
+    let (entrypoint, args) = match (!with_files, command) {
         (true, _) => (None, spec.command.clone()),
         (false, Some(image)) => {
             let mut args = image.entrypoint.clone();
@@ -294,13 +363,7 @@ pub fn service_config(
                     spec.image, app.name
                 )));
             }
-            let shell = vec![
-                "/bin/sh".to_owned(),
-                "-c".to_owned(),
-                load_secrets(&variables),
-                "berth".to_owned(),
-            ];
-            (Some(shell), Some(args))
+            (Some(with_secrets(&[])), Some(args))
         }
         (false, None) => {
             return Err(RuntimeError::NotReady(format!(
@@ -338,17 +401,8 @@ pub fn service_config(
         .collect();
     let health = spec.health.as_ref().map(|h| {
         let cmd = match &h.probe {
-            Probe::Cmd { cmd } if variables.is_empty() => cmd.clone(),
-            Probe::Cmd { cmd } => {
-                let mut wrapped = vec![
-                    "/bin/sh".to_owned(),
-                    "-c".to_owned(),
-                    load_secrets(&variables),
-                    "berth".to_owned(),
-                ];
-                wrapped.extend(cmd.iter().cloned());
-                wrapped
-            }
+            Probe::Cmd { cmd } if with_files => with_secrets(cmd),
+            Probe::Cmd { cmd } => cmd.clone(),
             // Swarm runs health checks in the task's container, on whatever node: the
             // image's own wget or curl (or nc) make them.
             Probe::Http { path, port } => vec![
@@ -685,7 +739,10 @@ mod tests {
         assert_eq!(cluster.docker.swarm_secrets()[&mail.name], "first-value");
         let entry = svc.entrypoint.as_ref().unwrap();
         assert_eq!(entry[..2], ["/bin/sh", "-c"]);
-        assert!(entry[2].contains("MAIL_PASSWORD=\"$(cat '/run/secrets/MAIL_PASSWORD')\""));
+        assert!(
+            entry[2].starts_with("for f in /run/secrets/*;"),
+            "{entry:?}"
+        );
         assert_eq!(svc.args.as_deref(), Some(&["serve".to_owned()][..]));
         let db = &services["blog-db"];
         assert_eq!(db.constraints, ["node.labels.db==main"]);

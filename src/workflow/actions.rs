@@ -15,7 +15,7 @@ use super::expr::Literal;
 use crate::apply::ApplyOptions;
 use crate::drivers::docker::DockerApi;
 use crate::manifest::Manifests;
-use crate::manifest::model::Action;
+use crate::manifest::model::{Action, Runtime};
 use crate::manifest::policy::is_public;
 use crate::notify::{Notification, Notifier};
 use crate::plan::{Op, Target};
@@ -204,6 +204,19 @@ impl Host {
 
     async fn restart(&self, app: &str, log: &NodeLog) -> Result<Outputs, String> {
         let _lock = self.lock("workflow restart", log).await?;
+        if self.manifests.settings().runtime == Runtime::Swarm {
+            // Swarm replaces the service's tasks one by one, as its update config says.
+            let swarm = self
+                .docker
+                .swarm()
+                .ok_or_else(|| format!("app {app}: this Docker daemon has no Swarm calls"))?;
+            swarm
+                .restart_service(app)
+                .await
+                .map_err(|e| self.redact(&e.to_string()))?;
+            log.line(&format!("restarted the tasks of service {app}"));
+            return Ok(Outputs::from([("restarted".to_owned(), Literal::Num(1.0))]));
+        }
         let containers = self.containers(app).await?;
         for (replica, id, _) in &containers {
             self.docker
@@ -219,10 +232,33 @@ impl Host {
     }
 
     async fn exec(&self, app: &str, command: &[String], log: &NodeLog) -> Result<Outputs, String> {
-        let containers = self.containers(app).await?;
-        let Some((_, id, _)) = containers.iter().find(|(_, _, state)| state == "running") else {
-            return Err(format!("app {app} has no running container"));
+        let (id, command) = match self.manifests.settings().runtime {
+            Runtime::Docker => {
+                let containers = self.containers(app).await?;
+                let Some((_, id, _)) = containers.iter().find(|(_, _, state)| state == "running")
+                else {
+                    return Err(format!("app {app} has no running container"));
+                };
+                (id.clone(), command.to_vec())
+            }
+            // In a task's container on this node, with the app's secrets loaded as its
+            // process has them.
+            Runtime::Swarm => {
+                let id = crate::runtime::swarm::task_container(self.docker.as_ref(), app)
+                    .await
+                    .map_err(|e| format!("app {app}: {e}"))?;
+                let secrets =
+                    self.manifests.apps.get(app).is_some_and(|a| {
+                        !a.spec.secret_env.is_empty() || !a.spec.databases.is_empty()
+                    });
+                let command = match secrets {
+                    true => crate::runtime::swarm::with_secrets(command),
+                    false => command.to_vec(),
+                };
+                (id, command)
+            }
         };
+        let id = &id;
         let secrets = self.secrets.clone();
         // Output is redacted line by line as it comes, so that a value split across two
         // chunks is still caught (lines are kept whole until they end).
@@ -240,7 +276,7 @@ impl Host {
         };
         let code = self
             .docker
-            .exec_output(id, command, &sink)
+            .exec_output(id, &command, &sink)
             .await
             .map_err(|e| self.redact(&e.to_string()));
         let rest = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));

@@ -451,3 +451,120 @@ fn status_shows_where_tasks_run_and_a_service_whose_task_keeps_failing_as_degrad
     );
     assert!(t.contains("non-zero exit (4)"), "{t}");
 }
+
+#[test]
+fn a_managed_database_is_a_pinned_service_linked_over_the_overlay_network_and_dumped_in_its_task() {
+    let s = SwarmScenario::new("swarm3");
+    let (pg, web) = (s.name("pg"), s.name("web"));
+    let node = s.daemon.docker_ok(&["node", "ls", "-q"]);
+    s.daemon
+        .docker_ok(&["node", "update", "--label-add", "berth-db=main", &node]);
+    // A stand-in for postgres (no registry): its pg_dump says what berth ran, and
+    // whether the password reached its environment.
+    let version = format!("16-berthtest-{}", s.prefix);
+    let tag = format!("postgres:{version}");
+    let ctx = tempfile::tempdir().unwrap();
+    let scripts = [
+        ("pg_isready", "#!/bin/sh\nexit 0\n"),
+        (
+            "pg_dump",
+            "#!/bin/sh\necho \"PGDMP stand-in dump: $* password:${POSTGRES_PASSWORD:+set}\"\n",
+        ),
+    ];
+    let mut dockerfile = format!("FROM {}\n", image());
+    for (name, body) in scripts {
+        fs::write(ctx.path().join(name), body).unwrap();
+        dockerfile.push_str(&format!("COPY {name} /usr/local/bin/{name}\n"));
+    }
+    dockerfile.push_str(
+        "RUN [\"/bin/chmod\", \"755\", \"/usr/local/bin/pg_isready\", \"/usr/local/bin/pg_dump\"]\n",
+    );
+    fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let built = docker(&["build", "-q", "-t", &tag, ctx.path().to_str().unwrap()]);
+    assert!(built.status.success(), "{}", text(&built));
+    s.daemon.load(&tag);
+    docker(&["rmi", &tag]);
+    s.write(
+        "data.yaml",
+        &format!(
+            "apiVersion: berth/v1\nkind: Database\nmetadata: {{name: {pg}}}\nspec:\n  engine: \
+             postgres\n  version: {version}\n  placement: {{constraints: \
+             [node.labels.berth-db==main]}}\n---\napiVersion: berth/v1\nkind: App\nmetadata: \
+             {{name: {web}}}\nspec:\n  image: {img}\n  endpointMode: dnsrr\n  databases: [{pg}]\n",
+            img = image()
+        ),
+    );
+    let out = s.apply();
+    assert!(
+        out.contains(&format!("+ create network {}-net-db: new internal attachable overlay network for managed databases", s.prefix)),
+        "{out}"
+    );
+    let db = s.service("pg");
+    assert_eq!(
+        db["Spec"]["TaskTemplate"]["Placement"]["Constraints"],
+        serde_json::json!(["node.labels.berth-db==main"])
+    );
+    assert_eq!(db["Spec"]["Mode"]["Replicated"]["Replicas"], 1);
+    assert_eq!(db["Spec"]["Labels"]["berth.kind"], "database");
+    let net: Value = serde_json::from_str(&s.daemon.docker_ok(&[
+        "network",
+        "inspect",
+        &format!("{}-net-db", s.prefix),
+    ]))
+    .unwrap();
+    assert_eq!(net[0]["Driver"], "overlay");
+    assert_eq!(net[0]["Internal"], true);
+    assert_eq!(net[0]["Attachable"], true);
+
+    // The app has the link in its process's environment, and reaches the database by
+    // name over the internal overlay network.
+    let user = pg.replace('-', "_");
+    let password =
+        fs::read_to_string(s.state.path().join(format!("secrets/db-{pg}-password"))).unwrap();
+    let task = s.daemon.docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={web}"),
+    ]);
+    let environ = s
+        .daemon
+        .docker_ok(&["exec", &task, "cat", "/proc/1/environ"]);
+    let env: Vec<&str> = environ.split('\0').collect();
+    assert!(env.contains(&format!("DB_HOST={pg}").as_str()), "{env:?}");
+    assert!(
+        env.contains(
+            &format!("DATABASE_URL=postgres://{user}:{password}@{pg}:5432/{user}").as_str()
+        ),
+        "{env:?}"
+    );
+    let page = s.daemon.docker_ok(&[
+        "exec",
+        &task,
+        "timeout",
+        "5",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://{pg}/"),
+    ]);
+    assert!(!page.is_empty());
+
+    // A backup runs in the database's task, on this node, with its secrets loaded.
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["backup", "run", &pg])
+        .arg(s.manifests.path())
+        .args(["--state-dir", s.state.path().to_str().unwrap()])
+        .args(["--instance", &s.prefix])
+        .env("DOCKER_HOST", &s.daemon.host)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let dir = s.state.path().join("backups").join(&pg);
+    let dump = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(
+        fs::read_to_string(dump).unwrap(),
+        format!("PGDMP stand-in dump: -Fc -U {user} {user} password:set\n")
+    );
+}
