@@ -605,6 +605,7 @@ const CONTAINER_STEP: &str = "under `runtime: swarm` Swarm runs the tasks: a pla
 mod tests {
     use std::sync::Arc;
 
+    use super::service_config;
     use crate::apply::{ApplyOptions, Report, Status};
     use crate::drivers::docker::DockerApi;
     use crate::drivers::memory::MemoryDocker;
@@ -790,6 +791,60 @@ mod tests {
             ["service missing (drift)"]
         );
         assert!(cluster.docker.services().contains_key("blog"));
+    }
+
+    /// nginx on the manager reaches an app through a port Swarm publishes on every
+    /// node (its routing mesh): a port of `hostPorts`, in ingress mode, kept across passes.
+    #[tokio::test(start_paused = true)]
+    async fn a_proxy_on_the_manager_reaches_apps_through_ingress_ports() {
+        let cluster = Cluster::new();
+        let conf = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "apiVersion: berth/v1\nkind: Settings\nmetadata: {{name: host}}\nspec:\n  runtime: \
+             swarm\n  hostPorts: {{from: 8100, to: 8199}}\n  proxy: {{kind: nginx, configDir: {}}}\n\
+             ---\napiVersion: berth/v1\nkind: App\nmetadata: {{name: blog}}\nspec:\n  image: \
+             ok:1\n  port: 2368\n---\napiVersion: berth/v1\nkind: Domain\nmetadata: {{name: \
+             blog}}\nspec:\n  hosts: [blog.example.com]\n  app: blog\n",
+            conf.path().display()
+        );
+        std::fs::write(cluster.manifests.path().join("all.yaml"), yaml).unwrap();
+        let manifests = crate::manifest::load_dir(cluster.manifests.path()).expect("valid");
+        let options = PassOptions {
+            instance: "test".into(),
+            apply: false,
+            no_prune: false,
+        };
+        let docker: &dyn DockerApi = cluster.docker.as_ref();
+        let prepared = reconcile::prepare(&manifests, "r", &cluster.state, Some(docker), &options)
+            .await
+            .expect("planned");
+        let blog = &prepared.desired.apps["blog"];
+        assert_eq!(blog.host_port, Some(8100));
+        assert_eq!(
+            blog.spec
+                .ports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["0.0.0.0:8100:2368/tcp/ingress"]
+        );
+        assert!(
+            blog.spec.service.as_ref().unwrap().start_first(),
+            "an ingress port does not force stop-first"
+        );
+        let file = &prepared.desired.proxy_files["blog"];
+        assert!(file.contains("proxy_pass http://127.0.0.1:8100;"), "{file}");
+        let config = service_config(blog, "test", "r", Vec::new(), None).unwrap();
+        assert_eq!(
+            config.ports,
+            [crate::drivers::docker::ServicePort {
+                target: 2368,
+                published: 8100,
+                protocol: "tcp".into(),
+                ingress: true,
+            }]
+        );
+        assert_eq!(config.labels["berth.host-port"], "8100");
     }
 
     #[tokio::test(start_paused = true)]

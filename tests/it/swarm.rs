@@ -568,3 +568,112 @@ fn a_managed_database_is_a_pinned_service_linked_over_the_overlay_network_and_du
         format!("PGDMP stand-in dump: -Fc -U {user} {user} password:set\n")
     );
 }
+
+/// A proxy in the swarm (nginx here; Traefik reaches apps the same way) joins the
+/// overlay network and reaches each app by its service name; the same Domain manifests
+/// as on one host.
+#[test]
+fn a_proxy_on_the_overlay_network_reaches_apps_by_service_name() {
+    let s = SwarmScenario::new("swarm4");
+    let network = format!("{}-net", s.prefix);
+    // The proxy's network exists before berth: apps join it, berth leaves it alone.
+    s.daemon.docker_ok(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--attachable",
+        &network,
+    ]);
+    let nginx_image = format!("berth-test/nginx:{}", s.prefix);
+    let out = Command::new("bash")
+        .arg(crate::root().join("tests/image/build-nginx.sh"))
+        .arg(&nginx_image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    s.daemon.load(&nginx_image);
+    docker(&["rmi", &nginx_image]);
+    let dir = crate::nginx_master::prefix_dir();
+    let p = dir.path().display().to_string();
+    fs::create_dir(dir.path().join("conf.d")).unwrap();
+    fs::write(
+        dir.path().join("nginx.conf"),
+        format!(
+            "pid {p}/nginx.pid;\nerror_log {p}/error.log;\nuser root;\nevents {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  \
+             server {{ listen 8080 default_server; return 404; }}\n  include {p}/conf.d/*.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+    let proxy = format!("{}-proxy", s.prefix);
+    s.daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &proxy,
+        "--network",
+        &network,
+        "-v",
+        &format!("{p}:{p}"),
+        &nginx_image,
+        "-c",
+        &format!("{p}/nginx.conf"),
+    ]);
+    let exec = |args: &str| format!("[docker, exec, {proxy}, /usr/sbin/nginx, {args}]");
+    s.write(
+        "settings.yaml",
+        &format!(
+            "apiVersion: berth/v1\nkind: Settings\nmetadata: {{name: host}}\nspec:\n  runtime: swarm\n  \
+             network: {network}\n  proxy:\n    kind: nginx\n    upstream: network\n    configDir: \
+             {p}/conf.d\n    mainConfig: {p}/nginx.conf\n    test: {}\n    reload: {}\n    listen: \
+             {{http: 8080, https: 8443}}\n",
+            exec("-t"),
+            exec(&format!("-c, {p}/nginx.conf, -s, reload"))
+        ),
+    );
+    let web = s.name("web");
+    s.write(
+        "web.yaml",
+        &format!(
+            "apiVersion: berth/v1\nkind: App\nmetadata: {{name: {web}}}\nspec:\n  image: {}\n  \
+             port: 80\n  replicas: 2\n  endpointMode: dnsrr\n  env: {{PAGE: by-service}}\n---\n\
+             apiVersion: berth/v1\nkind: Domain\nmetadata: {{name: {web}}}\nspec:\n  app: {web}\n  \
+             hosts: [named.example.test]\n",
+            image()
+        ),
+    );
+    let out = s.apply();
+    assert!(
+        out.contains(&format!("new route named.example.test at / → {web}:80")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("create network"),
+        "the proxy's network is joined as it is: {out}"
+    );
+    let svc = s.service("web");
+    assert!(
+        svc["Spec"]["EndpointSpec"]["Ports"].is_null(),
+        "no port published: {svc}"
+    );
+    // Asked from the overlay network, as a client of the proxy would.
+    let page = s.daemon.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        &network,
+        image(),
+        "timeout",
+        "10",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "--header",
+        "Host: named.example.test",
+        &format!("http://{proxy}:8080/cgi-bin/env"),
+    ]);
+    assert!(page.contains("PAGE=by-service"), "{page}");
+    s.daemon.docker(&["rm", "-f", &proxy]);
+}
