@@ -363,6 +363,12 @@ pub trait DockerApi: Send + Sync {
     fn swarm(&self) -> Option<&dyn SwarmApi> {
         None
     }
+    /// Whether the daemon runs on this machine, so that its containers' addresses are
+    /// reachable from here (a remote daemon's are not: health is then checked inside
+    /// the containers).
+    fn is_local(&self) -> bool {
+        true
+    }
 }
 
 /// Where the daemon stands in a swarm.
@@ -630,6 +636,8 @@ pub trait SwarmApi: Send + Sync {
 /// The real daemon, through bollard.
 pub struct BollardDocker {
     client: Docker,
+    /// Whether the daemon is on this machine (see [`Endpoint::is_local`]).
+    local: bool,
 }
 
 fn call_error(op: &'static str, target: &str, e: bollard::errors::Error) -> DockerError {
@@ -663,19 +671,107 @@ fn labels_of(map: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
 }
 
 impl BollardDocker {
-    /// Connects to the daemon named by `DOCKER_HOST`, or the local socket, and agrees
-    /// on an API version both speak.
+    /// Connects to the daemon named by `DOCKER_HOST` (`unix://…`, or `tcp://host:port`
+    /// with TLS when `DOCKER_TLS_VERIFY` is set, the certificates `ca.pem`, `cert.pem`
+    /// and `key.pem` taken from `DOCKER_CERT_PATH`, or `~/.docker`), or the local socket,
+    /// and agrees on an API version both speak.
     pub async fn connect() -> Result<BollardDocker, DockerError> {
-        let client = Docker::connect_with_defaults().map_err(|e| DockerError::Unreachable {
-            detail: e.to_string(),
-        })?;
+        let endpoint = Endpoint::from_env(|k| std::env::var(k).ok())?;
+        let unreachable = |e: bollard::errors::Error| DockerError::Unreachable {
+            detail: format!("{}: {e}", endpoint.host),
+        };
+        let client = match &endpoint.tls {
+            None => Docker::connect_with_host(&endpoint.host).map_err(unreachable)?,
+            Some(dir) => Docker::connect_with_ssl(
+                &endpoint.host,
+                &dir.join("key.pem"),
+                &dir.join("cert.pem"),
+                &dir.join("ca.pem"),
+                120,
+                bollard::API_DEFAULT_VERSION,
+            )
+            .map_err(unreachable)?,
+        };
         let client = client
             .negotiate_version()
             .await
             .map_err(|e| DockerError::Unreachable {
                 detail: e.to_string(),
             })?;
-        Ok(BollardDocker { client })
+        Ok(BollardDocker {
+            client,
+            local: endpoint.is_local(),
+        })
+    }
+}
+
+/// Where the daemon is, as the environment says (the Docker CLI's variables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `unix:///var/run/docker.sock`, `tcp://host:2376`…
+    pub host: String,
+    /// The folder of the TLS certificates, when the connection verifies the daemon.
+    pub tls: Option<std::path::PathBuf>,
+}
+
+impl Endpoint {
+    /// Reads `DOCKER_HOST`, `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` through `var`.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Endpoint, DockerError> {
+        let set = |k: &str| var(k).filter(|v| !v.is_empty());
+        let host = set("DOCKER_HOST").unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        let refuse = |detail: String| Err(DockerError::Unreachable { detail });
+        let tcp = host.starts_with("tcp://") || host.starts_with("https://");
+        if !tcp && !host.starts_with("unix://") && !host.starts_with("http://") {
+            return refuse(format!(
+                "DOCKER_HOST={host}: berth reaches a daemon through `unix://` or `tcp://` (with \
+                 DOCKER_TLS_VERIFY for TLS); for `ssh://`, forward the daemon's socket (`ssh -nNL \
+                 /tmp/docker.sock:/var/run/docker.sock HOST`) and use `unix:///tmp/docker.sock`"
+            ));
+        }
+        let verify = set("DOCKER_TLS_VERIFY").is_some_and(|v| v != "0" && v != "false");
+        if !verify || !tcp {
+            if host.starts_with("https://") {
+                return refuse(format!(
+                    "DOCKER_HOST={host}: TLS needs DOCKER_TLS_VERIFY=1 and the certificates in \
+                     DOCKER_CERT_PATH"
+                ));
+            }
+            return Ok(Endpoint { host, tls: None });
+        }
+        let dir = match set("DOCKER_CERT_PATH") {
+            Some(d) => std::path::PathBuf::from(d),
+            None => match set("HOME") {
+                Some(home) => std::path::Path::new(&home).join(".docker"),
+                None => {
+                    return refuse(
+                        "DOCKER_TLS_VERIFY is set, but neither DOCKER_CERT_PATH nor HOME says \
+                         where the certificates are"
+                            .into(),
+                    );
+                }
+            },
+        };
+        for file in ["ca.pem", "cert.pem", "key.pem"] {
+            let path = dir.join(file);
+            if let Err(e) = std::fs::File::open(&path) {
+                return refuse(format!(
+                    "DOCKER_TLS_VERIFY is set, but {} cannot be read ({e}): DOCKER_CERT_PATH must \
+                     hold ca.pem (the daemon's CA), cert.pem and key.pem (berth's client \
+                     certificate)",
+                    path.display()
+                ));
+            }
+        }
+        Ok(Endpoint {
+            host,
+            tls: Some(dir),
+        })
+    }
+
+    /// Whether the daemon runs on this machine (a unix socket): its container
+    /// addresses and process ids are this host's.
+    pub fn is_local(&self) -> bool {
+        self.host.starts_with("unix://")
     }
 }
 
@@ -1050,6 +1146,7 @@ impl DockerApi for BollardDocker {
             .await
             .map_err(|e| call_error(op, container, e))?;
         let mut guard = KillOnDrop {
+            local: self.local,
             client: self.client.clone(),
             exec: Some(created.id.clone()),
         };
@@ -1323,6 +1420,10 @@ impl DockerApi for BollardDocker {
         Some(self)
     }
 
+    fn is_local(&self) -> bool {
+        self.local
+    }
+
     fn container_events(&self, label: &str) -> EventStream {
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
@@ -1348,6 +1449,8 @@ impl DockerApi for BollardDocker {
 /// timeout, a cancelled run): Docker has no call to stop an exec, so its process is
 /// killed by id, which works when the daemon runs on this host.
 struct KillOnDrop {
+    /// Only a daemon on this machine has this machine's process ids.
+    local: bool,
     client: Docker,
     exec: Option<String>,
 }
@@ -1355,6 +1458,13 @@ struct KillOnDrop {
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let Some(exec) = self.exec.take() else { return };
+        if !self.local {
+            tracing::warn!(
+                "a command that ran past its time keeps running: the Docker daemon is remote, \
+                 and Docker has no call to stop a command"
+            );
+            return;
+        }
         let client = self.client.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -1887,5 +1997,69 @@ impl SwarmApi for BollardDocker {
                 })
         });
         Box::pin(stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(vars: &[(&str, &str)]) -> Result<Endpoint, String> {
+        Endpoint::from_env(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_endpoint_follows_the_docker_cli_variables() {
+        let local = endpoint(&[]).unwrap();
+        assert_eq!(local.host, "unix:///var/run/docker.sock");
+        assert!(local.is_local() && local.tls.is_none());
+        let plain = endpoint(&[("DOCKER_HOST", "tcp://10.0.0.2:2375")]).unwrap();
+        assert!(!plain.is_local() && plain.tls.is_none());
+        // Verification off (as the CLI reads `0`): plain TCP.
+        let off = endpoint(&[
+            ("DOCKER_HOST", "tcp://10.0.0.2:2375"),
+            ("DOCKER_TLS_VERIFY", "0"),
+        ])
+        .unwrap();
+        assert!(off.tls.is_none());
+
+        let certs = tempfile::tempdir().unwrap();
+        let dir = certs.path().to_str().unwrap();
+        let tls = [
+            ("DOCKER_HOST", "tcp://10.0.0.2:2376"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", dir),
+        ];
+        let missing = endpoint(&tls).unwrap_err();
+        assert!(
+            missing.contains(&format!(
+                "DOCKER_TLS_VERIFY is set, but {dir}/ca.pem cannot be read"
+            )),
+            "{missing}"
+        );
+        assert!(
+            missing.contains("DOCKER_CERT_PATH must hold ca.pem"),
+            "{missing}"
+        );
+        for file in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(certs.path().join(file), "pem").unwrap();
+        }
+        let verified = endpoint(&tls).unwrap();
+        assert_eq!(verified.tls.as_deref(), Some(certs.path()));
+        // Without DOCKER_CERT_PATH: ~/.docker, as the CLI does.
+        let home = endpoint(&[
+            ("DOCKER_HOST", "tcp://h:2376"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("HOME", "/nonexistent-home"),
+        ])
+        .unwrap_err();
+        assert!(home.contains("/nonexistent-home/.docker/ca.pem"), "{home}");
+        let ssh = endpoint(&[("DOCKER_HOST", "ssh://me@host")]).unwrap_err();
+        assert!(ssh.contains("forward the daemon's socket"), "{ssh}");
     }
 }

@@ -83,7 +83,22 @@ impl Containers<'_> {
         replica: u32,
         name: &str,
     ) -> Result<(), RuntimeError> {
-        let config = container_config(app, replica, name, self.revision, self.instance);
+        let mut config = container_config(app, replica, name, self.revision, self.instance);
+        if !self.docker.is_local() {
+            // A remote daemon's containers cannot be reached from here: Docker checks
+            // their health from inside.
+            if let Some(h) = app.spec.health.as_ref() {
+                if let Some(cmd) = super::probe_command(&h.probe) {
+                    config.health = Some(HealthSpec {
+                        cmd,
+                        interval_ns: h.interval_ms as i64 * 1_000_000,
+                        timeout_ns: h.timeout_ms as i64 * 1_000_000,
+                        retries: i64::from(h.retries),
+                        start_period_ns: h.start_period_ms as i64 * 1_000_000,
+                    });
+                }
+            }
+        }
         let id = self
             .docker
             .create_container(&config)
@@ -144,7 +159,9 @@ impl Containers<'_> {
                     "container {name} exited{code}{restarts} before it was ready"
                 )));
             }
-            let ready = match health.map(|h| &h.probe) {
+            // A remote daemon's containers are checked from inside (see `start_new`).
+            let probe = health.map(|h| &h.probe).filter(|_| self.docker.is_local());
+            let ready = match probe {
                 Some(Probe::Http { path, port }) => match state.addresses.get(&app.spec.network) {
                     Some(ip) => match probe_http(ip, *port, path, health_timeout(app)).await {
                         Ok(()) => true,

@@ -116,5 +116,31 @@ pub trait AppRuntime: Send + Sync {
     }
 }
 
+/// The command that makes an HTTP or TCP probe from inside the app's container (the
+/// image's own wget or curl, or nc): how Swarm checks a task's health on any node, and
+/// how a remote daemon's containers are checked, since their addresses are not
+/// reachable from berth. `None` for a command probe, which is already one.
+pub fn probe_command(probe: &crate::desired::Probe) -> Option<Vec<String>> {
+    use crate::desired::Probe;
+    let (script, arg) = match probe {
+        Probe::Http { path, port } => (
+            "wget -q -O /dev/null \"$1\" 2>/dev/null || curl -fsS -o /dev/null \"$1\"",
+            format!("http://127.0.0.1:{port}{path}"),
+        ),
+        Probe::Tcp { port } => (
+            "nc -z 127.0.0.1 \"$1\" 2>/dev/null || bash -c 'exec 3<>/dev/tcp/127.0.0.1/$0' \"$1\"",
+            port.to_string(),
+        ),
+        Probe::Cmd { .. } => return None,
+    };
+    Some(vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        script.to_owned(),
+        "berth".to_owned(),
+        arg,
+    ])
+}
+
 const SERVICE_STEP: &str = "services are for `runtime: swarm`: a plan for Swarm cannot be \
                             applied to containers";

@@ -403,24 +403,8 @@ pub fn service_config(
         let cmd = match &h.probe {
             Probe::Cmd { cmd } if with_files => with_secrets(cmd),
             Probe::Cmd { cmd } => cmd.clone(),
-            // Swarm runs health checks in the task's container, on whatever node: the
-            // image's own wget or curl (or nc) make them.
-            Probe::Http { path, port } => vec![
-                "/bin/sh".to_owned(),
-                "-c".to_owned(),
-                "wget -q -O /dev/null \"$1\" 2>/dev/null || curl -fsS -o /dev/null \"$1\""
-                    .to_owned(),
-                "berth".to_owned(),
-                format!("http://127.0.0.1:{port}{path}"),
-            ],
-            Probe::Tcp { port } => vec![
-                "/bin/sh".to_owned(),
-                "-c".to_owned(),
-                "nc -z 127.0.0.1 \"$1\" 2>/dev/null || bash -c 'exec 3<>/dev/tcp/127.0.0.1/$0' \"$1\""
-                    .to_owned(),
-                "berth".to_owned(),
-                port.to_string(),
-            ],
+            // Swarm runs health checks in the task's container, on whatever node.
+            probe => super::probe_command(probe).unwrap_or_default(),
         };
         HealthSpec {
             cmd,

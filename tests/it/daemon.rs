@@ -123,6 +123,14 @@ impl TestDaemon {
             .unwrap();
         assert!(out.status.success(), "loading {image}: {}", text(&out));
     }
+
+    /// A command that runs `program` in the daemon's network namespace (where its
+    /// `tcp://127.0.0.1` listener is).
+    pub fn in_netns(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.pid.to_string(), "-n", program]);
+        c
+    }
 }
 
 impl Drop for TestDaemon {

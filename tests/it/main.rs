@@ -31,6 +31,7 @@ mod workflows;
 
 // The Swarm runtime, against daemons the tests start themselves.
 mod daemon;
+mod remote;
 mod swarm;
 
 use std::path::{Path, PathBuf};
