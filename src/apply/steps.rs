@@ -561,15 +561,21 @@ impl Ctx<'_> {
                 })?;
                 let mut labels = owner_labels(instance, owner.kind, app);
                 labels.insert(VARIABLE.to_owned(), variable.clone());
-                match self
-                    .swarm()?
+                // A secret of this name that berth owns would have been observed: one
+                // in the way is someone else's, and never used in its place.
+                self.swarm()?
                     .create_secret(name, secret.expose(), &labels)
                     .await
-                {
-                    // Made by an earlier pass that stopped before recording anything.
-                    Err(e) if e.is_conflict() => Ok(()),
-                    other => other.map(drop).map_err(ApplyError::from),
-                }
+                    .map(drop)
+                    .map_err(|e| match e {
+                        e @ DockerError::Call {
+                            status: Some(409), ..
+                        } => ApplyError::Runtime(RuntimeError::NameTaken {
+                            name: name.clone(),
+                            source: e,
+                        }),
+                        e => e.into(),
+                    })
             }
             Step::RemoveSwarmSecret { id, .. } => match self.swarm()?.remove_secret(id).await {
                 Err(e) if e.is_not_found() => Ok(()),

@@ -63,7 +63,8 @@ pub struct ObservedService {
     /// The replicas it asks for now (scaled by hand or not).
     #[serde(default)]
     pub replicas: Option<u64>,
-    /// The image its tasks run now (a digest Swarm pinned is cut off).
+    /// The image its tasks run now, as its spec holds it (with the digest Swarm pinned
+    /// when it resolved the tag through a registry).
     #[serde(default)]
     pub image: String,
     /// The plain environment its tasks get now.
@@ -299,7 +300,7 @@ fn observed_service(s: ServiceInfo, kind: ObjectKind, tasks: Vec<TaskInfo>) -> O
         kind,
         version: s.version,
         replicas: s.replicas,
-        image: strip_digest(&s.image).to_owned(),
+        image: s.image,
         env: s.env,
         secrets: s.secrets,
         update: s.update.map(|u| ObservedUpdate {
@@ -310,13 +311,14 @@ fn observed_service(s: ServiceInfo, kind: ObjectKind, tasks: Vec<TaskInfo>) -> O
     }
 }
 
-/// An image reference without the digest Swarm appends when it resolved the tag
-/// (`busybox:1.36@sha256:…` → `busybox:1.36`).
-pub fn strip_digest(image: &str) -> &str {
-    match image.split_once("@sha256:") {
-        Some((name, _)) if !name.is_empty() => name,
-        _ => image,
-    }
+/// Whether a service's image is the one declared: the same reference, or the declared
+/// tag with the digest Swarm pinned when it resolved it (`busybox:1.36@sha256:…`).
+pub fn same_image(service: &str, declared: &str) -> bool {
+    service == declared
+        || (!declared.contains('@')
+            && service
+                .split_once("@sha256:")
+                .is_some_and(|(name, _)| name == declared))
 }
 
 #[cfg(test)]
@@ -324,9 +326,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn digests_swarm_pinned_are_cut_off() {
-        assert_eq!(strip_digest("busybox:1.36@sha256:abcd"), "busybox:1.36");
-        assert_eq!(strip_digest("busybox:1.36"), "busybox:1.36");
-        assert_eq!(strip_digest("repo@sha256:ab"), "repo");
+    fn a_digest_swarm_pinned_is_the_declared_image() {
+        assert!(same_image("busybox:1.36@sha256:abcd", "busybox:1.36"));
+        assert!(same_image("busybox:1.36", "busybox:1.36"));
+        assert!(!same_image("busybox:1.37@sha256:abcd", "busybox:1.36"));
+        // A declared digest is compared as written.
+        assert!(same_image("repo@sha256:ab", "repo@sha256:ab"));
+        assert!(!same_image("repo@sha256:cd", "repo@sha256:ab"));
     }
 }

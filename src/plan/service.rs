@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Action, Op, Step, Target, Tasks, spec_changes, unified_diff};
 use crate::desired::service::{plain_env, secret_name};
 use crate::desired::{DesiredApp, ObjectKind};
-use crate::observe::swarm::{ObservedService, ObservedSwarm};
+use crate::observe::swarm::{ObservedService, ObservedSwarm, same_image};
 use crate::observe::{Observed, ObservedContainer};
 
 /// Plans one app's (or managed database's) service. `containers` are the app's own
@@ -202,7 +202,7 @@ fn hand_changes(
             app.replicas
         ));
     }
-    if service.image != app.spec.image {
+    if !same_image(&service.image, &app.spec.image) {
         out.push(format!(
             "image {} → {} (changed by hand, drift)",
             service.image, app.spec.image
