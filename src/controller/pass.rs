@@ -23,6 +23,9 @@ use crate::source::{Revision, RevisionId};
 use crate::state::StateDir;
 use crate::status::{ConditionType, Phase, Reason, StatusStore};
 
+/// How soon a pass looks again at a swarm whose services do not all run as declared.
+const SETTLING: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a pass needs from the controller.
 pub(crate) struct PassContext<'a> {
     /// The berth instance.
@@ -208,6 +211,16 @@ pub(crate) async fn run(cx: &PassContext<'_>, revision: Revision, mode: Mode) ->
         }
     });
     publish_task_health(cx.bus, plan, &id, &degraded_before);
+    // While Swarm restarts or moves a service's tasks, look again soon: no event says
+    // when a task runs again.
+    let settling = plan
+        .actions
+        .iter()
+        .any(|a| a.tasks.as_ref().is_some_and(|t| t.problem.is_some()));
+    let resync = match settling {
+        true => resync.min(SETTLING),
+        false => resync,
+    };
     let synced = |changes: Vec<String>, pending: bool| PassOutcome::Synced {
         revision: id.clone(),
         changes,

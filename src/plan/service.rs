@@ -247,27 +247,38 @@ fn tasks(app: &DesiredApp, service: &ObservedService, swarm: &ObservedSwarm) -> 
             .iter()
             .filter(|t| t.failed() && !t.error.is_empty())
             .max_by(|a, b| a.timestamp.cmp(&b.timestamp));
-        let down: Vec<String> = service
+        // Nodes that went down under a task that ran there.
+        let mut down: Vec<String> = service
             .tasks
             .iter()
-            .filter(|t| t.running() && node_down(&t.node))
+            .filter(|t| t.state == "running" && node_down(&t.node))
             .map(|t| swarm.hostname(&t.node))
             .collect();
-        problem = Some(match (failure, down.first()) {
-            (_, Some(node)) => format!("node {node} is down; Swarm moves its tasks"),
-            (Some(t), None) => format!(
+        down.dedup();
+        let task = match failure {
+            Some(t) => Some(format!(
                 "task {}.{} failed: {}",
                 service.name,
                 t.slot,
                 t.error.trim()
-            ),
-            (None, None) => match service.tasks.iter().find(|t| !t.running()) {
-                Some(t) if !t.message.is_empty() => format!(
-                    "task {}.{} is {}: {}",
-                    service.name, t.slot, t.state, t.message
-                ),
-                _ => "tasks are starting".into(),
-            },
+            )),
+            None => service
+                .tasks
+                .iter()
+                .find(|t| t.desired_state == "running" && !t.running() && !t.message.is_empty())
+                .map(|t| {
+                    format!(
+                        "task {}.{} is {}: {}",
+                        service.name, t.slot, t.state, t.message
+                    )
+                }),
+        };
+        let mut words: Vec<String> = down.iter().map(|n| format!("node {n} is down")).collect();
+        words.extend(task);
+        problem = Some(if words.is_empty() {
+            "tasks are starting".to_owned()
+        } else {
+            words.join("; ")
         });
     }
     if let Some(update) = service
@@ -291,4 +302,141 @@ fn names(containers: &[&ObservedContainer]) -> String {
         .map(|c| c.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::swarm::{ObservedNode, ObservedTask};
+
+    fn task(
+        slot: u64,
+        node: &str,
+        state: &str,
+        desired: &str,
+        error: &str,
+        at: &str,
+    ) -> ObservedTask {
+        ObservedTask {
+            id: format!("t{slot}{at}"),
+            slot,
+            node: node.into(),
+            state: state.into(),
+            desired_state: desired.into(),
+            error: error.into(),
+            message: if state == "pending" {
+                "pending task scheduling".into()
+            } else {
+                String::new()
+            },
+            hash: String::new(),
+            container: String::new(),
+            timestamp: at.into(),
+        }
+    }
+
+    fn swarm(down: &str) -> ObservedSwarm {
+        let node = |host: &str| ObservedNode {
+            hostname: host.into(),
+            state: if host == down { "down" } else { "ready" }.into(),
+            availability: "active".into(),
+        };
+        ObservedSwarm {
+            nodes: [
+                ("n1".to_owned(), node("node-1")),
+                ("n2".to_owned(), node("node-2")),
+            ]
+            .into(),
+            ..ObservedSwarm::default()
+        }
+    }
+
+    fn service(tasks: Vec<ObservedTask>) -> ObservedService {
+        ObservedService {
+            id: "s".into(),
+            name: "web".into(),
+            app: "web".into(),
+            kind: ObjectKind::App,
+            hash: String::new(),
+            spec: None,
+            deletion_policy: Default::default(),
+            version: 1,
+            replicas: Some(2),
+            image: String::new(),
+            env: Vec::new(),
+            secrets: Vec::new(),
+            update: None,
+            tasks,
+        }
+    }
+
+    fn app() -> DesiredApp {
+        DesiredApp {
+            name: "web".into(),
+            spec: serde_json::from_str(r#"{"image":"i","network":"n","restart":"always"}"#)
+                .unwrap(),
+            hash: "h".into(),
+            replicas: 2,
+            update: Default::default(),
+            depends_on: Vec::new(),
+            volumes: Vec::new(),
+            deletion_policy: Default::default(),
+            secrets: BTreeMap::new(),
+            host_port: None,
+            kind: ObjectKind::App,
+        }
+    }
+
+    #[test]
+    fn tasks_say_where_they_run_and_what_keeps_them_from_running() {
+        let running = |slot, node| task(slot, node, "running", "running", "", "1");
+        let all = tasks(
+            &app(),
+            &service(vec![running(1, "n1"), running(2, "n2")]),
+            &swarm(""),
+        );
+        assert_eq!(all.summary(), "2/2 tasks running on node-1, node-2");
+        assert_eq!(all.problem, None);
+
+        // A task that fails again and again: its newest error.
+        let failing = service(vec![
+            running(1, "n1"),
+            task(
+                2,
+                "n2",
+                "failed",
+                "shutdown",
+                "task: non-zero exit (1)",
+                "1",
+            ),
+            task(
+                2,
+                "n2",
+                "failed",
+                "shutdown",
+                "task: non-zero exit (4)",
+                "2",
+            ),
+            task(2, "n2", "starting", "running", "", "3"),
+        ]);
+        let t = tasks(&app(), &failing, &swarm(""));
+        assert_eq!(t.summary(), "1/2 tasks running on node-1");
+        assert_eq!(
+            t.problem.as_deref(),
+            Some("task web.2 failed: task: non-zero exit (4)")
+        );
+
+        // A node that went down: its task runs nowhere, and the replacement waits.
+        let stranded = service(vec![
+            running(1, "n1"),
+            task(2, "n2", "running", "shutdown", "", "1"),
+            task(2, "", "pending", "running", "", "2"),
+        ]);
+        let t = tasks(&app(), &stranded, &swarm("node-2"));
+        assert_eq!(t.running, 1);
+        assert_eq!(
+            t.problem.as_deref(),
+            Some("node node-2 is down; task web.2 is pending: pending task scheduling")
+        );
+    }
 }

@@ -28,6 +28,7 @@ pub struct TestDaemon {
 /// (so that its bridges can be configured) with the host's cgroups kept in it.
 const START: &str = r#"set -e
 d=$1; shift
+[ -z "$BERTH_NODE_HOSTNAME" ] || hostname "$BERTH_NODE_HOSTNAME"
 ip link set lo up
 mkdir -p "$d/cgroup"
 mount --rbind /sys/fs/cgroup "$d/cgroup"
@@ -41,6 +42,12 @@ impl TestDaemon {
     /// Starts a daemon for test `name` with `args` added to dockerd's (such as
     /// `--tlsverify` and a `tcp://` listener), and waits until it answers.
     pub fn start(name: &str, args: &[&str]) -> TestDaemon {
+        TestDaemon::start_as(name, "", args)
+    }
+
+    /// Starts a daemon as [`TestDaemon::start`] does, on a machine named `hostname` (its
+    /// own UTS namespace), when not empty.
+    pub fn start_as(name: &str, hostname: &str, args: &[&str]) -> TestDaemon {
         // Short: a unix socket's path has at most 107 bytes.
         let dir = PathBuf::from(format!("/tmp/berth-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -49,7 +56,8 @@ impl TestDaemon {
         std::fs::write(dir.join("start.sh"), START).unwrap();
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let child = Command::new("unshare")
-            .args(["-n", "-m", "--propagation", "private", "sh"])
+            .args(["-n", "-m", "-u", "--propagation", "private", "sh"])
+            .env("BERTH_NODE_HOSTNAME", hostname)
             .arg(dir.join("start.sh"))
             .arg(&dir)
             .args(args)
@@ -133,8 +141,15 @@ impl TestDaemon {
     }
 }
 
-impl Drop for TestDaemon {
-    fn drop(&mut self) {
+impl TestDaemon {
+    /// The daemon's process id (its namespaces are `/proc/<pid>/ns/…`).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Stops the daemon as a machine going down would (its containers stop), leaving
+    /// its directory.
+    pub fn stop(&mut self) {
         let kill = |pid: u32, signal: &str| {
             let _ = Command::new("kill")
                 .args([signal, &pid.to_string()])
@@ -161,6 +176,12 @@ impl Drop for TestDaemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -33,6 +33,7 @@ mod workflows;
 mod daemon;
 mod remote;
 mod swarm;
+mod swarm_nodes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -452,16 +452,11 @@ fn status_shows_where_tasks_run_and_a_service_whose_task_keeps_failing_as_degrad
     assert!(t.contains("non-zero exit (4)"), "{t}");
 }
 
-#[test]
-fn a_managed_database_is_a_pinned_service_linked_over_the_overlay_network_and_dumped_in_its_task() {
-    let s = SwarmScenario::new("swarm3");
-    let (pg, web) = (s.name("pg"), s.name("web"));
-    let node = s.daemon.docker_ok(&["node", "ls", "-q"]);
-    s.daemon
-        .docker_ok(&["node", "update", "--label-add", "berth-db=main", &node]);
-    // A stand-in for postgres (no registry): its pg_dump says what berth ran, and
-    // whether the password reached its environment.
-    let version = format!("16-berthtest-{}", s.prefix);
+/// A stand-in for the postgres image (no registry), copied into `daemons`: its
+/// pg_dump says what berth ran, and whether the password reached its environment.
+/// Returns the version (the image's tag).
+pub(crate) fn postgres_standin(prefix: &str, daemons: &[&TestDaemon]) -> String {
+    let version = format!("16-berthtest-{prefix}");
     let tag = format!("postgres:{version}");
     let ctx = tempfile::tempdir().unwrap();
     let scripts = [
@@ -482,8 +477,21 @@ fn a_managed_database_is_a_pinned_service_linked_over_the_overlay_network_and_du
     fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
     let built = docker(&["build", "-q", "-t", &tag, ctx.path().to_str().unwrap()]);
     assert!(built.status.success(), "{}", text(&built));
-    s.daemon.load(&tag);
+    for d in daemons {
+        d.load(&tag);
+    }
     docker(&["rmi", &tag]);
+    version
+}
+
+#[test]
+fn a_managed_database_is_a_pinned_service_linked_over_the_overlay_network_and_dumped_in_its_task() {
+    let s = SwarmScenario::new("swarm3");
+    let (pg, web) = (s.name("pg"), s.name("web"));
+    let node = s.daemon.docker_ok(&["node", "ls", "-q"]);
+    s.daemon
+        .docker_ok(&["node", "update", "--label-add", "berth-db=main", &node]);
+    let version = postgres_standin(&s.prefix, &[&s.daemon]);
     s.write(
         "data.yaml",
         &format!(
