@@ -30,6 +30,19 @@ fn run_case(dir: &std::path::Path) -> String {
             }
         }
     }
+    // The same for a swarm's services.
+    let mut desired_services = Vec::new();
+    if let Some(services) = raw
+        .pointer_mut("/swarm/services")
+        .and_then(Value::as_array_mut)
+    {
+        for (i, s) in services.iter_mut().enumerate() {
+            if s["spec"] == "=desired" {
+                s["spec"] = Value::Null;
+                desired_services.push(i);
+            }
+        }
+    }
     let state = StateDir::new(dir, "default");
     let options = PassOptions {
         instance: "default".into(),
@@ -40,7 +53,8 @@ fn run_case(dir: &std::path::Path) -> String {
         let observed: Observed =
             serde_json::from_value(raw.clone()).expect("observed.json is an Observed");
         reconcile::plan_against(&manifests, "rev1", &state, &options, observed, |d, o| {
-            settle(d, o, &desired_specs)
+            settle(d, o, &desired_specs);
+            settle_services(d, o, &desired_services);
         })
         .expect("the fixture plans")
     };
@@ -111,6 +125,24 @@ fn settle(desired: &Desired, observed: &mut Observed, desired_specs: &[usize]) {
         }
         if desired_specs.contains(&i) {
             c.spec = app.map(|a| a.spec.clone());
+        }
+    }
+}
+
+/// [`settle`] for the services of a swarm (`runtime: swarm` fixtures).
+fn settle_services(desired: &Desired, observed: &mut Observed, desired_specs: &[usize]) {
+    let Some(swarm) = observed.swarm.as_mut() else {
+        return;
+    };
+    for (i, s) in swarm.services.iter_mut().enumerate() {
+        let app = desired.apps.get(&s.app);
+        if s.hash == "=desired" {
+            if let Some(app) = app {
+                s.hash = app.hash.clone();
+            }
+        }
+        if desired_specs.contains(&i) {
+            s.spec = app.map(|a| a.spec.clone());
         }
     }
 }
