@@ -21,6 +21,8 @@ pub struct MemoryDocker {
     state: Mutex<State>,
     /// Swarm mode, once [`MemoryDocker::init_swarm`] made it a manager.
     swarm: Mutex<Option<Swarm>>,
+    /// Swarm calls made, by name.
+    swarm_calls: Mutex<Vec<&'static str>>,
 }
 
 #[derive(Debug, Default)]
@@ -603,6 +605,18 @@ impl MemoryDocker {
         *self.swarm.lock().unwrap_or_else(|e| e.into_inner()) = Some(Swarm::default());
     }
 
+    /// The Swarm calls made since the last look, by name.
+    pub fn take_swarm_calls(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.swarm_calls.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn call(&self, name: &'static str) {
+        self.swarm_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name);
+    }
+
     fn with_swarm<T>(&self, f: impl FnOnce(&mut Swarm, &State) -> T) -> Result<T, DockerError> {
         let st = self.lock();
         st.check()?;
@@ -695,6 +709,7 @@ fn task_template_changed(a: &ServiceConfig, b: &ServiceConfig) -> bool {
 #[async_trait]
 impl SwarmApi for MemoryDocker {
     async fn swarm_node(&self) -> Result<SwarmNode, DockerError> {
+        self.call("swarm_node");
         self.lock().check()?;
         let on = self
             .swarm
@@ -709,6 +724,7 @@ impl SwarmApi for MemoryDocker {
     }
 
     async fn list_services(&self) -> Result<Vec<ServiceInfo>, DockerError> {
+        self.call("list_services");
         self.with_swarm(|sw, _| {
             sw.services
                 .iter()
@@ -718,6 +734,7 @@ impl SwarmApi for MemoryDocker {
     }
 
     async fn inspect_service(&self, id: &str) -> Result<ServiceInfo, DockerError> {
+        self.call("inspect_service");
         self.with_swarm(|sw, _| {
             let found = sw
                 .find(id)
@@ -727,6 +744,7 @@ impl SwarmApi for MemoryDocker {
     }
 
     async fn list_tasks(&self, label: &str) -> Result<Vec<TaskInfo>, DockerError> {
+        self.call("list_tasks");
         let (k, v) = label.split_once('=').unwrap_or((label, ""));
         self.with_swarm(|sw, _| {
             sw.services
@@ -738,6 +756,7 @@ impl SwarmApi for MemoryDocker {
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>, DockerError> {
+        self.call("list_nodes");
         self.with_swarm(|_, _| {
             vec![NodeInfo {
                 id: NODE.into(),
@@ -751,6 +770,7 @@ impl SwarmApi for MemoryDocker {
     }
 
     async fn list_secrets(&self, label: &str) -> Result<Vec<SecretInfo>, DockerError> {
+        self.call("list_secrets");
         let (k, v) = label.split_once('=').unwrap_or((label, ""));
         self.with_swarm(|sw, _| {
             sw.secrets
@@ -767,6 +787,7 @@ impl SwarmApi for MemoryDocker {
         value: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<String, DockerError> {
+        self.call("create_secret");
         self.with_swarm(|sw, _| {
             if sw.secrets.values().any(|(i, _)| i.name == name) {
                 return Err(conflict("create secret", name));
@@ -783,6 +804,7 @@ impl SwarmApi for MemoryDocker {
     }
 
     async fn remove_secret(&self, id: &str) -> Result<(), DockerError> {
+        self.call("remove_secret");
         self.with_swarm(|sw, _| {
             let found = sw
                 .secrets
@@ -808,6 +830,7 @@ impl SwarmApi for MemoryDocker {
     }
 
     async fn create_service(&self, config: &ServiceConfig) -> Result<String, DockerError> {
+        self.call("create_service");
         self.with_swarm(|sw, st| {
             if sw.find(&config.name).is_some() {
                 return Err(conflict("create service", &config.name));
@@ -830,6 +853,7 @@ impl SwarmApi for MemoryDocker {
         version: u64,
         config: &ServiceConfig,
     ) -> Result<(), DockerError> {
+        self.call("update_service");
         self.with_swarm(|sw, st| {
             let found = sw.find(id).ok_or_else(|| not_found("update service", id))?;
             let s = sw.services.get_mut(&found).expect("found");
@@ -872,6 +896,7 @@ impl SwarmApi for MemoryDocker {
     }
 
     async fn remove_service(&self, id: &str) -> Result<(), DockerError> {
+        self.call("remove_service");
         self.with_swarm(|sw, _| {
             let found = sw.find(id).ok_or_else(|| not_found("remove service", id))?;
             sw.services.remove(&found);
@@ -880,6 +905,7 @@ impl SwarmApi for MemoryDocker {
     }
 
     async fn restart_service(&self, id: &str) -> Result<(), DockerError> {
+        self.call("restart_service");
         self.with_swarm(|sw, st| {
             let found = sw
                 .find(id)
@@ -897,6 +923,7 @@ impl SwarmApi for MemoryDocker {
         labels: &BTreeMap<String, String>,
         _internal: bool,
     ) -> Result<(), DockerError> {
+        self.call("create_overlay_network");
         let mut st = self.lock();
         st.check()?;
         if st.networks.contains_key(name) {
@@ -912,6 +939,7 @@ impl SwarmApi for MemoryDocker {
     }
 
     async fn image_command(&self, image: &str) -> Result<Option<ImageCommand>, DockerError> {
+        self.call("image_command");
         let st = self.lock();
         st.check()?;
         Ok(st.images.contains(image).then(|| ImageCommand {
@@ -921,6 +949,7 @@ impl SwarmApi for MemoryDocker {
     }
 
     fn cluster_events(&self) -> EventStream {
+        self.call("cluster_events");
         Box::pin(futures_util::stream::pending())
     }
 }

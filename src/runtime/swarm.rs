@@ -831,6 +831,42 @@ mod tests {
         assert_eq!(config.labels["berth.host-port"], "8100");
     }
 
+    /// Observation is a few list calls whatever the number of services: never one
+    /// inspect per service on a pass that changes nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_that_changes_nothing_lists_and_never_inspects() {
+        let cluster = Cluster::new();
+        let mut yaml = String::from(
+            "apiVersion: berth/v1\nkind: Settings\nmetadata: {name: host}\nspec: {runtime: \
+             swarm, proxy: {kind: none}}\n",
+        );
+        for n in 0..40 {
+            yaml.push_str(&format!(
+                "---\napiVersion: berth/v1\nkind: App\nmetadata: {{name: app{n}}}\nspec:\n  \
+                 image: ok:1\n  replicas: 2\n  secretEnv: {{MAIL: mail}}\n"
+            ));
+        }
+        std::fs::write(cluster.manifests.path().join("all.yaml"), yaml).unwrap();
+        let (_, report) = cluster.pass("r1").await;
+        assert_eq!(report.failures(), 0, "{report:?}");
+        cluster.docker.take_swarm_calls();
+        let plan = cluster.plan().await;
+        assert_eq!(plan.changes().count(), 0);
+        assert_eq!(plan.summary.unchanged, 41);
+        let mut calls = cluster.docker.take_swarm_calls();
+        calls.sort_unstable();
+        assert_eq!(
+            calls,
+            [
+                "list_nodes",
+                "list_secrets",
+                "list_services",
+                "list_tasks",
+                "swarm_node"
+            ]
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_update_swarm_rolls_back_is_a_failure_with_swarms_words() {
         let cluster = Cluster::new();
