@@ -122,6 +122,26 @@ impl MemoryDocker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn add_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        scope: &str,
+    ) -> Result<(), DockerError> {
+        let mut st = self.lock();
+        st.check()?;
+        if st.networks.contains_key(name) {
+            return Err(conflict("create network", name));
+        }
+        let network = NetworkInfo {
+            name: name.to_owned(),
+            labels: labels.clone(),
+            scope: scope.to_owned(),
+        };
+        st.networks.insert(name.to_owned(), network);
+        Ok(())
+    }
+
     /// Makes `image` present, as if pulled.
     pub fn add_image(&self, image: &str) {
         self.lock().images.insert(image.to_owned());
@@ -258,18 +278,7 @@ impl DockerApi for MemoryDocker {
         labels: &BTreeMap<String, String>,
         _internal: bool,
     ) -> Result<(), DockerError> {
-        let mut st = self.lock();
-        st.check()?;
-        if st.networks.contains_key(name) {
-            return Err(conflict("create network", name));
-        }
-        let network = NetworkInfo {
-            name: name.to_owned(),
-            labels: labels.clone(),
-            scope: "local".into(),
-        };
-        st.networks.insert(name.to_owned(), network);
-        Ok(())
+        self.add_network(name, labels, "local")
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), DockerError> {
@@ -924,18 +933,7 @@ impl SwarmApi for MemoryDocker {
         _internal: bool,
     ) -> Result<(), DockerError> {
         self.call("create_overlay_network");
-        let mut st = self.lock();
-        st.check()?;
-        if st.networks.contains_key(name) {
-            return Err(conflict("create network", name));
-        }
-        let network = NetworkInfo {
-            name: name.to_owned(),
-            labels: labels.clone(),
-            scope: "swarm".into(),
-        };
-        st.networks.insert(name.to_owned(), network);
-        Ok(())
+        self.add_network(name, labels, "swarm")
     }
 
     async fn image_command(&self, image: &str) -> Result<Option<ImageCommand>, DockerError> {

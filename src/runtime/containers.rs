@@ -12,10 +12,8 @@ use super::RuntimeError;
 use crate::desired::labels::{
     DELETION_POLICY, HOST_PORT, REPLICA, REVISION, SPEC, SPEC_HASH, owner_labels,
 };
-use crate::desired::{DesiredApp, MountSource, Probe};
-use crate::drivers::docker::{
-    ContainerConfig, DockerApi, DockerError, HealthSpec, MountSpec, PortSpec, PullProgress,
-};
+use crate::desired::{DesiredApp, Probe};
+use crate::drivers::docker::{ContainerConfig, DockerApi, DockerError, PortSpec, PullProgress};
 
 /// Called with an image's pull progress: app, image, the daemon's report.
 pub type OnPull = Arc<dyn Fn(&str, &str, PullProgress) + Send + Sync>;
@@ -89,13 +87,7 @@ impl Containers<'_> {
             // their health from inside.
             if let Some(h) = app.spec.health.as_ref() {
                 if let Some(cmd) = super::probe_command(&h.probe) {
-                    config.health = Some(HealthSpec {
-                        cmd,
-                        interval_ns: h.interval_ms as i64 * 1_000_000,
-                        timeout_ns: h.timeout_ms as i64 * 1_000_000,
-                        retries: i64::from(h.retries),
-                        start_period_ns: h.start_period_ms as i64 * 1_000_000,
-                    });
+                    config.health = Some(super::health_spec(h, cmd));
                 }
             }
         }
@@ -304,22 +296,7 @@ pub fn container_config(
             .iter()
             .map(|(k, s)| format!("{k}={}", s.expose())),
     );
-    let mounts = spec
-        .volumes
-        .iter()
-        .map(|m| {
-            let (bind, source) = match &m.source {
-                MountSource::Volume(v) => (false, v.clone()),
-                MountSource::HostPath(p) => (true, p.clone()),
-            };
-            MountSpec {
-                bind,
-                source,
-                target: m.target.clone(),
-                read_only: m.read_only,
-            }
-        })
-        .collect();
+    let mounts = super::mount_specs(spec);
     let mut ports: Vec<PortSpec> = spec
         .ports
         .iter()
@@ -341,13 +318,7 @@ pub fn container_config(
         });
     }
     let health = spec.health.as_ref().and_then(|h| match &h.probe {
-        Probe::Cmd { cmd } => Some(HealthSpec {
-            cmd: cmd.clone(),
-            interval_ns: h.interval_ms as i64 * 1_000_000,
-            timeout_ns: h.timeout_ms as i64 * 1_000_000,
-            retries: i64::from(h.retries),
-            start_period_ns: h.start_period_ms as i64 * 1_000_000,
-        }),
+        Probe::Cmd { cmd } => Some(super::health_spec(h, cmd.clone())),
         // HTTP and TCP probes are made by berth from the host: images need no curl.
         Probe::Http { .. } | Probe::Tcp { .. } => None,
     });

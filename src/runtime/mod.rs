@@ -11,7 +11,7 @@ pub mod swarm;
 use async_trait::async_trait;
 
 use crate::desired::DesiredApp;
-use crate::drivers::docker::DockerError;
+use crate::drivers::docker::{DockerError, HealthSpec, MountSpec};
 
 /// Why a runtime step failed.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +140,37 @@ pub fn probe_command(probe: &crate::desired::Probe) -> Option<Vec<String>> {
         "berth".to_owned(),
         arg,
     ])
+}
+
+/// Docker's health check running `cmd` on the timing of `h`.
+pub(crate) fn health_spec(h: &crate::desired::HealthCheck, cmd: Vec<String>) -> HealthSpec {
+    HealthSpec {
+        cmd,
+        interval_ns: h.interval_ms as i64 * 1_000_000,
+        timeout_ns: h.timeout_ms as i64 * 1_000_000,
+        retries: i64::from(h.retries),
+        start_period_ns: h.start_period_ms as i64 * 1_000_000,
+    }
+}
+
+/// The mounts of a container spec, as the driver takes them.
+pub(crate) fn mount_specs(spec: &crate::desired::ContainerSpec) -> Vec<MountSpec> {
+    use crate::desired::MountSource;
+    spec.volumes
+        .iter()
+        .map(|m| {
+            let (bind, source) = match &m.source {
+                MountSource::Volume(v) => (false, v.clone()),
+                MountSource::HostPath(p) => (true, p.clone()),
+            };
+            MountSpec {
+                bind,
+                source,
+                target: m.target.clone(),
+                read_only: m.read_only,
+            }
+        })
+        .collect()
 }
 
 const SERVICE_STEP: &str = "services are for `runtime: swarm`: a plan for Swarm cannot be \

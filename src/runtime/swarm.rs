@@ -21,10 +21,9 @@ use crate::desired::labels::{
     volume_labels,
 };
 use crate::desired::service::{plain_env, task_hash};
-use crate::desired::{DesiredApp, MountSource, Probe};
+use crate::desired::{DesiredApp, Probe};
 use crate::drivers::docker::{
-    DockerApi, DockerError, HealthSpec, ImageCommand, MountSpec, SecretRef, ServiceConfig,
-    ServicePort, SwarmApi, TaskInfo,
+    DockerApi, DockerError, ImageCommand, SecretRef, ServiceConfig, ServicePort, SwarmApi, TaskInfo,
 };
 use crate::manifest::model::DeletionPolicy;
 
@@ -372,22 +371,7 @@ pub fn service_config(
             )));
         }
     };
-    let mounts = spec
-        .volumes
-        .iter()
-        .map(|m| {
-            let (bind, source) = match &m.source {
-                MountSource::Volume(v) => (false, v.clone()),
-                MountSource::HostPath(p) => (true, p.clone()),
-            };
-            MountSpec {
-                bind,
-                source,
-                target: m.target.clone(),
-                read_only: m.read_only,
-            }
-        })
-        .collect();
+    let mounts = super::mount_specs(spec);
     let volume_labels = app
         .volumes
         .iter()
@@ -406,13 +390,7 @@ pub fn service_config(
             // Swarm runs health checks in the task's container, on whatever node.
             probe => super::probe_command(probe).unwrap_or_default(),
         };
-        HealthSpec {
-            cmd,
-            interval_ns: h.interval_ms as i64 * 1_000_000,
-            timeout_ns: h.timeout_ms as i64 * 1_000_000,
-            retries: i64::from(h.retries),
-            start_period_ns: h.start_period_ms as i64 * 1_000_000,
-        }
+        super::health_spec(h, cmd)
     });
     let restart = match spec.restart.as_str() {
         "no" => "none",

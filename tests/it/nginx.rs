@@ -381,6 +381,24 @@ impl Drop for NginxContainer {
     }
 }
 
+/// The folder of an nginx run in a container: `nginx.conf` listening on 8080 and
+/// including `conf.d/*.conf`, both under the folder (mounted at the same path).
+pub(crate) fn nginx_in_docker_dir() -> tempfile::TempDir {
+    let dir = nginx_master::prefix_dir();
+    let p = dir.path().display().to_string();
+    fs::create_dir(dir.path().join("conf.d")).unwrap();
+    fs::write(
+        dir.path().join("nginx.conf"),
+        format!(
+            "pid {p}/nginx.pid;\nerror_log {p}/error.log;\nuser root;\nevents {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  \
+             server {{ listen 8080 default_server; return 404; }}\n  include {p}/conf.d/*.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
 #[test]
 fn a_proxy_in_docker_reaches_apps_by_container_name() {
     let mut s = Scenario::new();
@@ -396,18 +414,8 @@ fn a_proxy_in_docker_reaches_apps_by_container_name() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let dir = nginx_master::prefix_dir();
+    let dir = nginx_in_docker_dir();
     let p = dir.path().display().to_string();
-    fs::create_dir(dir.path().join("conf.d")).unwrap();
-    fs::write(
-        dir.path().join("nginx.conf"),
-        format!(
-            "pid {p}/nginx.pid;\nerror_log {p}/error.log;\nuser root;\nevents {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  \
-             server {{ listen 8080 default_server; return 404; }}\n  include {p}/conf.d/*.conf;\n}}\n"
-        ),
-    )
-    .unwrap();
     let proxy = NginxContainer {
         name: format!("{}-proxy", s.prefix),
         http: free_port(),

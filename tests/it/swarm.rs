@@ -602,18 +602,8 @@ fn a_proxy_on_the_overlay_network_reaches_apps_by_service_name() {
     assert!(out.status.success(), "{}", text(&out));
     s.daemon.load(&nginx_image);
     docker(&["rmi", &nginx_image]);
-    let dir = crate::nginx_master::prefix_dir();
+    let dir = crate::nginx::nginx_in_docker_dir();
     let p = dir.path().display().to_string();
-    fs::create_dir(dir.path().join("conf.d")).unwrap();
-    fs::write(
-        dir.path().join("nginx.conf"),
-        format!(
-            "pid {p}/nginx.pid;\nerror_log {p}/error.log;\nuser root;\nevents {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n  \
-             server {{ listen 8080 default_server; return 404; }}\n  include {p}/conf.d/*.conf;\n}}\n"
-        ),
-    )
-    .unwrap();
     let proxy = format!("{}-proxy", s.prefix);
     s.daemon.docker_ok(&[
         "run",
