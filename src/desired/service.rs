@@ -36,6 +36,10 @@ pub struct ServiceSpec {
     /// `start-first` or `stop-first`: the order of a rolling update (stop-first when a
     /// port is published in `host` mode, whatever the manifest asks).
     pub update_order: String,
+    /// `<host>:<container>`: the port of `hostPorts` Swarm publishes through its routing
+    /// mesh for the proxy on the manager, when it reaches the app there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<String>,
 }
 
 impl ServiceSpec {
@@ -71,6 +75,7 @@ impl ServiceSpec {
                 "stop-first"
             }
             .to_owned(),
+            host_port: None,
         }
     }
 

@@ -65,13 +65,14 @@ fn service_changes(out: &mut Vec<String>, old: Option<&ServiceSpec>, new: Option
     }
     let placement = (&old.constraints, &old.spread, old.max_replicas_per_node)
         != (&new.constraints, &new.spread, new.max_replicas_per_node);
-    let fields: [(&str, bool); 3] = [
+    let fields: [(&str, bool); 4] = [
         ("placement", placement),
         (
             "reservations",
             (old.reserve_cpus, old.reserve_memory) != (new.reserve_cpus, new.reserve_memory),
         ),
         ("update order", old.update_order != new.update_order),
+        ("proxy's host port", old.host_port != new.host_port),
     ];
     if old.endpoint_mode != new.endpoint_mode {
         out.push(format!(

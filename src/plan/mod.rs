@@ -304,6 +304,7 @@ pub enum Step {
     RemoveCertificate {
         /// The Domain.
         domain: String,
+    },
     /// Create an app's Swarm service and wait until its tasks run.
     CreateService {
         /// The app.

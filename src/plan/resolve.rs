@@ -345,6 +345,11 @@ fn host_ports(
             container: target,
             switchable: switchable.contains(name) && !swarm,
         });
+        // The service publishes it: a new port is an update of the service.
+        if let Some(service) = app.spec.service.as_mut() {
+            service.host_port = Some(format!("{host_port}:{target}"));
+            app.hash = app.spec.hash();
+        }
     }
     Ok(ports)
 }

@@ -331,6 +331,7 @@ pub fn service_config(
             reserve_cpus: None,
             reserve_memory: None,
             update_order: "start-first".into(),
+            host_port: None,
         });
     let mut labels = owner_labels(instance, app.kind, &app.name);
     labels.insert(SPEC_HASH.to_owned(), app.hash.clone());
@@ -342,7 +343,7 @@ pub fn service_config(
         if delete { "delete" } else { "retain" }.to_owned(),
     );
     if let Some(port) = app.host_port {
-        labels.insert(HOST_PORT.to_owned(), port.to_string());
+        labels.insert(HOST_PORT.to_owned(), port.host.to_string());
     }
     let mut container_labels = owner_labels(instance, app.kind, &app.name);
     container_labels.insert(TASK_HASH.to_owned(), task_hash(spec));
@@ -433,6 +434,13 @@ pub fn service_config(
                 protocol: p.protocol.as_str().to_owned(),
                 ingress: !p.binds_node(),
             })
+            // The port the proxy on the manager reaches it on, through the mesh.
+            .chain(app.host_port.map(|h| ServicePort {
+                target: h.container,
+                published: h.host,
+                protocol: "tcp".to_owned(),
+                ingress: true,
+            }))
             .collect(),
         start_first: service.start_first(),
         monitor_ns: monitor(app).as_nanos() as i64,
@@ -532,7 +540,7 @@ impl AppRuntime for Swarm<'_> {
         &self,
         _app: &DesiredApp,
         _old: Running<'_>,
-        _start_first: bool,
+        _how: super::Replace,
     ) -> Result<(), RuntimeError> {
         Err(RuntimeError::Unsupported(CONTAINER_STEP))
     }
@@ -781,20 +789,21 @@ mod tests {
             .await
             .expect("planned");
         let blog = &prepared.desired.apps["blog"];
-        assert_eq!(blog.host_port, Some(8100));
         assert_eq!(
-            blog.spec
-                .ports
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
-            ["0.0.0.0:8100:2368/tcp/ingress"]
+            blog.host_port.map(|h| (h.host, h.container)),
+            Some((8100, 2368))
+        );
+        let service = blog.spec.service.as_ref().unwrap();
+        assert_eq!(
+            service.host_port.as_deref(),
+            Some("8100:2368"),
+            "in the spec"
         );
         assert!(
-            blog.spec.service.as_ref().unwrap().start_first(),
+            service.start_first(),
             "an ingress port does not force stop-first"
         );
-        let file = &prepared.desired.proxy_files["blog"];
+        let file = &prepared.desired.proxy_files["blog"].content;
         assert!(file.contains("proxy_pass http://127.0.0.1:8100;"), "{file}");
         let config = service_config(blog, "test", "r", Vec::new(), None).unwrap();
         assert_eq!(
