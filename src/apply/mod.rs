@@ -152,6 +152,11 @@ pub enum Progress {
         /// The container.
         container: String,
     },
+    /// A Swarm service is waiting for its tasks of the new spec to run.
+    WaitingForTasks {
+        /// The service.
+        service: String,
+    },
     /// An action ended.
     Finished(Outcome),
 }
@@ -196,8 +201,8 @@ pub async fn apply(
         ready_timeout: options.ready_timeout,
         commands: Default::default(),
         on_waiting: Arc::new(move |service| {
-            waiting(Progress::Waiting {
-                container: service.to_owned(),
+            waiting(Progress::WaitingForTasks {
+                service: service.to_owned(),
             })
         }),
     };

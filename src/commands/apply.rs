@@ -205,6 +205,9 @@ impl Printer {
             Progress::Waiting { container } => {
                 self.line(format!("container {container}: waiting until ready"));
             }
+            Progress::WaitingForTasks { service } => {
+                self.line(format!("service {service}: waiting until its tasks run"));
+            }
             Progress::Pull {
                 app,
                 image,

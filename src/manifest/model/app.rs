@@ -39,7 +39,7 @@ pub struct AppSpec {
     /// Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
-    /// How many containers run. Default: 1.
+    /// How many containers (under `runtime: swarm`, tasks) run. Default: 1.
     #[serde(default = "one")]
     #[schemars(range(max = 100))]
     pub replicas: u32,

@@ -14,8 +14,9 @@ pub struct SettingsSpec {
     /// The reverse proxy berth writes routes for. Default: nginx with its defaults.
     #[serde(default)]
     pub proxy: Proxy,
-    /// The Docker network shared by apps and the proxy; not Docker's own `host`, `bridge`
-    /// or `none`. Default: `berth`.
+    /// The Docker network shared by apps and the proxy (under `runtime: swarm`, an
+    /// attachable overlay network); not Docker's own `host`, `bridge` or `none`.
+    /// Default: `berth`.
     #[serde(default = "default_network")]
     #[schemars(pattern(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$"))]
     pub network: String,
