@@ -23,8 +23,8 @@ pub use app::{
     AppSpec, DatabaseLink, EnvValue, Health, Protocol, PublishedPort, Resources, RestartPolicy,
     UpdateStrategy, VolumeMount,
 };
-pub use build::Build;
 pub use app::{EndpointMode, Placement, Preference, PublishMode, Reservations};
+pub use build::Build;
 pub use database::{Backup, DatabaseMode, DatabaseSpec, Engine};
 pub use domain::{DomainSpec, Tls};
 pub use notifier::{EventKind, NotifierSpec, NotifierType};

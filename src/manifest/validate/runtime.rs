@@ -82,6 +82,15 @@ fn check_app_docker(report: &mut Report, doc: usize, a: &AppSpec) {
 }
 
 fn check_app_swarm(report: &mut Report, doc: usize, a: &AppSpec, routed_on_host: bool) {
+    if a.build.is_some() {
+        report.at(
+            doc,
+            "/spec/build",
+            "`build` makes the image on the daemon berth talks to, which the other nodes of a \
+             swarm cannot pull from: under `runtime: swarm`, build and push the image to a \
+             registry and name it in `image`",
+        );
+    }
     if let Some(p) = &a.placement {
         check_placement(report, doc, "/spec/placement", p);
     }
